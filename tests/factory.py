@@ -1,0 +1,144 @@
+"""Small factories that build model packages in code: the seed's example, legacy, YMIR layout."""
+
+from __future__ import annotations
+
+import copy
+import io
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SEED_INFO: dict[str, Any] = {
+    "executor_config": {"class_names": ["person", "cat"]},
+    "stages": {
+        "stage_1000": {
+            "files": ["model-1000.params", "model-symbol.json"],
+            "mAP": 0.3,
+            "mAR": 0.6,
+            "TP": 60,
+            "FP": 30,
+            "FN": 30,
+            "stage_name": "stage_1000",
+            "timestamp": 1655975204,
+        },
+        "stage_2000": {
+            "files": ["model-2000.params", "model-symbol.json"],
+            "mAP": 0.6,
+            "stage_name": "stage_2000",
+            "timestamp": 1655975205,
+        },
+    },
+    "best_stage_name": "stage_2000",
+    "task_context": {"executor": "sample-executor", "mAP": 0.6, "producer": "fenrir-z"},
+}
+
+LEGACY_INFO: dict[str, Any] = {
+    "executor_config": {"class_names": ["person"]},
+    "models": ["model-1000.params", "model-symbol.json"],
+    "task_context": {"mAP": 0.42, "producer": "fenrir-z"},
+}
+
+
+def seed_info() -> dict[str, Any]:
+    return copy.deepcopy(SEED_INFO)
+
+
+def legacy_info() -> dict[str, Any]:
+    return copy.deepcopy(LEGACY_INFO)
+
+
+def file_bytes(name: str, size: int = 2048) -> bytes:
+    """Deterministic content standing in for model weights."""
+    seed = name.encode()
+    return (seed * (size // max(len(seed), 1) + 1))[:size]
+
+
+@dataclass
+class Entry:
+    """One tar member to write; `kind` is a tarfile type, data for regular files."""
+
+    name: str
+    data: bytes = b""
+    kind: bytes = tarfile.REGTYPE
+    linkname: str = ""
+    mtime: int = 1655975300
+    size: int | None = None
+
+
+@dataclass
+class PackageSpec:
+    entries: list[Entry] = field(default_factory=list)
+
+    def add(self, name: str, data: bytes | str = b"", **options: Any) -> PackageSpec:
+        if isinstance(data, str):
+            data = data.encode()
+        self.entries.append(Entry(name, data, **options))
+        return self
+
+
+def info_yaml(info: Any) -> bytes:
+    return yaml.safe_dump(info, sort_keys=False).encode()
+
+
+def tar_bytes(entries: Iterable[Entry], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry.name)
+            info.type = entry.kind
+            info.mtime = entry.mtime
+            info.linkname = entry.linkname
+            if entry.kind == tarfile.REGTYPE:
+                info.size = len(entry.data) if entry.size is None else entry.size
+                tar.addfile(info, io.BytesIO(entry.data))
+            else:
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, mtime=0)
+
+
+def write_package(path: Path, entries: Iterable[Entry]) -> Path:
+    path.write_bytes(gzip_bytes(tar_bytes(entries)))
+    return path
+
+
+def seed_entries(info: dict[str, Any] | None = None, *, info_last: bool = True) -> list[Entry]:
+    """The seed's example: every file at the root, ymir-info.yaml last (as `tar -czvf` made it)."""
+    info = seed_info() if info is None else info
+    names = ["model-1000.params", "model-2000.params", "model-symbol.json"]
+    entries = [Entry(name, file_bytes(name)) for name in names]
+    document = Entry("ymir-info.yaml", info_yaml(info))
+    return [*entries, document] if info_last else [document, *entries]
+
+
+def seed_package(path: Path, info: dict[str, Any] | None = None) -> Path:
+    return write_package(path, seed_entries(info))
+
+
+def legacy_package(path: Path) -> Path:
+    entries = [Entry(name, file_bytes(name)) for name in LEGACY_INFO["models"]]
+    return write_package(path, [Entry("ymir-info.yaml", info_yaml(legacy_info())), *entries])
+
+
+def ymir_layout_package(path: Path) -> Path:
+    """What YMIR itself stores: <stage>/<file>, attachments, a 2.0.x ymir-info.yaml."""
+    info = seed_info()
+    info.update(package_version="2.0.2", object_type=2, attachments={"images": ["sample.jpg"]})
+    for stage in info["stages"].values():
+        stage["tp"] = stage.pop("TP", 0)
+        stage.pop("FP", None)
+        stage.pop("FN", None)
+    entries = [Entry("ymir-info.yaml", info_yaml(info))]
+    for name, stage in info["stages"].items():
+        entries += [Entry(f"{name}/{file}", file_bytes(f"{name}/{file}")) for file in stage["files"]]
+    entries.append(Entry("attachments/images/sample.jpg", b"\xff\xd8jpeg"))
+    return write_package(path, entries)

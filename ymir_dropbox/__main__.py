@@ -1,0 +1,3 @@
+from ymir_dropbox.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""Reading a package safely: one streaming pass over the gzip tar, nothing extracted.
+
+The pass checks the container and every member header against the limits, keeps the bytes of
+``ymir-info.yaml`` (at most 1 MiB), and can copy the decompressed tar into a spool file so that
+the import can later copy members out in any order without decompressing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tarfile
+import unicodedata
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from isal import igzip
+
+from ymir_dropbox.config import Limits
+from ymir_dropbox.problems import Problem
+
+INFO_NAME = "ymir-info.yaml"
+MAX_INFO_BYTES = 1024 * 1024
+MAX_MEMBER_NAME_BYTES = 4096
+MAX_PROBLEMS_PER_CODE = 20
+GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 1024 * 1024
+# Ratios are only judged once this many bytes are unpacked: a tiny package always has a high
+# ratio (tar headers and padding compress well) and cannot hurt anyone.
+RATIO_GRACE_BYTES = 1024 * 1024
+SLASH_LOOKALIKES = str.maketrans({"\\": "/", "\u2215": "/", "\u2044": "/", "\u29f8": "/"})
+DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A regular file in the archive: its cleaned name, size and where its data starts."""
+
+    name: str
+    size: int
+    offset: int
+    mtime: int
+
+
+@dataclass(slots=True)
+class ArchiveScan:
+    """What one pass over a package found."""
+
+    package_bytes: int = 0
+    unpacked_bytes: int = 0
+    members: dict[str, Member] = field(default_factory=dict)
+    info: bytes | None = None
+    info_member: Member | None = None
+    problems: list[Problem] = field(default_factory=list)
+    _counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, code: str, field_name: str, message: str) -> None:
+        """Record a problem; past a few of one kind, only count them (a tar of 10,000 links)."""
+        seen = self._counts.get(code, 0)
+        self._counts[code] = seen + 1
+        if seen < MAX_PROBLEMS_PER_CODE:
+            self.problems.append(Problem(code, field_name, message))
+        elif seen == MAX_PROBLEMS_PER_CODE:
+            self.problems.append(Problem(code, "", f"more members with the same problem ({code})"))
+
+
+class _Stop(Exception):
+    """The scan has seen enough: a limit was hit and reading on would only cost."""
+
+
+class PackageUnreadable(OSError):
+    """The package could not be opened; not a fault of its content."""
+
+
+@contextmanager
+def open_package(path: Path) -> Iterator[BinaryIO]:
+    """Open a package without following a symlink and without blocking on a fifo."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PackageUnreadable(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        stream = os.fdopen(fd, "rb", buffering=CHUNK)
+    except BaseException:
+        os.close(fd)
+        raise
+    with stream:
+        yield stream
+
+
+class _Reader:
+    """Reads the decompressed stream, copies it to a spool, counts and enforces the ratio."""
+
+    def __init__(self, source: BinaryIO, spool: BinaryIO | None, ceiling: int) -> None:
+        self.source = source
+        self.spool = spool
+        self.ceiling = ceiling
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.count += len(data)
+        if self.count > self.ceiling:
+            raise _Stop("ratio")
+        if self.spool is not None and data:
+            self.spool.write(data)
+        return data
+
+
+def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
+    """Return the member's name without ``./`` and trailing ``/``, or the code and reason it is unsafe."""
+    if not raw or raw in {".", "./"}:
+        return None, ("tar.bad_name", "the member name is empty")
+    if len(raw.encode("utf-8", "surrogateescape")) > MAX_MEMBER_NAME_BYTES:
+        return None, ("tar.bad_name", f"the member name is longer than {MAX_MEMBER_NAME_BYTES} bytes")
+    if any(0xDC80 <= ord(char) <= 0xDCFF for char in raw):
+        return None, ("tar.bad_name", "the member name is not valid UTF-8")
+    if any(ord(char) < 32 or ord(char) == 127 for char in raw):
+        return None, ("tar.bad_name", "the member name holds control characters")
+    folded = unicodedata.normalize("NFKC", raw).translate(SLASH_LOOKALIKES)
+    if folded.startswith("/") or DRIVE.match(folded):
+        return None, ("tar.absolute_path", "the member name is an absolute path")
+    if ".." in folded.split("/"):
+        return None, ("tar.path_traversal", "the member name climbs out with '..'")
+    if folded.count("/") != raw.replace("\\", "/").count("/"):
+        return None, ("tar.path_traversal", "the member name uses a look-alike of '/'")
+    if "\\" in raw:
+        return None, ("tar.bad_name", "the member name holds a backslash")
+    parts = [part for part in raw.split("/") if part not in {"", "."}]
+    if not parts:
+        return None, ("tar.bad_name", "the member name is empty")
+    if any(len(part.encode("utf-8")) > 255 for part in parts):
+        return None, ("tar.bad_name", "a component of the member name is longer than 255 bytes")
+    return "/".join(parts), None
+
+
+def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> ArchiveScan:
+    """Check a package in one streaming pass. Problems are collected, never raised.
+
+    Raises ``OSError`` only when the file itself cannot be opened or read.
+    """
+    scan = ArchiveScan()
+    with open_package(path) as raw:
+        scan.package_bytes = os.fstat(raw.fileno()).st_size
+        if scan.package_bytes > limits.max_package_bytes:
+            scan.add(
+                "package.too_large",
+                "",
+                f"the package is {scan.package_bytes} bytes, over the limit of "
+                f"{limits.max_package_bytes} (limits.max_package_bytes)",
+            )
+            return scan
+        if raw.read(2) != GZIP_MAGIC:
+            scan.add("container.not_gzip", "", "the file is not gzip-compressed (no gzip magic bytes)")
+            return scan
+        raw.seek(0)
+        ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
+        reader = _Reader(igzip.GzipFile(fileobj=raw, mode="rb"), spool, ceiling)
+        try:
+            _scan_members(reader, scan, limits)
+            _check_tail(reader, scan)
+        except _Stop as stop:
+            if str(stop) == "ratio":
+                scan.add(
+                    "tar.compression_ratio",
+                    "",
+                    f"the package unpacks to more than {limits.max_ratio:g} times its size "
+                    f"of {scan.package_bytes} bytes (limits.max_ratio); a compression bomb?",
+                )
+        except EOFError:
+            scan.add("container.truncated", "", "the gzip stream is truncated (ends too early)")
+        except tarfile.ReadError as error:
+            if "unexpected end of data" in str(error):
+                scan.add("container.truncated", "", "the tar archive is truncated inside a member")
+            else:
+                scan.add("container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}")
+        except (zlib.error, igzip.BadGzipFile) as error:
+            scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
+        except Exception as error:
+            if type(error).__name__ != "IsalError":
+                raise
+            scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
+    return scan
+
+
+def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
+    seen: set[str] = set()
+    count = 0
+    with tarfile.open(fileobj=reader, mode="r|", errors="surrogateescape") as tar:  # type: ignore[call-overload]
+        for info in tar:
+            count += 1
+            if count > limits.max_members:
+                scan.add(
+                    "tar.too_many_members",
+                    "",
+                    f"the archive has more than {limits.max_members} members (limits.max_members)",
+                )
+                raise _Stop("members")
+            shown = info.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            name, reason = clean_member_name(info.name)
+            if reason is not None:
+                scan.add(reason[0], repr(shown), f"member {shown!r}: {reason[1]}")
+                continue
+            assert name is not None
+            if info.issym() or info.islnk():
+                kind = "symbolic" if info.issym() else "hard"
+                scan.add(
+                    "tar.link_member",
+                    name,
+                    f"member {name!r} is a {kind} link to {info.linkname!r}; links are not allowed",
+                )
+                continue
+            if info.isdir():
+                continue
+            if not info.isreg():
+                scan.add(
+                    "tar.special_member",
+                    name,
+                    f"member {name!r} is a device, fifo or other special file; only files are allowed",
+                )
+                continue
+            if name in seen:
+                scan.add("tar.duplicate_member", name, f"member {name!r} appears more than once")
+                continue
+            seen.add(name)
+            scan.unpacked_bytes += info.size
+            if scan.unpacked_bytes > limits.max_unpacked_bytes:
+                scan.add(
+                    "tar.too_large_unpacked",
+                    "",
+                    f"the archive unpacks to more than {limits.max_unpacked_bytes} bytes "
+                    "(limits.max_unpacked_bytes)",
+                )
+                raise _Stop("unpacked")
+            member = Member(name, info.size, info.offset_data, int(info.mtime))
+            scan.members[name] = member
+            if name == INFO_NAME:
+                scan.info_member = member
+                if info.size > MAX_INFO_BYTES:
+                    scan.add(
+                        "info.too_large",
+                        INFO_NAME,
+                        f"{INFO_NAME} is {info.size} bytes, over the limit of {MAX_INFO_BYTES}",
+                    )
+                else:
+                    extracted = tar.extractfile(info)
+                    assert extracted is not None
+                    scan.info = extracted.read()
+        if count == 0:
+            scan.add("container.empty", "", "the archive holds no members")
+
+
+def _check_tail(reader: _Reader, scan: ArchiveScan) -> None:
+    """Read to the end of the gzip stream: checks its CRC, and that only zeros follow the tar."""
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            return
+        if chunk.count(0) != len(chunk):
+            scan.add(
+                "container.trailing_data",
+                "",
+                "data follows the end of the tar archive (a second archive appended?)",
+            )
+            return

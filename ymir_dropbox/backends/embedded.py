@@ -1,0 +1,26 @@
+"""The embedded backend (default): write the model store directly, no YMIR install needed."""
+
+from __future__ import annotations
+
+import os
+
+from ymir_dropbox.backends import ImportResult, PreparedPackage
+from ymir_dropbox.config import Config
+from ymir_dropbox.problems import DropboxError
+from ymir_dropbox.store import store_package
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, config: Config) -> None:
+        self.models = config.paths.models
+        self.level = config.import_.compression_level
+
+    def check(self) -> None:
+        if not os.access(self.models, os.W_OK | os.X_OK):
+            raise DropboxError(f"model store {self.models} is not writable")
+
+    def import_package(self, package: PreparedPackage) -> ImportResult:
+        model_hash, stored = store_package(package.report, package.spool, self.models, self.level)
+        return ImportResult(model_hash=model_hash, stored_path=stored)

@@ -1,0 +1,155 @@
+"""The mir backend: hand the normalized package to YMIR's own ``mir models``.
+
+The package ``mir`` receives is the one our pipeline validated and normalized (real ``mir``
+2.3.0 crashes on the seed's own example and drops ``TP``/``FP``/``FN``). Each attempt gets its
+own dst-rev from the ledger id, because a failed ``mir`` run leaves its tag behind and refuses
+that name forever, and its own work folder. One ``mir`` call at a time per repository.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import structlog
+
+from ymir_dropbox.backends import ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.config import Config
+from ymir_dropbox.problems import DropboxError, Problem
+from ymir_dropbox.store import write_tar
+
+log = structlog.get_logger(__name__)
+PACK_SUCCESS = re.compile(r"Pack success, model hash: ([0-9a-f]{40})")
+TAIL_LINES = 20
+MIR_TIMEOUT_SECONDS = 6 * 3600
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "ymir-dropbox",
+    "GIT_AUTHOR_EMAIL": "ymir-dropbox@localhost",
+    "GIT_COMMITTER_NAME": "ymir-dropbox",
+    "GIT_COMMITTER_EMAIL": "ymir-dropbox@localhost",
+}
+_repository_locks: dict[Path, threading.Lock] = {}
+_repository_locks_guard = threading.Lock()
+
+
+def dst_rev_for(template: str, attempt_id: int) -> str:
+    return template.format(id=attempt_id)
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-TAIL_LINES:])
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()  # noqa: S324 - YMIR's model hash is a SHA-1
+    with path.open("rb") as stream:
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class MirBackend:
+    name = "mir"
+
+    def __init__(self, config: Config) -> None:
+        assert config.import_.mir.root is not None
+        self.root = config.import_.mir.root
+        self.bin = config.import_.mir.bin
+        self.template = config.import_.mir.dst_rev
+        self.models = config.paths.models.absolute()
+        self.work = config.paths.work.absolute()
+        self.level = config.import_.compression_level
+
+    def executable(self) -> str:
+        found = shutil.which(self.bin)
+        if found is None:
+            raise DropboxError(
+                f"import.mir.bin: the mir executable {self.bin!r} was not found "
+                "(install ymir-cmd 2.3.0, see the README, or set import.mir.bin)"
+            )
+        return found
+
+    def check(self) -> None:
+        self.executable()
+        if not (self.root / ".mir").is_dir() or not (self.root / ".git").exists():
+            raise DropboxError(
+                f"import.mir.root: {self.root} is not a mir repository (run `mir init --root {self.root}`)"
+            )
+        if not os.access(self.models, os.W_OK | os.X_OK):
+            raise DropboxError(f"model store {self.models} is not writable")
+
+    def _lock(self) -> threading.Lock:
+        with _repository_locks_guard:
+            return _repository_locks.setdefault(self.root, threading.Lock())
+
+    def import_package(self, package: PreparedPackage) -> ImportResult:
+        dst_rev = dst_rev_for(self.template, package.attempt_id)
+        attempt_work = self.work / f"mir-{package.attempt_id}"
+        shutil.rmtree(attempt_work, ignore_errors=True)
+        (attempt_work / "w").mkdir(parents=True)
+        try:
+            normalized = attempt_work / "package.tar.gz"
+            with normalized.open("wb") as target:
+                write_tar(package.report, package.spool, target, self.level)
+            command = [
+                self.executable(),
+                "models",
+                "--package-path", str(normalized),
+                "--root", str(self.root),
+                "--dst-rev", dst_rev,
+                "--model-location", str(self.models),
+                "-w", str(attempt_work / "w"),
+            ]  # fmt: skip
+            with self._lock(), (attempt_work.parent / ".mir.lock").open("a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                before = set(os.listdir(self.models))
+                completed = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    errors="replace",
+                    cwd=attempt_work,
+                    env={**GIT_IDENTITY, **os.environ},
+                    timeout=MIR_TIMEOUT_SECONDS,
+                    check=False,
+                )
+                appeared = sorted(set(os.listdir(self.models)) - before)
+        finally:
+            shutil.rmtree(attempt_work, ignore_errors=True)
+        output = completed.stdout + completed.stderr
+        log.info("mir_finished", attempt=package.attempt_id, dst_rev=dst_rev, exit_code=completed.returncode)
+        found = PACK_SUCCESS.search(completed.stdout)
+        notes = tuple(f"mir left {name} in the model store" for name in appeared)
+        if completed.returncode != 0 or found is None:
+            raise ImportFailed(
+                [
+                    Problem(
+                        "import.mir_failed",
+                        "mir",
+                        f"`mir models` exited with code {completed.returncode}: {_tail(output)}",
+                    )
+                ],
+                notes=notes,
+                dst_rev=dst_rev,
+            )
+        model_hash = found.group(1)
+        stored = self.models / model_hash
+        if not stored.is_file() or _sha1(stored) != model_hash:
+            raise ImportFailed(
+                [
+                    Problem(
+                        "import.mir_hash_mismatch",
+                        "mir",
+                        f"mir reported model hash {model_hash}, but {stored} is missing or has another hash",
+                    )
+                ],
+                notes=notes,
+                dst_rev=dst_rev,
+            )
+        return ImportResult(model_hash=model_hash, stored_path=stored, dst_rev=dst_rev)

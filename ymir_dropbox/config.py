@@ -1,0 +1,289 @@
+"""Configuration: one TOML file, validated with cerberus, parsed once into frozen dataclasses.
+
+Nothing else in ymir-dropbox reads the TOML file or the environment. Relative paths in a file
+are relative to that file's folder; the built-in defaults are relative to the working folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ymir_dropbox.problems import ConfigError
+from ymir_dropbox.rules import StrictValidator, schema_errors
+
+ENV_VAR = "YMIR_DROPBOX_CONFIG"
+DEFAULT_BASE_DIR = "./dropbox"
+FOLDERS = ("inbox", "processing", "done", "failed", "models", "work")
+GiB = 1024**3
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "import": {"backend": "embedded", "workers": 2, "compression_level": 1},
+    "mir": {"bin": "mir", "root": None, "dst_rev": "dropbox-{id}@dropbox-{id}"},
+    "limits": {
+        "max_package_bytes": 64 * GiB,
+        "max_unpacked_bytes": 128 * GiB,
+        "max_members": 10_000,
+        "max_ratio": 200.0,
+    },
+    "log": {"format": "auto", "level": "info"},
+    "watch": {
+        "mode": "inotify",
+        "recursive": True,
+        "settle_seconds": 5.0,
+        "poll_interval": 1.0,
+        "rescan_interval": 30.0,
+        "patterns": ["*.tar.gz", "*.tgz"],
+        "ignore": [".*", "*.part", "*.tmp", "*.crdownload", "*~"],
+    },
+    "daemon": {"shutdown_timeout": 60.0, "retry_max_seconds": 300.0},
+    "metrics": {"listen": ""},
+}
+
+_positive_int = {"type": "integer", "min": 1}
+_positive_number = {"type": "number", "min": 0.001, "check_with": "finite"}
+_path = {"type": "string", "empty": False}
+_globs = {"type": "list", "schema": {"type": "string", "empty": False}}
+
+SCHEMA: dict[str, Any] = {
+    "base_dir": _path,
+    "paths": {
+        "type": "dict",
+        "schema": {name: _path for name in (*FOLDERS, "ledger")},
+    },
+    "import": {
+        "type": "dict",
+        "schema": {
+            "backend": {"type": "string", "allowed": ["embedded", "mir"]},
+            "workers": {"type": "integer", "min": 1, "max": 64},
+            "compression_level": {"type": "integer", "min": 0, "max": 3},
+            "mir": {
+                "type": "dict",
+                "schema": {
+                    "bin": _path,
+                    "root": _path,
+                    "dst_rev": {"type": "string", "regex": r"[^@\s]*\{id\}[^@\s]*@[^@\s]+"},
+                },
+            },
+        },
+    },
+    "limits": {
+        "type": "dict",
+        "schema": {
+            "max_package_bytes": _positive_int,
+            "max_unpacked_bytes": _positive_int,
+            "max_members": _positive_int,
+            "max_ratio": {"type": "number", "min": 1, "check_with": "finite"},
+        },
+    },
+    "log": {
+        "type": "dict",
+        "schema": {
+            "format": {"type": "string", "allowed": ["auto", "json", "console"]},
+            "level": {
+                "type": "string",
+                "allowed": ["debug", "info", "warning", "error", "critical"],
+            },
+        },
+    },
+    "watch": {
+        "type": "dict",
+        "schema": {
+            "mode": {"type": "string", "allowed": ["inotify", "polling", "auto"]},
+            "recursive": {"type": "boolean"},
+            "settle_seconds": _positive_number,
+            "poll_interval": _positive_number,
+            "rescan_interval": _positive_number,
+            "patterns": {**_globs, "minlength": 1},
+            "ignore": _globs,
+        },
+    },
+    "daemon": {
+        "type": "dict",
+        "schema": {"shutdown_timeout": _positive_number, "retry_max_seconds": _positive_number},
+    },
+    "metrics": {
+        "type": "dict",
+        "schema": {"listen": {"type": "string", "regex": r"(|[^\s:]*:\d{1,5})"}},
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    inbox: Path
+    processing: Path
+    done: Path
+    failed: Path
+    models: Path
+    work: Path
+    ledger: Path
+
+    def folders(self) -> dict[str, Path]:
+        return {name: getattr(self, name) for name in FOLDERS}
+
+
+@dataclass(frozen=True, slots=True)
+class MirConfig:
+    bin: str
+    root: Path | None
+    dst_rev: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    backend: str
+    workers: int
+    compression_level: int
+    mir: MirConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_package_bytes: int
+    max_unpacked_bytes: int
+    max_members: int
+    max_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    mode: str
+    recursive: bool
+    settle_seconds: float
+    poll_interval: float
+    rescan_interval: float
+    patterns: tuple[str, ...]
+    ignore: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    shutdown_timeout: float
+    retry_max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    base_dir: Path
+    paths: Paths
+    import_: ImportConfig
+    limits: Limits
+    log: LogConfig
+    watch: WatchConfig
+    daemon: DaemonConfig
+    metrics: MetricsConfig
+    source: Path | None = field(default=None)
+
+    def ensure_folders(self) -> None:
+        """Create the folder layout (idempotent); the ledger's folder too."""
+        for folder in self.paths.folders().values():
+            folder.mkdir(parents=True, exist_ok=True)
+        self.paths.ledger.parent.mkdir(parents=True, exist_ok=True)
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """The config file to read: ``--config``, else the environment variable, else none."""
+    chosen = explicit or os.environ.get(ENV_VAR) or None
+    return Path(chosen) if chosen else None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a config file; with ``None``, the built-in defaults."""
+    if path is None:
+        return build_config({}, source=None, anchor=Path.cwd())
+    try:
+        with path.open("rb") as stream:
+            document = tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return build_config(document, source=path, anchor=path.resolve().parent)
+
+
+def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path) -> Config:
+    """Validate a parsed TOML document and turn it into a Config."""
+    where = str(source) if source else "built-in defaults"
+    validator = StrictValidator(SCHEMA, allow_unknown=False)
+    if not validator.validate(document):
+        messages = [f"{where}: {_describe(error)}" for error in schema_errors(validator)]
+        raise ConfigError("\n".join(messages))
+
+    def resolve(value: str) -> Path:
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else anchor / path
+
+    base_dir = resolve(document.get("base_dir", DEFAULT_BASE_DIR))
+    given_paths = document.get("paths", {})
+    paths = {name: resolve(given_paths[name]) for name in given_paths}
+    for name in FOLDERS:
+        paths.setdefault(name, base_dir / name)
+    paths.setdefault("ledger", base_dir / "ledger.sqlite")
+    for name, value in given_paths.items():
+        folder = paths[name].parent if name == "ledger" else paths[name]
+        if not folder.is_dir():
+            raise ConfigError(f"{where}: paths.{name}: folder {folder} does not exist")
+
+    import_section = {**DEFAULTS["import"], **document.get("import", {})}
+    mir_section = {**DEFAULTS["mir"], **import_section.pop("mir", {})}
+    if import_section["backend"] == "mir" and not mir_section["root"]:
+        raise ConfigError(f"{where}: import.mir.root: required when import.backend is 'mir'")
+    mir = MirConfig(
+        bin=mir_section["bin"],
+        root=resolve(mir_section["root"]).absolute() if mir_section["root"] else None,
+        dst_rev=mir_section["dst_rev"],
+    )
+
+    def section(name: str) -> dict[str, Any]:
+        return {**DEFAULTS[name], **document.get(name, {})}
+
+    watch = section("watch")
+    return Config(
+        base_dir=base_dir,
+        paths=Paths(**paths),
+        import_=ImportConfig(mir=mir, **import_section),
+        limits=Limits(**section("limits")),
+        log=LogConfig(**section("log")),
+        watch=WatchConfig(
+            **{**watch, "patterns": tuple(watch["patterns"]), "ignore": tuple(watch["ignore"])}
+        ),
+        daemon=DaemonConfig(**section("daemon")),
+        metrics=MetricsConfig(**section("metrics")),
+        source=source,
+    )
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error.path)
+    if error.rule == "unknown_field":
+        return f"{key}: unknown key"
+    if error.rule == "type":
+        return f"{key}: expected {error.constraint}, found {type(error.value).__name__} {error.value!r}"
+    if error.rule == "allowed":
+        return f"{key}: {error.value!r} is not one of {', '.join(map(repr, error.constraint))}"
+    if error.rule in {"min", "max"}:
+        return f"{key}: {error.value!r} is below the minimum {error.constraint}" if (
+            error.rule == "min"
+        ) else f"{key}: {error.value!r} is above the maximum {error.constraint}"
+    if error.rule == "regex":
+        return f"{key}: {error.value!r} does not have the expected form"
+    if error.rule == "empty":
+        return f"{key}: must not be empty"
+    return f"{key}: invalid value {error.value!r} ({error.rule})"

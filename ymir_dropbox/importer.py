@@ -1,0 +1,175 @@
+"""The import of one package file: hash, dedup, validate, store through a backend, record.
+
+Used by ``ymir-dropbox import`` and by the daemon's workers. It never moves the package file;
+the caller owns the folders. Each step is written to the ledger before it is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from ymir_dropbox.archive import open_package
+from ymir_dropbox.backends import Backend, ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.config import Config
+from ymir_dropbox.ledger import DuplicateImport, Ledger, now
+from ymir_dropbox.problems import Problem
+from ymir_dropbox.validation import ValidationReport, validate_package
+
+log = structlog.get_logger(__name__)
+HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended."""
+
+    attempt_id: int
+    status: str
+    sha256: str
+    duration: float
+    report: ValidationReport | None = None
+    result: ImportResult | None = None
+    errors: tuple[Problem, ...] = field(default=())
+    duplicate_of: int | None = None
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, read without following a symlink."""
+    digest = hashlib.sha256()
+    size = 0
+    with open_package(path) as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class Importer:
+    def __init__(self, config: Config, ledger: Ledger, backend: Backend) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.backend = backend
+        self._guard = threading.Lock()
+        self._busy: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def _one_at_a_time(self, sha256: str) -> Iterator[None]:
+        """Two copies of one package in flight at once are imported one after the other."""
+        with self._guard:
+            lock = self._busy.setdefault(sha256, threading.Lock())
+        with lock:
+            yield
+
+    def run(self, path: Path, attempt_id: int) -> Outcome:
+        """Import the package at ``path`` for the attempt ``attempt_id`` (already in the ledger).
+
+        Raises ``OSError`` when the file cannot be read or the store cannot be written: not the
+        package's fault, so the caller retries later rather than failing the package.
+        """
+        started = time.monotonic()
+        bound = log.bind(attempt=attempt_id, package=path.name)
+        self.ledger.update(attempt_id, status="importing", started_at=now(), backend=self.backend.name)
+        sha256, size = file_sha256(path)
+        self.ledger.update(attempt_id, sha256=sha256, size=size)
+        bound = bound.bind(sha256=sha256, size=size)
+        bound.info("package_hashed", step="hash", duration=round(time.monotonic() - started, 3))
+
+        def finish(status: str, **fields: object) -> float:
+            duration = round(time.monotonic() - started, 3)
+            self.ledger.finish(attempt_id, status, duration=duration, **fields)
+            return duration
+
+        with self._one_at_a_time(sha256):
+            first = self.ledger.imported_by_sha256(sha256)
+            if first is not None:
+                duration = finish(
+                    "duplicate",
+                    duplicate_of=first["id"],
+                    model_hash=first["model_hash"],
+                    best_stage_name=first["best_stage_name"],
+                    mAP=first["mAP"],
+                    errors=[],
+                )
+                bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
+                return Outcome(attempt_id, "duplicate", sha256, duration, duplicate_of=first["id"])
+
+            with tempfile.TemporaryFile(dir=self.config.paths.work, prefix="spool-") as spool:
+                report = validate_package(path, self.config.limits, spool)
+                spool.flush()
+                bound.info(
+                    "package_validated",
+                    step="validate",
+                    ok=report.ok,
+                    errors=len(report.errors),
+                    warnings=len(report.warnings),
+                    duration=round(time.monotonic() - started, 3),
+                )
+                description = _describe(report)
+                if not report.ok:
+                    duration = finish("failed", errors=_dicts(report.errors), **description)
+                    return Outcome(attempt_id, "failed", sha256, duration, report, errors=report.errors)
+                prepared = PreparedPackage(path, sha256, attempt_id, report, spool)
+                try:
+                    result = self.backend.import_package(prepared)
+                except ImportFailed as failure:
+                    duration = finish(
+                        "failed",
+                        errors=_dicts(failure.problems),
+                        notes=list(failure.notes),
+                        dst_rev=failure.dst_rev,
+                        **description,
+                    )
+                    return Outcome(
+                        attempt_id, "failed", sha256, duration, report, errors=tuple(failure.problems)
+                    )
+            try:
+                duration = finish(
+                    "imported",
+                    model_hash=result.model_hash,
+                    dst_rev=result.dst_rev,
+                    notes=list(result.notes),
+                    errors=[],
+                    **description,
+                )
+            except DuplicateImport:
+                first = self.ledger.imported_by_sha256(sha256)
+                duplicate_of = first["id"] if first else None
+                duration = finish("duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash)
+                return Outcome(attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of)
+        bound.info(
+            "package_imported",
+            step="store",
+            model_hash=result.model_hash,
+            best_stage_name=description["best_stage_name"],
+            mAP=description["mAP"],
+            duration=duration,
+        )
+        return Outcome(attempt_id, "imported", sha256, duration, report, result)
+
+
+def _describe(report: ValidationReport) -> dict[str, object]:
+    """The ledger columns a report fills."""
+    fields: dict[str, object] = {"warnings": _dicts(report.warnings), "package_version": report.declared_version}
+    if report.normalized is not None and report.best_stage is not None:
+        fields.update(
+            best_stage_name=report.normalized["best_stage_name"],
+            mAP=report.best_stage["mAP"],
+            class_names=report.normalized["executor_config"]["class_names"],
+            object_type=report.normalized["object_type"],
+        )
+    else:
+        fields.update(best_stage_name=None, mAP=None)
+    return fields
+
+
+def _dicts(problems: tuple[Problem, ...] | list[Problem]) -> list[dict[str, object]]:
+    return [problem.as_dict() for problem in problems]

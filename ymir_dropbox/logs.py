@@ -1,0 +1,36 @@
+"""The one place the structlog processor chain is configured.
+
+JSON lines when stderr is not a terminal (journald, files, pipes), coloured key-value lines
+on a terminal. Events are short snake_case names; values are fields, never interpolated.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+
+def configure_logging(format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    as_json = format == "json" or (format == "auto" and not stream.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if as_json else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,90 @@
+"""What can be wrong with a package: one catalogue of stable codes, and the Problem record.
+
+A problem in a package is data, not an exception. The codes are part of the public
+interface (``validate --json``, the ledger, ``<name>.error.json``): never rename one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CODES: dict[str, str] = {
+    # the file itself
+    "package.unreadable": "the package file cannot be opened or read",
+    "package.too_large": "the package file is larger than limits.max_package_bytes",
+    "package.not_regular": "the path is not a regular file (symlink, fifo, device, folder)",
+    # the gzip container
+    "container.not_gzip": "the file does not start with the gzip magic bytes",
+    "container.truncated": "the gzip stream ends before its end marker",
+    "container.corrupt": "the gzip stream is damaged (bad data or checksum)",
+    "container.not_tar": "the gzip stream does not hold a tar archive",
+    "container.empty": "the tar archive holds no members",
+    "container.trailing_data": "non-zero data follows the end of the tar archive",
+    # tar members
+    "tar.absolute_path": "a member name is absolute",
+    "tar.path_traversal": "a member name climbs out of the archive ('..', backslash, look-alike)",
+    "tar.bad_name": "a member name is empty, too long, or holds control characters",
+    "tar.link_member": "a member is a symbolic or hard link",
+    "tar.special_member": "a member is a device, fifo or other special file",
+    "tar.duplicate_member": "two members have the same name",
+    "tar.too_many_members": "more members than limits.max_members",
+    "tar.too_large_unpacked": "more unpacked bytes than limits.max_unpacked_bytes",
+    "tar.compression_ratio": "unpacked size over packed size exceeds limits.max_ratio",
+    # ymir-info.yaml as a document
+    "info.missing": "the archive has no ymir-info.yaml",
+    "info.not_at_root": "ymir-info.yaml is in a sub-folder, not at the archive root",
+    "info.too_large": "ymir-info.yaml is larger than 1 MiB",
+    "info.invalid_yaml": "ymir-info.yaml is not valid UTF-8 YAML",
+    "info.yaml_tag": "ymir-info.yaml uses a YAML tag that safe loading refuses",
+    "info.yaml_bomb": "ymir-info.yaml expands through aliases beyond a sane size",
+    "info.too_deep": "ymir-info.yaml nests deeper than allowed",
+    "info.duplicate_key": "a mapping in ymir-info.yaml repeats a key",
+    "info.not_mapping": "the top of ymir-info.yaml is not a mapping",
+    # ymir-info.yaml fields (schema)
+    "info.missing_field": "a required field is absent",
+    "info.wrong_type": "a field has the wrong type",
+    "info.out_of_range": "a number is outside its allowed range",
+    "info.empty": "a list or mapping that must not be empty is empty",
+    "info.not_unique": "a list holds the same value twice",
+    "info.invalid_value": "a field's value is not one of the allowed values",
+    "info.bad_file_name": "a file, stage or section name is not a plain single path component",
+    "info.unknown_field": "a field the format does not know (warning; it is dropped)",
+    # meaning across the package
+    "info.unknown_version": "package_version is not one ymir-dropbox can import",
+    "info.unknown_stage": "best_stage_name is not a key of stages",
+    "info.stage_name_mismatch": "a stage's stage_name differs from its key",
+    "package.missing_file": "a file a stage lists is not in the archive",
+    "package.missing_attachment": "an attachment listed in ymir-info.yaml is not in the archive",
+    "package.unlisted_file": "a file in the archive that no stage lists (warning)",
+    # import
+    "import.store_failed": "writing the model store failed",
+    "import.mir_failed": "the mir command failed",
+    "import.mir_hash_mismatch": "the model file mir reported is not in the model store",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a package: a stable code, the field or member, a message."""
+
+    code: str
+    field: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown problem code {self.code!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DropboxError(Exception):
+    """Base of every error that stops an operation (bad config, I/O failure)."""
+
+    code = "dropbox.error"
+
+
+class ConfigError(DropboxError):
+    code = "config.invalid"

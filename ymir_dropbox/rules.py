@@ -1,0 +1,102 @@
+"""The cerberus validator both schemas use: strict types and rules named in plain English.
+
+YAML and TOML both give ``bool`` as a subclass of ``int`` in Python; a ``true`` where a count
+belongs is a mistake, so ``integer`` and ``number`` refuse bools here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cerberus import TypeDefinition, Validator
+from cerberus import errors as cerberus_errors
+
+UNIT_INTERVAL = cerberus_errors.ErrorDefinition(0x90, "unit_interval")
+FINITE = cerberus_errors.ErrorDefinition(0x91, "finite")
+UNIQUE_STRINGS = cerberus_errors.ErrorDefinition(0x92, "unique_strings")
+PATH_COMPONENT = cerberus_errors.ErrorDefinition(0x93, "path_component")
+NON_BLANK = cerberus_errors.ErrorDefinition(0x94, "non_blank")
+
+MAX_NAME_BYTES = 255
+
+
+def is_path_component(name: str) -> bool:
+    """A name we may use as one folder or file name: no separators, no climbing, no controls."""
+    return (
+        bool(name)
+        and name not in {".", ".."}
+        and "/" not in name
+        and "\\" not in name
+        and not any(ord(char) < 32 or ord(char) == 127 for char in name)
+        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+    )
+
+
+class StrictValidator(Validator):  # type: ignore[misc]
+    types_mapping = Validator.types_mapping.copy()
+    types_mapping["integer"] = TypeDefinition("integer", (int,), (bool,))
+    types_mapping["number"] = TypeDefinition("number", (int, float), (bool,))
+
+    def _check_with_unit_interval(self, field: str, value: Any) -> None:
+        if isinstance(value, int | float) and not (0.0 <= value <= 1.0):
+            self._error(field, UNIT_INTERVAL, value)
+
+    def _check_with_finite(self, field: str, value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            self._error(field, FINITE, value)
+
+    def _check_with_unique_strings(self, field: str, value: Any) -> None:
+        if isinstance(value, list):
+            seen: set[Any] = set()
+            for item in value:
+                if isinstance(item, str) and item in seen:
+                    self._error(field, UNIQUE_STRINGS, item)
+                seen.add(item)
+
+    def _check_with_path_component(self, field: str, value: Any) -> None:
+        if isinstance(value, str) and not is_path_component(value):
+            self._error(field, PATH_COMPONENT, value)
+
+    def _check_with_non_blank(self, field: str, value: Any) -> None:
+        if isinstance(value, str) and not value.strip():
+            self._error(field, NON_BLANK, value)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaError:
+    """One cerberus error, flattened: where it is, which rule failed, and the details."""
+
+    path: tuple[Any, ...]
+    rule: str
+    constraint: Any
+    value: Any
+
+    @property
+    def dotted(self) -> str:
+        parts: list[str] = []
+        for part in self.path:
+            if isinstance(part, int):
+                parts.append(f"[{part}]")
+            else:
+                parts.append(("." if parts else "") + str(part))
+        return "".join(parts)
+
+
+def schema_errors(validator: StrictValidator) -> Iterator[SchemaError]:
+    """Every leaf error of the last validation, in document order."""
+
+    def leaves(errors: Any) -> Iterator[Any]:
+        for error in errors:
+            if error.is_group_error:
+                yield from leaves(error.child_errors)
+            else:
+                yield error
+
+    for error in leaves(validator._errors):
+        rule = error.rule
+        if rule is None:
+            rule = "unknown_field" if error.code == cerberus_errors.UNKNOWN_FIELD.code else "other"
+        yield SchemaError(tuple(error.document_path), rule, error.constraint, error.value)

@@ -1,0 +1,108 @@
+"""Writing a package into YMIR's model store: ``<models>/<sha1 of the file>``, atomically.
+
+The stored file is a standard gzip tar that YMIR reads with ``tarfile.open(path, 'r')``:
+``<stage>/<file>`` for every stage file, ``attachments/<section>/<file>``, then the normalized
+``ymir-info.yaml``. Member order, times, owners and the YAML are fixed, so the same package
+content always yields the same bytes and the same model hash. Members are copied from the
+spooled decompressed tar in 1 MiB chunks: memory does not grow with the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from isal import igzip
+
+from ymir_dropbox.archive import INFO_NAME
+from ymir_dropbox.normalization import dump_info
+from ymir_dropbox.validation import ValidationReport
+
+TEMP_PREFIX = ".ymir-dropbox-"
+TEMP_SUFFIX = ".tmp"
+COPY_CHUNK = 1024 * 1024
+
+
+class _HashingWriter:
+    """Passes writes through to a file while hashing them (the model hash is the SHA-1)."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.sha1 = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
+
+    def write(self, data: bytes) -> int:
+        self.sha1.update(data)
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_tar(report: ValidationReport, spool: BinaryIO, target: BinaryIO, level: int) -> str:
+    """Write the stored form of a validated package to ``target``; return its SHA-1."""
+    assert report.normalized is not None
+    hashing = _HashingWriter(target)
+    with igzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=level, mtime=0) as compressed:  # type: ignore[arg-type]
+        with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.copybufsize = COPY_CHUNK
+            for stored in report.files:
+                spool.seek(stored.source.offset)
+                tar.addfile(_member(stored.name, stored.source.size), spool)
+            info = dump_info(report.normalized)
+            tar.addfile(_member(INFO_NAME, len(info)), io.BytesIO(info))
+    return hashing.sha1.hexdigest()
+
+
+def store_package(report: ValidationReport, spool: BinaryIO, models: Path, level: int) -> tuple[str, Path]:
+    """Write the stored file under a temporary name, fsync, and rename it to its hash.
+
+    A crash leaves at most a temporary file (removed by :func:`remove_temporaries` at start),
+    never a half file under a hash name. Returns the model hash and the stored path.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=models)
+    try:
+        with os.fdopen(fd, "wb", buffering=COPY_CHUNK) as target:
+            model_hash = write_tar(report, spool, target, level)
+            target.flush()
+            os.fchmod(target.fileno(), 0o644)
+            os.fsync(target.fileno())
+        stored = models / model_hash
+        os.replace(temporary, stored)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_folder(models)
+    return model_hash, stored
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Remove our own leftover temporary files from a crash (never anything else)."""
+    removed = []
+    for path in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

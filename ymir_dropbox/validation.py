@@ -1,0 +1,277 @@
+"""Validation: from one pass over a package to a report with every problem found.
+
+Pure: it reads the package and returns a :class:`ValidationReport`; it does not log, move
+files or touch the ledger. The daemon decides what to do with the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ymir_dropbox.archive import INFO_NAME, ArchiveScan, Member, scan_package
+from ymir_dropbox.config import Limits
+from ymir_dropbox.info_schema import (
+    KNOWN_VERSIONS,
+    LEGACY_VERSION,
+    RULE_CODES,
+    SCHEMA_LEGACY,
+    SCHEMA_V2,
+)
+from ymir_dropbox.info_yaml import load_info
+from ymir_dropbox.normalization import migrate_legacy, normalize
+from ymir_dropbox.problems import Problem
+from ymir_dropbox.rules import SchemaError, StrictValidator, schema_errors
+
+ATTACHMENTS = "attachments"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One member of the stored package and the archive member its bytes come from."""
+
+    name: str
+    source: Member
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    package: str
+    errors: tuple[Problem, ...]
+    warnings: tuple[Problem, ...] = ()
+    package_bytes: int = 0
+    unpacked_bytes: int = 0
+    declared_version: str | None = None
+    normalized: dict[str, Any] | None = None
+    files: tuple[StoredFile, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.normalized is not None
+
+    @property
+    def best_stage(self) -> dict[str, Any] | None:
+        if self.normalized is None:
+            return None
+        stage: dict[str, Any] = self.normalized["stages"][self.normalized["best_stage_name"]]
+        return stage
+
+    def summary(self) -> dict[str, Any]:
+        """The report as plain data (``validate --json``)."""
+        result: dict[str, Any] = {
+            "package": self.package,
+            "ok": self.ok,
+            "errors": [problem.as_dict() for problem in self.errors],
+            "warnings": [problem.as_dict() for problem in self.warnings],
+        }
+        if self.ok and self.normalized is not None and self.best_stage is not None:
+            result.update(
+                best_stage_name=self.normalized["best_stage_name"],
+                mAP=self.best_stage["mAP"],
+                class_names=self.normalized["executor_config"]["class_names"],
+                object_type=self.normalized["object_type"],
+                package_version=self.normalized["package_version"],
+                declared_version=self.declared_version,
+                stages=sorted(self.normalized["stages"]),
+            )
+        return result
+
+
+def validate_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> ValidationReport:
+    """Validate the package at ``path``; the decompressed tar is copied to ``spool`` if given.
+
+    Raises ``OSError`` only when the file cannot be opened or read.
+    """
+    return validate_scan(path.name, scan_package(path, limits, spool))
+
+
+def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
+    """Turn what the archive pass found into a report (no I/O)."""
+    errors = list(scan.problems)
+    warnings: list[Problem] = []
+
+    def report(**values: Any) -> ValidationReport:
+        return ValidationReport(
+            package,
+            tuple(errors),
+            tuple(warnings),
+            scan.package_bytes,
+            scan.unpacked_bytes,
+            **values,
+        )
+
+    if scan.info is None:
+        if scan.info_member is None and not errors:
+            nested = [name for name in scan.members if name.rsplit("/", 1)[-1] == INFO_NAME]
+            if nested:
+                errors.append(
+                    Problem(
+                        "info.not_at_root",
+                        nested[0],
+                        f"{INFO_NAME} must be at the root of the archive, found {nested[0]!r}",
+                    )
+                )
+            else:
+                errors.append(Problem("info.missing", INFO_NAME, f"the archive has no {INFO_NAME}"))
+        return report()
+
+    info, problems = load_info(scan.info)
+    errors.extend(problems)
+    if info is None:
+        return report()
+
+    declared = info.get("package_version")
+    if declared is not None and not isinstance(declared, str):
+        errors.append(
+            Problem(
+                "info.wrong_type",
+                "package_version",
+                f"package_version must be a string such as '2.0.0' (quote it), "
+                f"found {type(declared).__name__} {declared!r}",
+            )
+        )
+        return report()
+    legacy = declared == LEGACY_VERSION or (
+        declared is None and "models" in info and "stages" not in info
+    )
+    if not legacy and declared is not None and declared not in KNOWN_VERSIONS:
+        errors.append(
+            Problem(
+                "info.unknown_version",
+                "package_version",
+                f"package_version {declared!r} is not known; expected one of "
+                f"{', '.join(sorted(KNOWN_VERSIONS))} or {LEGACY_VERSION}",
+            )
+        )
+        return report(declared_version=declared)
+
+    schema_problems, unknown = _check_schema(info, SCHEMA_LEGACY if legacy else SCHEMA_V2)
+    errors.extend(schema_problems)
+    warnings.extend(unknown)
+    if errors:
+        return report(declared_version=declared)
+
+    if legacy:
+        assert scan.info_member is not None
+        info = migrate_legacy(info, scan.info_member.mtime)
+    meaning_errors = _check_meaning(info)
+    errors.extend(meaning_errors)
+    if errors:
+        return report(declared_version=declared)
+    files, missing, unlisted = _plan_files(info, scan.members)
+    errors.extend(missing)
+    warnings.extend(unlisted)
+    if errors:
+        return report(declared_version=declared)
+    return report(declared_version=declared, normalized=normalize(info), files=tuple(files))
+
+
+def _check_schema(info: dict[str, Any], schema: dict[str, Any]) -> tuple[list[Problem], list[Problem]]:
+    validator = StrictValidator(schema, allow_unknown=False)
+    validator.validate(info)
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for error in schema_errors(validator):
+        code = RULE_CODES.get(error.rule, "info.invalid_value")
+        problem = Problem(code, error.dotted, _schema_message(error))
+        (warnings if code == "info.unknown_field" else errors).append(problem)
+    return errors, warnings
+
+
+def _schema_message(error: SchemaError) -> str:
+    field = error.dotted
+    value = error.value
+    found = f"found {type(value).__name__} {value!r}"
+    match error.rule:
+        case "required":
+            return f"{field} is required but missing"
+        case "type" | "nullable":
+            return f"{field} must be of type {error.constraint or 'non-null'}, {found}"
+        case "min":
+            return f"{field} must be at least {error.constraint}, {found}"
+        case "max":
+            return f"{field} must be at most {error.constraint}, {found}"
+        case "unit_interval":
+            return f"{field} must be a number between 0 and 1, {found}"
+        case "finite":
+            return f"{field} must be a finite number, {found}"
+        case "empty" | "minlength" | "non_blank":
+            return f"{field} must not be empty"
+        case "unique_strings":
+            return f"{field} lists {value!r} more than once"
+        case "allowed":
+            return f"{field} must be one of {error.constraint}, {found}"
+        case "path_component":
+            return f"{field} must be a plain file name (no '/', '\\\\', '..' or control characters), {found}"
+        case "unknown_field":
+            return f"{field} is not a field of the format; it is ignored"
+    return f"{field} is invalid ({error.rule}), {found}"
+
+
+def _check_meaning(info: dict[str, Any]) -> list[Problem]:
+    errors = []
+    stages = info["stages"]
+    best = info["best_stage_name"]
+    if best not in stages:
+        errors.append(
+            Problem(
+                "info.unknown_stage",
+                "best_stage_name",
+                f"best_stage_name {best!r} is not one of the stages ({', '.join(stages)})",
+            )
+        )
+    for name, stage in stages.items():
+        if stage["stage_name"] != name:
+            errors.append(
+                Problem(
+                    "info.stage_name_mismatch",
+                    f"stages.{name}.stage_name",
+                    f"stages.{name}.stage_name is {stage['stage_name']!r}, it must equal the key {name!r}",
+                )
+            )
+    return errors
+
+
+def _plan_files(
+    info: dict[str, Any], members: dict[str, Member]
+) -> tuple[list[StoredFile], list[Problem], list[Problem]]:
+    """Which member becomes which stored file; what is missing; what no stage lists."""
+    files: list[StoredFile] = []
+    missing: list[Problem] = []
+    used = {INFO_NAME}
+    for name in sorted(info["stages"]):
+        for index, file_name in enumerate(info["stages"][name]["files"]):
+            for candidate in (f"{name}/{file_name}", file_name):
+                if candidate in members:
+                    files.append(StoredFile(f"{name}/{file_name}", members[candidate]))
+                    used.add(candidate)
+                    break
+            else:
+                missing.append(
+                    Problem(
+                        "package.missing_file",
+                        f"stages.{name}.files[{index}]",
+                        f"stage {name!r} lists {file_name!r}, but the archive has neither "
+                        f"{name}/{file_name} nor {file_name}",
+                    )
+                )
+    for section in sorted(info.get(ATTACHMENTS) or {}):
+        for index, file_name in enumerate(info[ATTACHMENTS][section]):
+            member_name = f"{ATTACHMENTS}/{section}/{file_name}"
+            if member_name in members:
+                files.append(StoredFile(member_name, members[member_name]))
+                used.add(member_name)
+            else:
+                missing.append(
+                    Problem(
+                        "package.missing_attachment",
+                        f"{ATTACHMENTS}.{section}[{index}]",
+                        f"attachment {member_name!r} is listed but not in the archive",
+                    )
+                )
+    unlisted = [
+        Problem("package.unlisted_file", name, f"{name!r} is in the archive but no stage lists it; it is not stored")
+        for name in sorted(set(members) - used)
+    ]
+    return files, missing, unlisted
