@@ -139,6 +139,8 @@ def ymir_layout_package(path: Path) -> Path:
         stage.pop("FN", None)
     entries = [Entry("ymir-info.yaml", info_yaml(info))]
     for name, stage in info["stages"].items():
-        entries += [Entry(f"{name}/{file}", file_bytes(f"{name}/{file}")) for file in stage["files"]]
+        entries += [
+            Entry(f"{name}/{file}", file_bytes(f"{name}/{file}")) for file in stage["files"]
+        ]
     entries.append(Entry("attachments/images/sample.jpg", b"\xff\xd8jpeg"))
     return write_package(path, entries)

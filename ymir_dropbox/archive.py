@@ -113,11 +113,14 @@ class _Reader:
 
 
 def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
-    """Return the member's name without ``./`` and trailing ``/``, or the code and reason it is unsafe."""
+    """The member's name without ``./`` and trailing ``/``, or why it is unsafe (code, reason)."""
     if not raw or raw in {".", "./"}:
         return None, ("tar.bad_name", "the member name is empty")
     if len(raw.encode("utf-8", "surrogateescape")) > MAX_MEMBER_NAME_BYTES:
-        return None, ("tar.bad_name", f"the member name is longer than {MAX_MEMBER_NAME_BYTES} bytes")
+        return None, (
+            "tar.bad_name",
+            f"the member name is longer than {MAX_MEMBER_NAME_BYTES} bytes",
+        )
     if any(0xDC80 <= ord(char) <= 0xDCFF for char in raw):
         return None, ("tar.bad_name", "the member name is not valid UTF-8")
     if any(ord(char) < 32 or ord(char) == 127 for char in raw):
@@ -156,11 +159,14 @@ def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> A
             )
             return scan
         if raw.read(2) != GZIP_MAGIC:
-            scan.add("container.not_gzip", "", "the file is not gzip-compressed (no gzip magic bytes)")
+            scan.add(
+                "container.not_gzip", "", "the file is not gzip-compressed (no gzip magic bytes)"
+            )
             return scan
         raw.seek(0)
         ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
-        reader = _Reader(igzip.GzipFile(fileobj=raw, mode="rb"), spool, ceiling)
+        decompressed: BinaryIO = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]
+        reader = _Reader(decompressed, spool, ceiling)
         try:
             _scan_members(reader, scan, limits)
             _check_tail(reader, scan)
@@ -178,7 +184,9 @@ def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> A
             if "unexpected end of data" in str(error):
                 scan.add("container.truncated", "", "the tar archive is truncated inside a member")
             else:
-                scan.add("container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}")
+                scan.add(
+                    "container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}"
+                )
         except (zlib.error, igzip.BadGzipFile) as error:
             scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
         except Exception as error:
@@ -221,7 +229,8 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                 scan.add(
                     "tar.special_member",
                     name,
-                    f"member {name!r} is a device, fifo or other special file; only files are allowed",
+                    f"member {name!r} is a device, fifo or other special file; "
+                    "only files and folders are allowed",
                 )
                 continue
             if name in seen:

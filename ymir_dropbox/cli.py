@@ -20,7 +20,16 @@ from ymir_dropbox.logs import configure_logging
 from ymir_dropbox.problems import ConfigError, DropboxError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-LEDGER_COLUMNS = ("id", "status", "package", "sha256", "model_hash", "best_stage_name", "mAP", "finished_at")
+LEDGER_COLUMNS = (
+    "id",
+    "status",
+    "package",
+    "sha256",
+    "model_hash",
+    "best_stage_name",
+    "mAP",
+    "finished_at",
+)
 log = structlog.get_logger(__name__)
 
 
@@ -61,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ymir-dropbox {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
-    def command(name: str, function: Callable[[Config, argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, function: Callable[[Config, argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
         sub.set_defaults(command=function)
         return sub
@@ -75,11 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
     sub = command("ledger", cmd_ledger, "list recent attempts, or show one")
     sub.add_argument("show", nargs="?", choices=["show"], help=argparse.SUPPRESS)
-    sub.add_argument("key", nargs="?", help="with `show`: an id, a sha256 prefix or a model hash prefix")
+    sub.add_argument(
+        "key", nargs="?", help="with `show`: an id, a sha256 prefix or a model hash prefix"
+    )
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
-    sub.add_argument("--status", choices=["imported", "failed", "duplicate", "interrupted", "claimed", "importing"])
+    sub.add_argument(
+        "--status",
+        choices=["imported", "failed", "duplicate", "interrupted", "claimed", "importing"],
+    )
     sub.add_argument("--limit", type=int, default=20)
-    sub = command("pack", cmd_pack, "build a package from a folder holding ymir-info.yaml and the stage files")
+    sub = command(
+        "pack", cmd_pack, "build a package from a folder holding ymir-info.yaml and the stage files"
+    )
     sub.add_argument("folder", type=Path, metavar="DIR")
     sub.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.tar.gz")
     sub = command("status", cmd_status, "what is waiting, processing, imported and failed")
@@ -101,7 +119,8 @@ def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
             from ymir_dropbox.problems import Problem
 
             report = ValidationReport(
-                path.name, (Problem("package.unreadable", "", f"{path}: {error.strerror or error}"),)
+                path.name,
+                (Problem("package.unreadable", "", f"{path}: {error.strerror or error}"),),
             )
         summary = {**report.summary(), "package": str(path)}
         if arguments.json:
@@ -143,7 +162,9 @@ def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
     except OSError as error:
         message = f"{path}: {error.strerror or error}"
         ledger.finish(
-            attempt_id, "interrupted", errors=[{"code": "package.unreadable", "field": "", "message": message}]
+            attempt_id,
+            "interrupted",
+            errors=[{"code": "package.unreadable", "field": "", "message": message}],
         )
         raise DropboxError(message) from None
     if arguments.json:
@@ -163,7 +184,8 @@ def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
         if not arguments.json:
             row = ledger.get(attempt_id) or {}
             print(
-                f"duplicate of attempt {outcome.duplicate_of}, model hash: {row.get('model_hash')}; not imported again"
+                f"duplicate of attempt {outcome.duplicate_of}, "
+                f"model hash: {row.get('model_hash')}; not imported again"
             )
         return EXIT_OK
     if not arguments.json:
@@ -193,7 +215,10 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
             else:
                 width = max(map(len, row))
                 for key, value in row.items():
-                    print(f"{key:<{width}}  {json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value}")
+                    shown = (
+                        json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
+                    )
+                    print(f"{key:<{width}}  {shown}")
                 print()
         return EXIT_OK
     rows = ledger.recent(limit=arguments.limit, status=arguments.status)
@@ -212,10 +237,19 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
         return text[:12] if column in {"sha256", "model_hash"} else text
 
     cells = [[cell(row, column) for column in columns] for row in rows]
-    widths = [max([len(column), *(len(line[index]) for line in cells)]) for index, column in enumerate(columns)]
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip())
+    widths = [
+        max([len(column), *(len(line[index]) for line in cells)])
+        for index, column in enumerate(columns)
+    ]
+    print(
+        "  ".join(
+            column.ljust(width) for column, width in zip(columns, widths, strict=True)
+        ).rstrip()
+    )
     for line in cells:
-        print("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
+        print(
+            "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        )
 
 
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:

@@ -236,7 +236,7 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
     for name in FOLDERS:
         paths.setdefault(name, base_dir / name)
     paths.setdefault("ledger", base_dir / "ledger.sqlite")
-    for name, value in given_paths.items():
+    for name in given_paths:
         folder = paths[name].parent if name == "ledger" else paths[name]
         if not folder.is_dir():
             raise ConfigError(f"{where}: paths.{name}: folder {folder} does not exist")
@@ -275,13 +275,14 @@ def _describe(error: Any) -> str:
     if error.rule == "unknown_field":
         return f"{key}: unknown key"
     if error.rule == "type":
-        return f"{key}: expected {error.constraint}, found {type(error.value).__name__} {error.value!r}"
+        found = f"{type(error.value).__name__} {error.value!r}"
+        return f"{key}: expected {error.constraint}, found {found}"
     if error.rule == "allowed":
         return f"{key}: {error.value!r} is not one of {', '.join(map(repr, error.constraint))}"
-    if error.rule in {"min", "max"}:
-        return f"{key}: {error.value!r} is below the minimum {error.constraint}" if (
-            error.rule == "min"
-        ) else f"{key}: {error.value!r} is above the maximum {error.constraint}"
+    if error.rule == "min":
+        return f"{key}: {error.value!r} is below the minimum {error.constraint}"
+    if error.rule == "max":
+        return f"{key}: {error.value!r} is above the maximum {error.constraint}"
     if error.rule == "regex":
         return f"{key}: {error.value!r} does not have the expected form"
     if error.rule == "empty":

@@ -77,7 +77,9 @@ class Importer:
         """
         started = time.monotonic()
         bound = log.bind(attempt=attempt_id, package=path.name)
-        self.ledger.update(attempt_id, status="importing", started_at=now(), backend=self.backend.name)
+        self.ledger.update(
+            attempt_id, status="importing", started_at=now(), backend=self.backend.name
+        )
         sha256, size = file_sha256(path)
         self.ledger.update(attempt_id, sha256=sha256, size=size)
         bound = bound.bind(sha256=sha256, size=size)
@@ -116,7 +118,9 @@ class Importer:
                 description = _describe(report)
                 if not report.ok:
                     duration = finish("failed", errors=_dicts(report.errors), **description)
-                    return Outcome(attempt_id, "failed", sha256, duration, report, errors=report.errors)
+                    return Outcome(
+                        attempt_id, "failed", sha256, duration, report, errors=report.errors
+                    )
                 prepared = PreparedPackage(path, sha256, attempt_id, report, spool)
                 try:
                     result = self.backend.import_package(prepared)
@@ -129,7 +133,12 @@ class Importer:
                         **description,
                     )
                     return Outcome(
-                        attempt_id, "failed", sha256, duration, report, errors=tuple(failure.problems)
+                        attempt_id,
+                        "failed",
+                        sha256,
+                        duration,
+                        report,
+                        errors=tuple(failure.problems),
                     )
             try:
                 duration = finish(
@@ -143,8 +152,12 @@ class Importer:
             except DuplicateImport:
                 first = self.ledger.imported_by_sha256(sha256)
                 duplicate_of = first["id"] if first else None
-                duration = finish("duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash)
-                return Outcome(attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of)
+                duration = finish(
+                    "duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash
+                )
+                return Outcome(
+                    attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of
+                )
         bound.info(
             "package_imported",
             step="store",
@@ -158,7 +171,10 @@ class Importer:
 
 def _describe(report: ValidationReport) -> dict[str, object]:
     """The ledger columns a report fills."""
-    fields: dict[str, object] = {"warnings": _dicts(report.warnings), "package_version": report.declared_version}
+    fields: dict[str, object] = {
+        "warnings": _dicts(report.warnings),
+        "package_version": report.declared_version,
+    }
     if report.normalized is not None and report.best_stage is not None:
         fields.update(
             best_stage_name=report.normalized["best_stage_name"],

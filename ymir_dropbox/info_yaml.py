@@ -29,7 +29,9 @@ def load_info(data: bytes) -> tuple[dict[str, Any] | None, list[Problem]]:
             root = loader.get_single_node()
         except RecursionError:
             return None, [
-                Problem("info.too_deep", INFO_NAME, f"{INFO_NAME} nests deeper than {MAX_DEPTH} levels")
+                Problem(
+                    "info.too_deep", INFO_NAME, f"{INFO_NAME} nests deeper than {MAX_DEPTH} levels"
+                )
             ]
         except yaml.YAMLError as error:
             return None, [Problem("info.invalid_yaml", INFO_NAME, f"{INFO_NAME}: {error}")]
@@ -50,7 +52,9 @@ def load_info(data: bytes) -> tuple[dict[str, Any] | None, list[Problem]]:
         loader.dispose()
     if not isinstance(document, dict) or not all(isinstance(key, str) for key in document):
         return None, [
-            Problem("info.not_mapping", INFO_NAME, f"the top of {INFO_NAME} must map names to values")
+            Problem(
+                "info.not_mapping", INFO_NAME, f"the top of {INFO_NAME} must map names to values"
+            )
         ]
     return document, []
 
@@ -69,11 +73,13 @@ def _check_graph(root: yaml.Node) -> list[Problem]:
                 Problem(
                     "info.yaml_bomb",
                     INFO_NAME,
-                    f"{INFO_NAME} expands to more than {MAX_NODES} values (aliases used as a bomb?)",
+                    f"{INFO_NAME} expands to more than {MAX_NODES} values through aliases",
                 )
             ]
         if depth > MAX_DEPTH:
-            return [Problem("info.too_deep", field, f"{INFO_NAME} nests deeper than {MAX_DEPTH} levels")]
+            return [
+                Problem("info.too_deep", field, f"{INFO_NAME} nests deeper than {MAX_DEPTH} levels")
+            ]
         if node.tag not in SAFE_TAGS and node.tag != "tag:yaml.org,2002:merge":
             problems.append(
                 Problem("info.yaml_tag", field, f"the YAML tag {node.tag!r} is not allowed")

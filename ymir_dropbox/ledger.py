@@ -63,10 +63,11 @@ def now() -> str:
 
 
 def _v1(db: Database) -> None:
-    db["attempts"].create(COLUMNS, pk="id", not_null={"package", "status"})
-    db["attempts"].create_index(["sha256"])
-    db["attempts"].create_index(["status"])
-    db["attempts"].create_index(["model_hash"])
+    attempts = db.table("attempts")
+    attempts.create(COLUMNS, pk="id", not_null={"package", "status"})
+    attempts.create_index(["sha256"])
+    attempts.create_index(["status"])
+    attempts.create_index(["model_hash"])
     db.execute(
         "CREATE UNIQUE INDEX attempts_one_import ON attempts(sha256) WHERE status = 'imported'"
     )
@@ -130,15 +131,15 @@ class Ledger:
         """Record a new attempt (status ``claimed``) and return its id."""
         record = {"status": "claimed", "received_at": now(), **fields}
         with self._lock:
-            table = self.db["attempts"]
+            table = self.db.table("attempts")
             table.insert(_encode(record))
-            row_id: int = table.last_pk
+            row_id: int = table.last_pk  # type: ignore[assignment]
         return row_id
 
     def update(self, attempt_id: int, **fields: Any) -> None:
         with self._lock:
             try:
-                self.db["attempts"].update(attempt_id, _encode(fields))
+                self.db.table("attempts").update(attempt_id, _encode(fields))
             except sqlite3.IntegrityError as error:
                 raise DuplicateImport(str(error)) from None
 

@@ -13,7 +13,9 @@ from typing import Any, TextIO
 import structlog
 
 
-def configure_logging(format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def configure_logging(
+    format: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
     stream = stream or sys.stderr
     as_json = format == "json" or (format == "auto" and not stream.isatty())
     renderer: Any = (

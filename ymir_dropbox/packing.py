@@ -7,8 +7,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ymir_dropbox.config import Limits
 from ymir_dropbox.archive import scan_package
+from ymir_dropbox.config import Limits
 from ymir_dropbox.validation import ValidationReport, validate_scan
 
 

@@ -57,18 +57,20 @@ def write_tar(report: ValidationReport, spool: BinaryIO, target: BinaryIO, level
     """Write the stored form of a validated package to ``target``; return its SHA-1."""
     assert report.normalized is not None
     hashing = _HashingWriter(target)
-    with igzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=level, mtime=0) as compressed:  # type: ignore[arg-type]
-        with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.copybufsize = COPY_CHUNK
-            for stored in report.files:
-                spool.seek(stored.source.offset)
-                tar.addfile(_member(stored.name, stored.source.size), spool)
-            info = dump_info(report.normalized)
-            tar.addfile(_member(INFO_NAME, len(info)), io.BytesIO(info))
+    compressed = igzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=level, mtime=0)  # type: ignore[no-untyped-call]
+    with compressed, tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.copybufsize = COPY_CHUNK  # type: ignore[attr-defined]
+        for stored in report.files:
+            spool.seek(stored.source.offset)
+            tar.addfile(_member(stored.name, stored.source.size), spool)
+        info = dump_info(report.normalized)
+        tar.addfile(_member(INFO_NAME, len(info)), io.BytesIO(info))
     return hashing.sha1.hexdigest()
 
 
-def store_package(report: ValidationReport, spool: BinaryIO, models: Path, level: int) -> tuple[str, Path]:
+def store_package(
+    report: ValidationReport, spool: BinaryIO, models: Path, level: int
+) -> tuple[str, Path]:
     """Write the stored file under a temporary name, fsync, and rename it to its hash.
 
     A crash leaves at most a temporary file (removed by :func:`remove_temporaries` at start),

@@ -167,7 +167,9 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
     return report(declared_version=declared, normalized=normalize(info), files=tuple(files))
 
 
-def _check_schema(info: dict[str, Any], schema: dict[str, Any]) -> tuple[list[Problem], list[Problem]]:
+def _check_schema(
+    info: dict[str, Any], schema: dict[str, Any]
+) -> tuple[list[Problem], list[Problem]]:
     validator = StrictValidator(schema, allow_unknown=False)
     validator.validate(info)
     errors: list[Problem] = []
@@ -203,7 +205,7 @@ def _schema_message(error: SchemaError) -> str:
         case "allowed":
             return f"{field} must be one of {error.constraint}, {found}"
         case "path_component":
-            return f"{field} must be a plain file name (no '/', '\\\\', '..' or control characters), {found}"
+            return f"{field} must be a plain name (no '/', backslash, '..', controls), {found}"
         case "unknown_field":
             return f"{field} is not a field of the format; it is ignored"
     return f"{field} is invalid ({error.rule}), {found}"
@@ -227,7 +229,8 @@ def _check_meaning(info: dict[str, Any]) -> list[Problem]:
                 Problem(
                     "info.stage_name_mismatch",
                     f"stages.{name}.stage_name",
-                    f"stages.{name}.stage_name is {stage['stage_name']!r}, it must equal the key {name!r}",
+                    f"stages.{name}.stage_name is {stage['stage_name']!r}, "
+                    f"it must equal the key {name!r}",
                 )
             )
     return errors
@@ -271,7 +274,11 @@ def _plan_files(
                     )
                 )
     unlisted = [
-        Problem("package.unlisted_file", name, f"{name!r} is in the archive but no stage lists it; it is not stored")
+        Problem(
+            "package.unlisted_file",
+            name,
+            f"{name!r} is in the archive but no stage lists it; it is not stored",
+        )
         for name in sorted(set(members) - used)
     ]
     return files, missing, unlisted

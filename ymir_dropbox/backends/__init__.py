@@ -36,7 +36,9 @@ class ImportFailed(DropboxError):
 
     code = "import.failed"
 
-    def __init__(self, problems: list[Problem], notes: tuple[str, ...] = (), dst_rev: str | None = None) -> None:
+    def __init__(
+        self, problems: list[Problem], notes: tuple[str, ...] = (), dst_rev: str | None = None
+    ) -> None:
         super().__init__("; ".join(problem.message for problem in problems))
         self.problems = problems
         self.notes = notes

@@ -79,7 +79,8 @@ class MirBackend:
         self.executable()
         if not (self.root / ".mir").is_dir() or not (self.root / ".git").exists():
             raise DropboxError(
-                f"import.mir.root: {self.root} is not a mir repository (run `mir init --root {self.root}`)"
+                f"import.mir.root: {self.root} is not a mir repository "
+                f"(create one with `mir init --root {self.root}`)"
             )
         if not os.access(self.models, os.W_OK | os.X_OK):
             raise DropboxError(f"model store {self.models} is not writable")
@@ -108,7 +109,7 @@ class MirBackend:
             ]  # fmt: skip
             with self._lock(), (attempt_work.parent / ".mir.lock").open("a") as lock_file:
                 fcntl.flock(lock_file, fcntl.LOCK_EX)
-                before = set(os.listdir(self.models))
+                before = {path.name for path in self.models.iterdir()}
                 completed = subprocess.run(
                     command,
                     capture_output=True,
@@ -119,11 +120,16 @@ class MirBackend:
                     timeout=MIR_TIMEOUT_SECONDS,
                     check=False,
                 )
-                appeared = sorted(set(os.listdir(self.models)) - before)
+                appeared = sorted({path.name for path in self.models.iterdir()} - before)
         finally:
             shutil.rmtree(attempt_work, ignore_errors=True)
         output = completed.stdout + completed.stderr
-        log.info("mir_finished", attempt=package.attempt_id, dst_rev=dst_rev, exit_code=completed.returncode)
+        log.info(
+            "mir_finished",
+            attempt=package.attempt_id,
+            dst_rev=dst_rev,
+            exit_code=completed.returncode,
+        )
         found = PACK_SUCCESS.search(completed.stdout)
         notes = tuple(f"mir left {name} in the model store" for name in appeared)
         if completed.returncode != 0 or found is None:
@@ -146,7 +152,8 @@ class MirBackend:
                     Problem(
                         "import.mir_hash_mismatch",
                         "mir",
-                        f"mir reported model hash {model_hash}, but {stored} is missing or has another hash",
+                        f"mir reported model hash {model_hash}, "
+                        f"but {stored} is missing or has another hash",
                     )
                 ],
                 notes=notes,

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ymir_dropbox.config import Config, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A config file whose base_dir is a fresh folder under tmp_path."""
+    path = tmp_path / "config.toml"
+    path.write_text('base_dir = "dropbox"\n[log]\nformat = "json"\n')
+    return path
+
+
+@pytest.fixture
+def config(config_file: Path) -> Config:
+    loaded = load_config(config_file)
+    loaded.ensure_folders()
+    return loaded
+
+
+def mir_executable() -> Path:
+    """The real `mir` (ymir-cmd 2.3.0): $YMIR_DROPBOX_MIR, else .venv-mir/bin/mir."""
+    path = Path(os.environ.get("YMIR_DROPBOX_MIR", ROOT / ".venv-mir" / "bin" / "mir"))
+    if not path.exists():
+        pytest.fail(f"real mir not found at {path}: run `.ci/install-mir .venv-mir` (see README)")
+    return path
+
+
+@pytest.fixture
+def mir_bin() -> Path:
+    return mir_executable()
