@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from isal import igzip
+from isal import igzip, isal_zlib
 
 from ymir_dropbox.config import Limits
 from ymir_dropbox.problems import Problem
+
+# isal raises its own error for bad deflate data where zlib raises zlib.error
+ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
 INFO_NAME = "ymir-info.yaml"
 MAX_INFO_BYTES = 1024 * 1024
@@ -187,11 +190,7 @@ def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> A
                 scan.add(
                     "container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}"
                 )
-        except (zlib.error, igzip.BadGzipFile) as error:
-            scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
-        except Exception as error:
-            if type(error).__name__ != "IsalError":
-                raise
+        except (zlib.error, ISAL_ERROR, igzip.BadGzipFile) as error:
             scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
     return scan
 

@@ -20,6 +20,7 @@ import structlog
 from ymir_dropbox.archive import open_package
 from ymir_dropbox.backends import Backend, ImportFailed, ImportResult, PreparedPackage
 from ymir_dropbox.config import Config
+from ymir_dropbox.faults import crash_point
 from ymir_dropbox.ledger import DuplicateImport, Ledger, now
 from ymir_dropbox.problems import Problem
 from ymir_dropbox.validation import ValidationReport, validate_package
@@ -82,6 +83,7 @@ class Importer:
         )
         sha256, size = file_sha256(path)
         self.ledger.update(attempt_id, sha256=sha256, size=size)
+        crash_point("hashed")
         bound = bound.bind(sha256=sha256, size=size)
         bound.info("package_hashed", step="hash", duration=round(time.monotonic() - started, 3))
 
@@ -107,6 +109,7 @@ class Importer:
             with tempfile.TemporaryFile(dir=self.config.paths.work, prefix="spool-") as spool:
                 report = validate_package(path, self.config.limits, spool)
                 spool.flush()
+                crash_point("validated")
                 bound.info(
                     "package_validated",
                     step="validate",
@@ -140,6 +143,7 @@ class Importer:
                         report,
                         errors=tuple(failure.problems),
                     )
+            crash_point("stored")
             try:
                 duration = finish(
                     "imported",

@@ -1,0 +1,550 @@
+"""The daemon: wiring, the scheduling loop, the workers, recovery, signals, the lock.
+
+The main thread owns the readiness tracker: it drains watch events, rescans, re-stats files
+that are settling and hands ready ones to a pool of ``[import] workers`` threads. A worker
+claims a package (rename into processing/), imports it and settles it (rename into done/ or
+failed/). Every step is in the ledger before it is taken, so a restart after ``kill -9``
+finishes or redoes whatever was in processing/.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import shutil
+import signal
+import stat
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import FrameType
+from typing import IO, Any
+
+import structlog
+
+from ymir_dropbox.archive import open_package
+from ymir_dropbox.backends import make_backend
+from ymir_dropbox.config import Config
+from ymir_dropbox.faults import crash_point
+from ymir_dropbox.folders import (
+    check_same_filesystem,
+    free_path,
+    is_ignored,
+    is_package_name,
+    move,
+    walk_inbox,
+    write_error_files,
+)
+from ymir_dropbox.importer import Importer
+from ymir_dropbox.ledger import IN_FLIGHT, Ledger
+from ymir_dropbox.metrics import Metrics
+from ymir_dropbox.problems import DropboxError
+from ymir_dropbox.readiness import Observation, ReadinessTracker, Ready, gzip_complete
+from ymir_dropbox.sdnotify import notify, watchdog_interval
+from ymir_dropbox.store import remove_temporaries
+from ymir_dropbox.watching import FileEvent, InboxWatcher
+
+log = structlog.get_logger(__name__)
+EVENTS_PER_TICK = 10_000
+STATUS_EVERY_SECONDS = 5.0
+
+
+def lock_path(config: Config) -> Path:
+    return config.paths.ledger.with_name(config.paths.ledger.name + ".lock")
+
+
+def acquire_lock(config: Config) -> IO[str]:
+    """One daemon per set of folders: an exclusive flock beside the ledger, held until exit."""
+    path = lock_path(config)
+    stream = path.open("a+")
+    try:
+        fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        stream.seek(0)
+        holder = stream.read().strip() or "unknown"
+        stream.close()
+        raise DropboxError(
+            f"another ymir-dropbox (pid {holder}) is already running on these folders "
+            f"(lock {path} is held); refusing to start a second one"
+        ) from None
+    stream.seek(0)
+    stream.truncate()
+    stream.write(f"{os.getpid()}\n")
+    stream.flush()
+    return stream
+
+
+def lock_held(config: Config) -> bool:
+    """Whether a daemon holds the lock now (for ``status``)."""
+    path = lock_path(config)
+    if not path.exists():
+        return False
+    with path.open("r") as stream:
+        try:
+            fcntl.flock(stream, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(stream, fcntl.LOCK_UN)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """How a worker left a file: ``done``, ``not_ready``, ``changed``, ``gone``, ``ignored``,
+    ``transient`` (inbox file unreadable for now) or ``deferred`` (claimed, retry later)."""
+
+    kind: str
+    relative: PurePosixPath
+    claimed: bool = False
+    status: str | None = None
+    reason: str = ""
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, ledger: Ledger, importer: Importer, metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.paths = config.paths
+        self.ledger = ledger
+        self.importer = importer
+        self.metrics = metrics
+        self.events: queue.Queue[FileEvent] = queue.Queue()
+        self.tracker = ReadinessTracker(config.watch.settle_seconds)
+        self.watcher = InboxWatcher(
+            self.paths.inbox,
+            config.watch.mode,
+            config.watch.recursive,
+            config.watch.poll_interval,
+            self.events,
+        )
+        self.executor = ThreadPoolExecutor(config.import_.workers, thread_name_prefix="import")
+        self.running: dict[Future[JobResult], PurePosixPath] = {}
+        self.redo: dict[PurePosixPath, tuple[float, int]] = {}
+        self.stopping = threading.Event()
+        self.reload_requested = False
+        self.reported: set[PurePosixPath] = set()
+        self.counts: Counter[str] = Counter()
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish or redo what a previous run left in processing/; drop our temporary files."""
+        for removed in remove_temporaries(self.paths.models):
+            log.info("temporary_removed", path=str(removed))
+        for entry in self.paths.work.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and entry.name.startswith("mir-"):
+                shutil.rmtree(entry, ignore_errors=True)
+        for row in self.ledger.query(
+            f"SELECT * FROM attempts WHERE status IN ({','.join('?' * len(IN_FLIGHT))})",  # noqa: S608
+            list(IN_FLIGHT),
+        ):
+            self.ledger.finish(
+                row["id"],
+                "interrupted",
+                notes=[*(row.get("notes") or []), "interrupted: the daemon stopped mid-import"],
+            )
+            log.warning("attempt_interrupted", attempt=row["id"], package=row["package"])
+        rows = {row["processing_path"]: row for row in self.ledger.in_place("processing")}
+        present = {
+            relative for relative, info in walk_inbox(self.paths.processing, True)
+            if stat.S_ISREG(info.st_mode)
+        }  # fmt: skip
+        for key, row in rows.items():
+            relative = PurePosixPath(key)
+            finished = row["status"] in {"imported", "duplicate", "failed"}
+            if relative in present and finished:
+                self.settle(row["id"], relative, row["status"])
+                present.discard(relative)
+            elif relative not in present and finished and row["final_path"]:
+                destination = "failed" if row["status"] == "failed" else "done"
+                if Path(row["final_path"]).exists():
+                    self.ledger.update(row["id"], place=destination)
+            elif relative not in present:
+                self.ledger.update(row["id"], place="lost")
+                log.error("package_missing_from_processing", attempt=row["id"], path=key)
+        for relative in sorted(present):
+            log.info("package_recovered", path=str(relative))
+            self.redo[relative] = (0.0, 0)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.watcher.start()
+        self.rescan()
+        notify("READY=1")
+        log.info(
+            "daemon_ready",
+            inbox=str(self.paths.inbox),
+            mode=self.watcher.mode,
+            workers=self.config.import_.workers,
+            backend=self.importer.backend.name,
+        )
+        interval = watchdog_interval()
+        next_rescan = time.monotonic() + self.config.watch.rescan_interval
+        next_status = next_ping = 0.0
+        while not self.stopping.is_set():
+            self.drain_events(self.config.watch.poll_interval)
+            self.collect()
+            moment = time.monotonic()
+            if moment >= next_rescan or not self.watcher.healthy():
+                if not self.watcher.healthy():
+                    log.warning("watch_restarted", inbox=str(self.paths.inbox))
+                    self.watcher.restart()
+                self.rescan()
+                next_rescan = moment + self.config.watch.rescan_interval
+            self.restat_pending()
+            self.dispatch()
+            if moment >= next_status:
+                self.report_status()
+                next_status = moment + STATUS_EVERY_SECONDS
+            if interval is not None and moment >= next_ping:
+                notify("WATCHDOG=1")
+                next_ping = moment + interval
+        self.shutdown()
+
+    def drain_events(self, timeout: float) -> None:
+        try:
+            first = self.events.get(timeout=timeout if not self.finished_jobs() else 0.01)
+        except queue.Empty:
+            return
+        self.handle_event(first)
+        for _ in range(EVENTS_PER_TICK):
+            try:
+                self.handle_event(self.events.get_nowait())
+            except queue.Empty:
+                return
+
+    def finished_jobs(self) -> bool:
+        return any(future.done() for future in self.running)
+
+    def handle_event(self, event: FileEvent) -> None:
+        path = Path(event.path)
+        try:
+            relative = PurePosixPath(path.relative_to(self.paths.inbox))
+        except ValueError:
+            return
+        if event.folder:
+            if path.is_dir() and not path.is_symlink() and self.config.watch.recursive:
+                for inner, info in walk_inbox(path, True):
+                    self.consider(relative / inner, info, signal=True)
+            return
+        self.consider(relative, None, signal=event.signal)
+
+    def rescan(self) -> None:
+        seen = set()
+        for relative, info in walk_inbox(self.paths.inbox, self.config.watch.recursive):
+            seen.add(relative)
+            self.consider(relative, info, signal=False)
+        for relative in list(self.tracker.candidates):
+            known = self.tracker.candidates[relative]
+            if relative not in seen and not known.dispatched:
+                self.tracker.forget(relative)
+
+    def consider(self, relative: PurePosixPath, info: os.stat_result | None, signal: bool) -> None:
+        if relative == PurePosixPath(".") or is_ignored(relative, self.config.watch):
+            return
+        if info is None:
+            try:
+                info = os.lstat(self.paths.inbox / relative)
+            except OSError:
+                self.tracker.forget(relative)
+                return
+        if stat.S_ISDIR(info.st_mode):
+            return
+        if not is_package_name(relative, self.config.watch) or not stat.S_ISREG(info.st_mode):
+            self.report_once(relative, info)
+            return
+        self.tracker.observe(relative, Observation.of(info), signal)
+
+    def report_once(self, relative: PurePosixPath, info: os.stat_result) -> None:
+        if relative in self.reported:
+            return
+        self.reported.add(relative)
+        if stat.S_ISLNK(info.st_mode):
+            reason = "a symlink is never followed or moved"
+        elif not stat.S_ISREG(info.st_mode):
+            reason = "not a regular file (fifo, device or socket)"
+        else:
+            reason = "name does not match watch.patterns"
+        log.warning("file_left_alone", path=str(relative), reason=reason)
+
+    def restat_pending(self) -> None:
+        """Without events (polling, NFS) settle is seen only by looking again."""
+        for relative in self.tracker.pending():
+            try:
+                info = os.lstat(self.paths.inbox / relative)
+            except OSError:
+                self.tracker.forget(relative)
+                continue
+            if stat.S_ISREG(info.st_mode):
+                self.tracker.observe(relative, Observation.of(info), signal=False)
+            else:
+                self.tracker.forget(relative)
+
+    def dispatch(self) -> None:
+        room = 2 * self.config.import_.workers - len(self.running)
+        moment = time.monotonic()
+        for relative, (not_before, failures) in sorted(self.redo.items()):
+            if room <= 0:
+                return
+            if not_before <= moment:
+                del self.redo[relative]
+                self.submit(relative, self.process_claimed_file, relative, failures)
+                room -= 1
+        if room <= 0:
+            return
+        for ready in self.tracker.ready(limit=room):
+            self.submit(ready.relative, self.take, ready)
+
+    def submit(self, relative: PurePosixPath, function: Any, *arguments: Any) -> None:
+        self.running[self.executor.submit(self.guarded, relative, function, *arguments)] = relative
+
+    def guarded(self, relative: PurePosixPath, function: Any, *arguments: Any) -> JobResult:
+        """A bug in one job must not strand a package: log it and try again later."""
+        bound = structlog.contextvars.bound_contextvars(path=str(relative))
+        with bound:
+            try:
+                result: JobResult = function(*arguments)
+                return result
+            except Exception as error:
+                log.exception("job_crashed", error=repr(error))
+                claimed = (self.paths.processing / relative).exists()
+                return JobResult(
+                    "deferred" if claimed else "transient", relative, claimed, reason=repr(error)
+                )
+
+    def collect(self) -> None:
+        for future in [future for future in self.running if future.done()]:
+            del self.running[future]
+            self.apply(future.result())
+
+    def apply(self, result: JobResult) -> None:
+        relative = result.relative
+        match result.kind:
+            case "done":
+                self.counts[result.status or "done"] += 1
+                self.tracker.forget(relative)
+                self.consider(relative, None, signal=False)
+            case "not_ready" | "changed":
+                self.tracker.not_yet(relative)
+            case "gone" | "ignored":
+                self.tracker.forget(relative)
+            case "transient":
+                delay = self.tracker.back_off(relative, self.config.daemon.retry_max_seconds)
+                log.warning(
+                    "package_retry_later", path=str(relative), reason=result.reason, delay=delay
+                )
+            case "deferred":
+                self.tracker.forget(relative)
+                _, failures = self.redo.get(relative, (0.0, 0))
+                delay = min(
+                    self.config.daemon.retry_max_seconds,
+                    self.config.watch.settle_seconds * 2.0**failures,
+                )
+                self.redo[relative] = (time.monotonic() + delay, failures + 1)
+                log.warning(
+                    "import_retry_later", path=str(relative), reason=result.reason, delay=delay
+                )
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def take(self, ready: Ready) -> JobResult:
+        """Claim a ready inbox file and import it."""
+        relative = ready.relative
+        path = self.paths.inbox / relative
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return JobResult("gone", relative)
+        if not stat.S_ISREG(info.st_mode):
+            return JobResult("ignored", relative)
+        if Observation.of(info) != ready.observation:
+            return JobResult("changed", relative)
+        try:
+            if not ready.quiet and not gzip_complete(path):
+                return JobResult("not_ready", relative)
+            with open_package(path):
+                pass
+        except FileNotFoundError:
+            return JobResult("gone", relative)
+        except OSError as error:
+            return JobResult("transient", relative, reason=f"{error.strerror or error}")
+        target = self.paths.processing / relative
+        if target.exists() or target.is_symlink():
+            return JobResult(
+                "transient", relative, reason="a package of that name is being imported"
+            )
+        attempt_id = self.ledger.begin(
+            package=relative.name,
+            source=str(relative),
+            size=info.st_size,
+            place="inbox",
+            processing_path=str(relative),
+        )
+        crash_point("claim")
+        try:
+            move(path, target)
+        except OSError as error:
+            self.ledger.finish(
+                attempt_id, "interrupted", notes=[f"claim failed: {error}"], place="inbox"
+            )
+            return JobResult(
+                "gone" if isinstance(error, FileNotFoundError) else "transient", relative
+            )
+        self.ledger.update(attempt_id, place="processing")
+        crash_point("claimed")
+        log.info(
+            "package_claimed",
+            attempt=attempt_id,
+            path=str(relative),
+            size=info.st_size,
+            since_write=round(time.time() - info.st_mtime, 3),
+            step="claim",
+        )
+        return self.import_claimed(relative, attempt_id)
+
+    def process_claimed_file(self, relative: PurePosixPath, failures: int) -> JobResult:
+        """Redo a package found in processing/ (after a crash, or a deferred import)."""
+        path = self.paths.processing / relative
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return JobResult("gone", relative)
+        attempt_id = self.ledger.begin(
+            package=relative.name,
+            source=str(relative),
+            size=info.st_size,
+            place="processing",
+            processing_path=str(relative),
+            notes=[f"redo after an interruption (try {failures + 1})"],
+        )
+        return self.import_claimed(relative, attempt_id)
+
+    def import_claimed(self, relative: PurePosixPath, attempt_id: int) -> JobResult:
+        path = self.paths.processing / relative
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            problem = {
+                "code": "package.not_regular",
+                "field": "",
+                "message": f"{relative} is not a regular file (replaced by a link or special file)",
+            }
+            self.ledger.finish(attempt_id, "failed", errors=[problem])
+            self.settle(attempt_id, relative, "failed")
+            return JobResult("done", relative, True, "failed")
+        try:
+            outcome = self.importer.run(path, attempt_id)
+        except OSError as error:
+            reason = f"{error.strerror or error}: {getattr(error, 'filename', '') or ''}".rstrip(
+                ": "
+            )
+            self.ledger.finish(
+                attempt_id,
+                "interrupted",
+                errors=[{"code": "import.store_failed", "field": "", "message": reason}],
+            )
+            log.error("import_io_error", attempt=attempt_id, path=str(relative), error=reason)
+            return JobResult("deferred", relative, True, reason=reason)
+        self.settle(attempt_id, relative, outcome.status)
+        row = self.ledger.get(attempt_id) or {}
+        self.metrics.record(
+            outcome.status, outcome.duration, int(row.get("size") or 0), time.time()
+        )
+        return JobResult("done", relative, True, outcome.status)
+
+    def settle(self, attempt_id: int, relative: PurePosixPath, status: str) -> None:
+        """Rename a finished package into done/ or failed/ under a free name."""
+        destination = "failed" if status == "failed" else "done"
+        folder = self.paths.failed if destination == "failed" else self.paths.done
+        target = free_path(folder, relative)
+        row = self.ledger.get(attempt_id) or {}
+        if destination == "failed":
+            write_error_files(target, row)
+        self.ledger.update(attempt_id, final_path=str(target))
+        crash_point("recorded")
+        move(self.paths.processing / relative, target)
+        crash_point("moved")
+        self.ledger.update(attempt_id, place=destination)
+        log.info(
+            "package_settled",
+            attempt=attempt_id,
+            path=str(relative),
+            status=status,
+            target=str(target),
+            step="settle",
+        )
+
+    # -- reporting and stopping ----------------------------------------------------------------
+
+    def report_status(self) -> None:
+        waiting = len(self.tracker.candidates)
+        depth = waiting + len(self.redo)
+        self.metrics.set_queue_depth(depth)
+        notify(
+            f"STATUS=waiting {waiting}, importing {len(self.running)}, "
+            f"imported {self.counts['imported']}, duplicates {self.counts['duplicate']}, "
+            f"failed {self.counts['failed']}"
+        )
+
+    def request_stop(self, reload: bool = False) -> None:
+        self.reload_requested = self.reload_requested or reload
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        notify("STOPPING=1")
+        log.info("daemon_stopping", running=len(self.running), reload=self.reload_requested)
+        self.watcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        pending = [future for future in self.running if not future.cancelled()]
+        finished, unfinished = wait(pending, timeout=self.config.daemon.shutdown_timeout)
+        for future in finished:
+            if not future.cancelled():
+                self.apply(future.result())
+        if unfinished:
+            log.warning(
+                "shutdown_timeout",
+                unfinished=[str(self.running[future]) for future in unfinished],
+                note="left in processing/; redone at next start",
+            )
+            self.ledger.close()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def run_daemon(config: Config) -> int:
+    """``ymir-dropbox run``: returns the exit code (0 after SIGTERM/SIGINT)."""
+    config.ensure_folders()
+    check_same_filesystem(config)
+    lock = acquire_lock(config)
+    ledger = Ledger(config.paths.ledger)
+    backend = make_backend(config)
+    backend.check()
+    metrics = Metrics(config.metrics.listen)
+    daemon = Daemon(config, ledger, Importer(config, ledger, backend), metrics)
+    log.info(
+        "daemon_started",
+        pid=os.getpid(),
+        config=str(config.source) if config.source else "built-in defaults",
+        **{name: str(path.absolute()) for name, path in config.paths.folders().items()},
+        ledger=str(config.paths.ledger.absolute()),
+    )
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        daemon.request_stop(reload=number == signal.SIGHUP)
+
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, on_signal)
+    daemon.recover()
+    daemon.serve()
+    ledger.close()
+    lock.close()
+    if daemon.reload_requested:
+        log.info("daemon_reexec", reason="SIGHUP: reloading the configuration")
+        os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606
+    log.info("daemon_stopped")
+    return 0

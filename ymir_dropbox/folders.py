@@ -1,0 +1,177 @@
+"""The folders: which inbox files are packages, and the atomic moves between folders.
+
+A package leaves the inbox only by a rename we can name: inbox -> processing -> done or
+failed. Names never collide (a taken name gets a ``.1``, ``.2`` ... suffix) and nothing is
+ever overwritten or deleted. Relative paths under the inbox are kept in every folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ymir_dropbox.config import Config, WatchConfig
+from ymir_dropbox.ledger import Ledger
+from ymir_dropbox.problems import DropboxError
+from ymir_dropbox.store import fsync_folder
+
+COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def is_ignored(relative: PurePosixPath, watch: WatchConfig) -> bool:
+    """Hidden and temporary files (and anything in a hidden folder) are never touched."""
+    return any(
+        fnmatch.fnmatchcase(part, pattern) for part in relative.parts for pattern in watch.ignore
+    )
+
+
+def is_package_name(relative: PurePosixPath, watch: WatchConfig) -> bool:
+    return any(fnmatch.fnmatchcase(relative.name, pattern) for pattern in watch.patterns)
+
+
+def walk_inbox(inbox: Path, recursive: bool) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
+    """Every non-folder entry under the inbox, with its lstat; symlinks are never followed."""
+    pending = [inbox]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            relative = PurePosixPath(os.path.relpath(entry.path, inbox))
+            if stat.S_ISDIR(info.st_mode):
+                if recursive:
+                    pending.append(Path(entry.path))
+                continue
+            yield relative, info
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    for suffix in COMPOUND_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix
+    stem, dot, suffix = name.rpartition(".")
+    return (stem, dot + suffix) if stem else (name, "")
+
+
+def free_path(folder: Path, relative: PurePosixPath) -> Path:
+    """``folder/relative``, or the same name with the first free ``.N`` before its suffix."""
+    candidate = folder / relative
+    stem, suffix = split_suffix(relative.name)
+    number = 0
+    while candidate.exists() or candidate.is_symlink() or _has_error_files(candidate):
+        number += 1
+        candidate = candidate.with_name(f"{stem}.{number}{suffix}")
+    return candidate
+
+
+def _has_error_files(path: Path) -> bool:
+    return path.with_name(path.name + ".error.json").exists()
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename within one filesystem, creating the target's folder; fsync both folders."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        raise FileExistsError(f"{target} exists; not overwriting it")
+    os.rename(source, target)
+    fsync_folder(target.parent)
+    if source.parent != target.parent:
+        fsync_folder(source.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fchmod(stream.fileno(), 0o644)
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_error_files(package: Path, row: dict[str, Any]) -> None:
+    """``<name>.error.json`` (structured) and ``<name>.error.txt`` (for people) next to it."""
+    errors = row.get("errors") or []
+    document = {
+        "package": row.get("package"),
+        "source": row.get("source"),
+        "attempt": row.get("id"),
+        "sha256": row.get("sha256"),
+        "finished_at": row.get("finished_at"),
+        "errors": errors,
+        "warnings": row.get("warnings") or [],
+    }
+    lines = [
+        f"{row.get('package')} was not imported "
+        f"(attempt {row.get('id')}, {row.get('finished_at')}).",
+        "",
+    ]
+    for problem in errors:
+        where = f" [{problem.get('field')}]" if problem.get("field") else ""
+        lines.append(f"- {problem.get('code')}{where}: {problem.get('message')}")
+    lines += ["", "Fix the package and copy it into the inbox again, or run `ymir-dropbox retry`."]
+    package.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(
+        package.with_name(package.name + ".error.json"),
+        (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode(),
+    )
+    write_atomically(
+        package.with_name(package.name + ".error.txt"), ("\n".join(lines) + "\n").encode()
+    )
+
+
+def check_same_filesystem(config: Config) -> None:
+    """Claims and settles are renames: inbox, processing, done and failed share one filesystem."""
+    devices = {
+        name: os.stat(getattr(config.paths, name)).st_dev
+        for name in ("inbox", "processing", "done", "failed")
+    }
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name}={getattr(config.paths, name)}" for name in devices)
+        raise DropboxError(
+            "inbox, processing, done and failed must be on one filesystem so that every move "
+            f"is an atomic rename; they are not: {listing}"
+        )
+
+
+def retry_failed(
+    config: Config, ledger: Ledger, ids: list[int] | None
+) -> list[tuple[int, Path, Path]]:
+    """Move failed packages back into the inbox (keeping their relative path)."""
+    rows = ledger.in_place("failed")
+    if ids is not None:
+        wanted = set(ids)
+        rows = [row for row in rows if row["id"] in wanted]
+        missing = wanted - {row["id"] for row in rows}
+        if missing:
+            listed = ", ".join(map(str, sorted(missing)))
+            raise DropboxError(f"no failed package in failed/ for attempt(s) {listed}")
+    moved = []
+    for row in rows:
+        source = Path(row["final_path"])
+        if not source.is_file() or source.is_symlink():
+            continue
+        relative = PurePosixPath(row["source"] or source.name)
+        target = free_path(config.paths.inbox, relative)
+        move(source, target)
+        for suffix in (".error.json", ".error.txt"):
+            source.with_name(source.name + suffix).unlink(missing_ok=True)
+        ledger.update(row["id"], place="retried")
+        moved.append((int(row["id"]), source, target))
+    return moved

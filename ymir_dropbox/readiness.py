@@ -1,0 +1,150 @@
+"""Readiness: is this inbox file a complete package yet?
+
+Signals that a writer finished (closed after writing, renamed into the inbox) make a file a
+candidate at once; without a signal (polling, NFS, SMB) it must keep the same size and mtime
+for ``settle_seconds``. A signal is not proof: the worker also checks that the gzip stream is
+complete (see :func:`gzip_complete`) unless the file has been quiet for ``settle_seconds``.
+An empty file is a placeholder that content has not reached yet: never ready.
+
+The tracker is pure bookkeeping with an injected clock; the daemon feeds it observations.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from isal import igzip
+
+from ymir_dropbox.archive import CHUNK, GZIP_MAGIC, ISAL_ERROR, open_package
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What lstat said about a file; any change means the writer is still at work."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> Observation:
+        return cls(info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+@dataclass(slots=True)
+class Candidate:
+    observation: Observation
+    changed_at: float
+    signalled: bool = False
+    not_before: float = 0.0
+    failures: int = 0
+    dispatched: bool = False
+
+    def quiet_for(self, now: float) -> float:
+        return now - self.changed_at
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    relative: PurePosixPath
+    observation: Observation
+    quiet: bool
+
+
+class ReadinessTracker:
+    def __init__(
+        self,
+        settle_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settle_seconds = settle_seconds
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.candidates: dict[PurePosixPath, Candidate] = {}
+
+    def observe(self, relative: PurePosixPath, observation: Observation, signal: bool) -> None:
+        """Record what a scan or an event saw; a change restarts the settle time."""
+        now = self.clock()
+        known = self.candidates.get(relative)
+        if known is None:
+            # First sight (start-up scan, or an event): trust the mtime for how long it has
+            # been quiet, so files that arrived while we were down are not made to wait.
+            age = max(0.0, self.wall_clock() - observation.mtime_ns / 1e9)
+            changed_at = now - min(age, self.settle_seconds)
+            self.candidates[relative] = Candidate(observation, changed_at, signal)
+        elif known.observation != observation:
+            known.observation = observation
+            known.changed_at = now
+            known.signalled = signal
+        elif signal:
+            known.signalled = True
+
+    def forget(self, relative: PurePosixPath) -> None:
+        self.candidates.pop(relative, None)
+
+    def pending(self) -> list[PurePosixPath]:
+        return [relative for relative, known in self.candidates.items() if not known.dispatched]
+
+    def ready(self, limit: int) -> list[Ready]:
+        """Up to ``limit`` candidates that may be taken now, oldest change first.
+
+        They are marked dispatched until the worker reports back.
+        """
+        now = self.clock()
+        found: list[Ready] = []
+        for relative, known in sorted(self.candidates.items(), key=lambda item: item[1].changed_at):
+            if len(found) >= limit:
+                break
+            if known.dispatched or known.not_before > now or known.observation.size == 0:
+                continue
+            quiet = known.quiet_for(now) >= self.settle_seconds
+            if quiet or known.signalled:
+                known.dispatched = True
+                found.append(Ready(relative, known.observation, quiet))
+        return found
+
+    def not_yet(self, relative: PurePosixPath) -> None:
+        """The worker found the file incomplete: wait for another signal or for quiet."""
+        known = self.candidates.get(relative)
+        if known is not None:
+            known.dispatched = False
+            known.signalled = False
+
+    def back_off(self, relative: PurePosixPath, maximum: float) -> float:
+        """A passing failure (busy, permission): retry later, doubling the wait each time."""
+        known = self.candidates.get(relative)
+        if known is None:
+            return 0.0
+        known.failures += 1
+        delay = min(maximum, self.settle_seconds * 2.0 ** (known.failures - 1))
+        known.not_before = self.clock() + delay
+        known.dispatched = False
+        return delay
+
+
+def gzip_complete(path: Path) -> bool:
+    """Whether the gzip stream reaches its end marker (a writer may still be appending).
+
+    A damaged stream counts as complete: it will not get better by waiting, and validation
+    reports it with its reason.
+    """
+    with open_package(path) as raw:
+        head = raw.read(2)
+        if len(head) == 2 and head != GZIP_MAGIC:
+            return True
+        raw.seek(0)
+        stream = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        try:
+            while stream.read(CHUNK):
+                pass
+        except EOFError:
+            return False
+        except (OSError, zlib.error, ISAL_ERROR, ValueError):
+            return True
+    return True

@@ -1,0 +1,136 @@
+"""Watching: filesystem events become candidates on a queue; nothing else happens here.
+
+The watchdog handler thread only enqueues. Events are hints, never proof: the daemon also
+scans at start and rescans periodically (missed events, a full inotify queue, NFS and SMB that
+send none). ``mode = "auto"`` picks polling when the inbox is on a network or FUSE filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+log = structlog.get_logger(__name__)
+
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "fuseblk", "sshfs", "ceph",
+        "glusterfs", "afs", "lustre", "gpfs", "virtiofs", "davfs", "ncpfs",
+    }
+)  # fmt: skip
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """A path the watcher saw change. ``signal``: a writer finished (closed or renamed it in)."""
+
+    path: str
+    signal: bool = False
+    folder: bool = False
+
+
+def filesystem_type(path: Path, mountinfo: Path = MOUNTINFO) -> str:
+    """The type of the filesystem holding ``path``, from the mount table ("" if unknown)."""
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        mount_point = parts[4].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, rest.split()[0]
+    return best_type
+
+
+def is_network_filesystem(kind: str) -> bool:
+    return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.")
+
+
+def choose_mode(mode: str, inbox: Path) -> str:
+    if mode != "auto":
+        return mode
+    kind = filesystem_type(inbox)
+    return "polling" if is_network_filesystem(kind) else "inotify"
+
+
+class _Enqueue(FileSystemEventHandler):
+    def __init__(self, events: queue.Queue[FileEvent]) -> None:
+        self.events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in {"opened", "closed_no_write", "attrib"}:
+            return
+        if kind == "moved":
+            path, signal = os.fsdecode(event.dest_path), True
+        else:
+            path, signal = os.fsdecode(event.src_path), kind == "closed"
+        self.events.put(FileEvent(path, signal=signal, folder=event.is_directory))
+
+
+class InboxWatcher:
+    """A watchdog observer on the inbox that can be restarted (inbox deleted and re-created)."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        mode: str,
+        recursive: bool,
+        poll_interval: float,
+        events: queue.Queue[FileEvent],
+    ) -> None:
+        self.inbox = inbox
+        self.mode = choose_mode(mode, inbox)
+        self.recursive = recursive
+        self.poll_interval = poll_interval
+        self.events = events
+        self.observer: BaseObserver | None = None
+        self.identity: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        observer: BaseObserver = (
+            PollingObserver(timeout=self.poll_interval) if self.mode == "polling" else Observer()
+        )
+        observer.schedule(_Enqueue(self.events), str(self.inbox), recursive=self.recursive)
+        observer.daemon = True
+        observer.start()
+        self.observer = observer
+        info = os.stat(self.inbox)
+        self.identity = (info.st_dev, info.st_ino)
+        log.info("watch_started", inbox=str(self.inbox), mode=self.mode, recursive=self.recursive)
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = None
+
+    def healthy(self) -> bool:
+        """False when the inbox is gone or was replaced by another folder, or the observer died."""
+        try:
+            info = os.stat(self.inbox)
+        except OSError:
+            return False
+        alive = self.observer is not None and self.observer.is_alive()
+        return alive and (info.st_dev, info.st_ino) == self.identity
+
+    def restart(self) -> None:
+        self.stop()
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.start()
