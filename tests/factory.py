@@ -144,3 +144,130 @@ def ymir_layout_package(path: Path) -> Path:
         ]
     entries.append(Entry("attachments/images/sample.jpg", b"\xff\xd8jpeg"))
     return write_package(path, entries)
+
+
+# -- more packages: the valid variants every test can share -----------------------------------
+
+
+def seed_package_with(
+    path: Path, info: dict[str, Any], extra: Iterable[Entry] = (), *, info_last: bool = True
+) -> Path:
+    """The seed's files, ``extra`` members, and ``info`` as ymir-info.yaml."""
+    entries = seed_entries(info, info_last=info_last)
+    return write_package(path, [*entries, *extra])
+
+
+def seed_info_first_package(path: Path) -> Path:
+    return write_package(path, seed_entries(info_last=False))
+
+
+def seed_all_upper_counts_package(path: Path) -> Path:
+    """Both stages with the seed's TP/FP/FN spelling."""
+    info = seed_info()
+    info["stages"]["stage_2000"].update(TP=70, FP=20, FN=10)
+    return seed_package(path, info)
+
+
+def object_type_0_package(path: Path) -> Path:
+    info = seed_info()
+    info.update(package_version="2.0.0", object_type=0)
+    return seed_package(path, info)
+
+
+def attachments_package(path: Path) -> Path:
+    info = seed_info()
+    info["attachments"] = {"images": ["a.jpg", "b.jpg"], "configs": ["infer.yaml"]}
+    extra = [
+        Entry("attachments/images/a.jpg", b"\xff\xd8a"),
+        Entry("attachments/images/b.jpg", b"\xff\xd8b"),
+        Entry("attachments/configs/infer.yaml", b"conf_thr: 0.3\n"),
+    ]
+    return seed_package_with(path, info, extra)
+
+
+def no_task_context_package(path: Path) -> Path:
+    info = seed_info()
+    del info["task_context"]
+    return seed_package(path, info)
+
+
+def segmentation_package(path: Path) -> Path:
+    info = seed_info()
+    info.update(package_version="2.0.1", object_type=3, evaluate_config={"iou_thr": 0.5})
+    info["stages"]["stage_2000"].update(mIoU=0.7, mAcc=0.8)
+    return seed_package(path, info)
+
+
+VALID_PACKAGES = {
+    "seed": seed_package,
+    "seed-info-first": seed_info_first_package,
+    "legacy-1.1.0": legacy_package,
+    "ymir-layout": ymir_layout_package,
+    "seed-TP-FP-FN": seed_all_upper_counts_package,
+    "object-type-0": object_type_0_package,
+    "attachments": attachments_package,
+    "no-task-context": no_task_context_package,
+    "segmentation-2.0.1": segmentation_package,
+}
+
+
+def write_folder(folder: Path, entries: Iterable[Entry]) -> Path:
+    """Write regular entries as files under ``folder`` (what a user has before packing)."""
+    for entry in entries:
+        target = folder / entry.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(entry.data)
+    return folder
+
+
+def tar_command_package(path: Path, folder: Path) -> Path:
+    """The seed's files packed with the real ``tar -czf OUT .`` (members named ``./...``)."""
+    import subprocess
+
+    write_folder(folder, seed_entries())
+    subprocess.run(["tar", "-czf", str(path), "."], cwd=folder, check=True)
+    return path
+
+
+# -- the real command and its config ----------------------------------------------------------
+
+
+def dropbox_command() -> list[str]:
+    """The installed ``ymir-dropbox`` script of this interpreter (not a slow shim)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "ymir-dropbox"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("ymir-dropbox")
+    assert found, "ymir-dropbox is not installed: run `pip install -e '.[dev]'`"
+    return [found]
+
+
+def write_config(path: Path, base_dir: Path | str = "box", extra: str = "") -> Path:
+    """A config file with this base_dir (relative to the file), JSON logs, and ``extra`` TOML."""
+    path.write_text(f'base_dir = "{base_dir}"\n{extra}\n[log]\nformat = "json"\n')
+    return path
+
+
+def run_dropbox(
+    *arguments: str | Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Any:
+    """Run the real CLI; the caller's YMIR_DROPBOX_CONFIG never leaks in."""
+    import os
+    import subprocess
+
+    environment = {k: v for k, v in os.environ.items() if k != "YMIR_DROPBOX_CONFIG"}
+    environment.update(env or {})
+    return subprocess.run(
+        [*dropbox_command(), *map(str, arguments)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -41,9 +41,8 @@ DELETE = object()
 INFO = "ymir-info.yaml"
 
 CHECK_WITH_BUG = (
-    "rules.py:46-66: a custom check_with rule calls self._error(field, <ErrorDefinition>, value); "
-    "cerberus 1.3 then looks the rule name up in the field's rules and raises KeyError, so "
-    "validate_package crashes instead of reporting the problem"
+    "rules.py:45-65: custom check_with rules call self._error(field, ErrorDefinition, value); "
+    "cerberus 1.3 then raises KeyError, so validation crashes instead of reporting"
 )
 
 

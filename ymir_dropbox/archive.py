@@ -7,6 +7,8 @@ the import can later copy members out in any order without decompressing twice.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import stat
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from isal import igzip, isal_zlib
 
@@ -58,6 +60,7 @@ class ArchiveScan:
     unpacked_bytes: int = 0
     members: dict[str, Member] = field(default_factory=dict)
     info: bytes | None = None
+    sha256: str | None = None
     info_member: Member | None = None
     problems: list[Problem] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
@@ -81,14 +84,14 @@ class PackageUnreadable(OSError):
 
 
 @contextmanager
-def open_package(path: Path) -> Iterator[BinaryIO]:
+def open_package(path: Path) -> Iterator[io.BufferedReader]:
     """Open a package without following a symlink and without blocking on a fifo."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PackageUnreadable(f"{path} is not a regular file")
         os.set_blocking(fd, True)
-        stream = os.fdopen(fd, "rb", buffering=CHUNK)
+        stream = cast(io.BufferedReader, open(fd, "rb", buffering=CHUNK))  # noqa: SIM115
     except BaseException:
         os.close(fd)
         raise
@@ -96,23 +99,65 @@ def open_package(path: Path) -> Iterator[BinaryIO]:
         yield stream
 
 
+class _HashingSource:
+    """The raw package bytes as gzip reads them, hashed on the way (the package's sha256)."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def peek(self, size: int) -> bytes:
+        return self.raw.peek(size)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha256.update(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self.raw.readinto(buffer)
+        self.sha256.update(memoryview(buffer)[:count])
+        return count
+
+    def drain(self) -> str:
+        while self.read(CHUNK):
+            pass
+        return self.sha256.hexdigest()
+
+
 class _Reader:
-    """Reads the decompressed stream, copies it to a spool, counts and enforces the ratio."""
+    """The decompressed stream for tarfile: forward-only, copied to a spool, ratio enforced.
+
+    ``seek`` only goes forward (reading and discarding in large chunks), which lets tarfile
+    skip member data quickly without ever reading a member into memory.
+    """
 
     def __init__(self, source: BinaryIO, spool: BinaryIO | None, ceiling: int) -> None:
         self.source = source
         self.spool = spool
         self.ceiling = ceiling
-        self.count = 0
+        self.position = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.count += len(data)
-        if self.count > self.ceiling:
+        data = self.source.read(size if size >= 0 else CHUNK)
+        self.position += len(data)
+        if self.position > self.ceiling:
             raise _Stop("ratio")
         if self.spool is not None and data:
             self.spool.write(data)
         return data
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset if whence == os.SEEK_SET else self.position + offset
+        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self.position:
+            raise OSError("the package stream is read forward only")
+        while self.position < target:
+            if not self.read(min(CHUNK, target - self.position)):
+                raise tarfile.ReadError("unexpected end of data")
+        return self.position
 
 
 def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
@@ -148,57 +193,64 @@ def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
 def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> ArchiveScan:
     """Check a package in one streaming pass. Problems are collected, never raised.
 
+    The same pass computes the package's sha256 (except for a package over the size limit).
     Raises ``OSError`` only when the file itself cannot be opened or read.
     """
     scan = ArchiveScan()
-    with open_package(path) as raw:
-        scan.package_bytes = os.fstat(raw.fileno()).st_size
-        if scan.package_bytes > limits.max_package_bytes:
-            scan.add(
-                "package.too_large",
-                "",
-                f"the package is {scan.package_bytes} bytes, over the limit of "
-                f"{limits.max_package_bytes} (limits.max_package_bytes)",
-            )
-            return scan
-        if raw.read(2) != GZIP_MAGIC:
-            scan.add(
-                "container.not_gzip", "", "the file is not gzip-compressed (no gzip magic bytes)"
-            )
-            return scan
-        raw.seek(0)
-        ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
-        decompressed: BinaryIO = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]
-        reader = _Reader(decompressed, spool, ceiling)
+    with open_package(path) as opened:
+        scan.package_bytes = os.fstat(opened.fileno()).st_size
+        raw = _HashingSource(opened)
         try:
-            _scan_members(reader, scan, limits)
-            _check_tail(reader, scan)
-        except _Stop as stop:
-            if str(stop) == "ratio":
-                scan.add(
-                    "tar.compression_ratio",
-                    "",
-                    f"the package unpacks to more than {limits.max_ratio:g} times its size "
-                    f"of {scan.package_bytes} bytes (limits.max_ratio); a compression bomb?",
-                )
-        except EOFError:
-            scan.add("container.truncated", "", "the gzip stream is truncated (ends too early)")
-        except tarfile.ReadError as error:
-            if "unexpected end of data" in str(error):
-                scan.add("container.truncated", "", "the tar archive is truncated inside a member")
-            else:
-                scan.add(
-                    "container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}"
-                )
-        except (zlib.error, ISAL_ERROR, igzip.BadGzipFile) as error:
-            scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
+            _scan_container(raw, scan, limits, spool)
+        finally:
+            if scan.package_bytes <= limits.max_package_bytes:
+                scan.sha256 = raw.drain()
     return scan
+
+
+def _scan_container(
+    raw: _HashingSource, scan: ArchiveScan, limits: Limits, spool: BinaryIO | None
+) -> None:
+    if scan.package_bytes > limits.max_package_bytes:
+        scan.add(
+            "package.too_large",
+            "",
+            f"the package is {scan.package_bytes} bytes, over the limit of "
+            f"{limits.max_package_bytes} (limits.max_package_bytes)",
+        )
+        return
+    if raw.peek(2)[:2] != GZIP_MAGIC:
+        scan.add("container.not_gzip", "", "the file is not gzip-compressed (no gzip magic bytes)")
+        return
+    ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
+    decompressed: BinaryIO = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]
+    reader = _Reader(decompressed, spool, ceiling)
+    try:
+        _scan_members(reader, scan, limits)
+        _check_tail(reader, scan)
+    except _Stop as stop:
+        if str(stop) == "ratio":
+            scan.add(
+                "tar.compression_ratio",
+                "",
+                f"the package unpacks to more than {limits.max_ratio:g} times its size "
+                f"of {scan.package_bytes} bytes (limits.max_ratio); a compression bomb?",
+            )
+    except EOFError:
+        scan.add("container.truncated", "", "the gzip stream is truncated (ends too early)")
+    except tarfile.ReadError as error:
+        if "unexpected end of data" in str(error):
+            scan.add("container.truncated", "", "the tar archive is truncated inside a member")
+        else:
+            scan.add("container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}")
+    except (zlib.error, ISAL_ERROR, igzip.BadGzipFile) as error:
+        scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
 
 
 def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
     seen: set[str] = set()
     count = 0
-    with tarfile.open(fileobj=reader, mode="r|", errors="surrogateescape") as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=reader, mode="r:", errors="surrogateescape") as tar:  # type: ignore[call-overload]
         for info in tar:
             count += 1
             if count > limits.max_members:

@@ -6,7 +6,6 @@ the caller owns the folders. Each step is written to the ledger before it is tak
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import structlog
 
-from ymir_dropbox.archive import open_package
 from ymir_dropbox.backends import Backend, ImportFailed, ImportResult, PreparedPackage
 from ymir_dropbox.config import Config
 from ymir_dropbox.faults import crash_point
@@ -26,7 +24,6 @@ from ymir_dropbox.problems import Problem
 from ymir_dropbox.validation import ValidationReport, validate_package
 
 log = structlog.get_logger(__name__)
-HASH_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,23 +32,12 @@ class Outcome:
 
     attempt_id: int
     status: str
-    sha256: str
+    sha256: str | None
     duration: float
     report: ValidationReport | None = None
     result: ImportResult | None = None
     errors: tuple[Problem, ...] = field(default=())
     duplicate_of: int | None = None
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of a file, read without following a symlink."""
-    digest = hashlib.sha256()
-    size = 0
-    with open_package(path) as stream:
-        while chunk := stream.read(HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 class Importer:
@@ -81,52 +67,51 @@ class Importer:
         self.ledger.update(
             attempt_id, status="importing", started_at=now(), backend=self.backend.name
         )
-        sha256, size = file_sha256(path)
-        self.ledger.update(attempt_id, sha256=sha256, size=size)
-        crash_point("hashed")
-        bound = bound.bind(sha256=sha256, size=size)
-        bound.info("package_hashed", step="hash", duration=round(time.monotonic() - started, 3))
 
         def finish(status: str, **fields: object) -> float:
             duration = round(time.monotonic() - started, 3)
             self.ledger.finish(attempt_id, status, duration=duration, **fields)
             return duration
 
-        with self._one_at_a_time(sha256):
-            first = self.ledger.imported_by_sha256(sha256)
-            if first is not None:
-                duration = finish(
-                    "duplicate",
-                    duplicate_of=first["id"],
-                    model_hash=first["model_hash"],
-                    best_stage_name=first["best_stage_name"],
-                    mAP=first["mAP"],
-                    errors=[],
-                )
-                bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
-                return Outcome(attempt_id, "duplicate", sha256, duration, duplicate_of=first["id"])
+        with tempfile.TemporaryFile(dir=self.config.paths.work, prefix="spool-") as spool:
+            # One pass: the sha256 of the file, every check, and the decompressed tar spooled.
+            report = validate_package(path, self.config.limits, spool)
+            spool.flush()
+            sha256 = report.sha256
+            self.ledger.update(attempt_id, sha256=sha256, size=report.package_bytes)
+            crash_point("validated")
+            bound = bound.bind(sha256=sha256, size=report.package_bytes)
+            bound.info(
+                "package_validated",
+                step="validate",
+                ok=report.ok,
+                errors=len(report.errors),
+                warnings=len(report.warnings),
+                duration=round(time.monotonic() - started, 3),
+            )
+            description = _describe(report)
+            if not report.ok or sha256 is None:
+                duration = finish("failed", errors=_dicts(report.errors), **description)
+                return Outcome(attempt_id, "failed", sha256, duration, report, errors=report.errors)
 
-            with tempfile.TemporaryFile(dir=self.config.paths.work, prefix="spool-") as spool:
-                report = validate_package(path, self.config.limits, spool)
-                spool.flush()
-                crash_point("validated")
-                bound.info(
-                    "package_validated",
-                    step="validate",
-                    ok=report.ok,
-                    errors=len(report.errors),
-                    warnings=len(report.warnings),
-                    duration=round(time.monotonic() - started, 3),
-                )
-                description = _describe(report)
-                if not report.ok:
-                    duration = finish("failed", errors=_dicts(report.errors), **description)
-                    return Outcome(
-                        attempt_id, "failed", sha256, duration, report, errors=report.errors
+            with self._one_at_a_time(sha256):
+                first = self.ledger.imported_by_sha256(sha256)
+                if first is not None:
+                    duration = finish(
+                        "duplicate",
+                        duplicate_of=first["id"],
+                        model_hash=first["model_hash"],
+                        errors=[],
+                        **description,
                     )
-                prepared = PreparedPackage(path, sha256, attempt_id, report, spool)
+                    bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
+                    return Outcome(
+                        attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"]
+                    )
                 try:
-                    result = self.backend.import_package(prepared)
+                    result = self.backend.import_package(
+                        PreparedPackage(path, sha256, attempt_id, report, spool)
+                    )
                 except ImportFailed as failure:
                     duration = finish(
                         "failed",
@@ -135,33 +120,28 @@ class Importer:
                         dst_rev=failure.dst_rev,
                         **description,
                     )
-                    return Outcome(
-                        attempt_id,
-                        "failed",
-                        sha256,
-                        duration,
-                        report,
-                        errors=tuple(failure.problems),
+                    errors = tuple(failure.problems)
+                    return Outcome(attempt_id, "failed", sha256, duration, report, errors=errors)
+                crash_point("stored")
+                try:
+                    duration = finish(
+                        "imported",
+                        model_hash=result.model_hash,
+                        dst_rev=result.dst_rev,
+                        notes=list(result.notes),
+                        errors=[],
+                        **description,
                     )
-            crash_point("stored")
-            try:
-                duration = finish(
-                    "imported",
-                    model_hash=result.model_hash,
-                    dst_rev=result.dst_rev,
-                    notes=list(result.notes),
-                    errors=[],
-                    **description,
-                )
-            except DuplicateImport:
-                first = self.ledger.imported_by_sha256(sha256)
-                duplicate_of = first["id"] if first else None
-                duration = finish(
-                    "duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash
-                )
-                return Outcome(
-                    attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of
-                )
+                except DuplicateImport:
+                    # Another process (a CLI import beside the daemon) recorded it first.
+                    first = self.ledger.imported_by_sha256(sha256)
+                    duplicate_of = first["id"] if first else None
+                    duration = finish(
+                        "duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash
+                    )
+                    return Outcome(
+                        attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of
+                    )
         bound.info(
             "package_imported",
             step="store",

@@ -42,6 +42,7 @@ class ValidationReport:
     warnings: tuple[Problem, ...] = ()
     package_bytes: int = 0
     unpacked_bytes: int = 0
+    sha256: str | None = None
     declared_version: str | None = None
     normalized: dict[str, Any] | None = None
     files: tuple[StoredFile, ...] = field(default=())
@@ -98,6 +99,7 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
             tuple(warnings),
             scan.package_bytes,
             scan.unpacked_bytes,
+            scan.sha256,
             **values,
         )
 

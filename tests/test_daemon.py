@@ -1,0 +1,484 @@
+"""The daemon end to end: a real ``ymir-dropbox run`` fed by cp, rsync and slow writers.
+
+Each test asserts where every file ended and what the ledger says about it, then the
+invariants (nothing lost, nothing imported twice, nothing half-written, nothing left over).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import (
+    Dropbox,
+    Dropboxes,
+    dropboxes,
+    invalid_package,
+    sha256_of,
+    valid_package,
+    wait_until,
+    write_large_package,
+)
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Dropboxes]:
+    with dropboxes(tmp_path) as made:
+        yield made
+
+
+def need(tool: str, package: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        pytest.fail(f"{tool} is missing: install it with `apt-get install {package}`")
+    return found
+
+
+def statuses(dropbox: Dropbox) -> dict[str, list[str]]:
+    """Final ledger statuses per package name."""
+    found: dict[str, list[str]] = {}
+    for row in dropbox.ledger_rows():
+        if row["status"] in {"imported", "duplicate", "failed"}:
+            found.setdefault(row["package"], []).append(row["status"])
+    return found
+
+
+# -- how packages arrive --------------------------------------------------------------------
+
+
+def test_package_copied_with_cp_is_imported(make: Dropboxes, tmp_path: Path) -> None:
+    dropbox = make()
+    dropbox.start()
+    source = tmp_path / "model.tar.gz"
+    source.write_bytes(valid_package("cp"))
+    subprocess.run(["cp", str(source), str(dropbox.inbox)], check=True)
+    dropbox.record("model.tar.gz", source)
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {"model.tar.gz"}
+    assert statuses(dropbox) == {"model.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
+def test_package_copied_with_rsync_is_imported_after_its_rename(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    rsync = need("rsync", "rsync")
+    dropbox = make()
+    dropbox.start()
+    source = tmp_path / "model.tar.gz"
+    source.write_bytes(valid_package("rsync"))
+    subprocess.run([rsync, "-a", str(source), f"{dropbox.inbox}/"], check=True)
+    dropbox.record("model.tar.gz", source)
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {"model.tar.gz"}
+    assert dropbox.names("inbox") == set()
+    rows = dropbox.ledger_rows()
+    assert [(row["package"], row["status"]) for row in rows] == [("model.tar.gz", "imported")]
+    dropbox.assert_invariants()
+
+
+def test_package_written_in_place_like_scp_is_imported(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    data = valid_package("scp")
+    with (dropbox.inbox / "model.tar.gz").open("wb") as stream:
+        for start in range(0, len(data), 100):
+            stream.write(data[start : start + 100])
+            stream.flush()
+    dropbox.record("model.tar.gz", data)
+    dropbox.wait_settled()
+    assert statuses(dropbox) == {"model.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    source, target, chunks, pause, reopen = sys.argv[1:6]
+    data = open(source, "rb").read()
+    chunks, pause = int(chunks), float(pause)
+    size = -(-len(data) // chunks)
+    stream = open(target, "wb")
+    for number in range(chunks):
+        if number:
+            time.sleep(pause)
+            if reopen == "reopen":
+                stream = open(target, "ab")
+        stream.write(data[number * size : (number + 1) * size])
+        stream.flush()
+        if reopen == "reopen":
+            stream.close()
+    stream.close()
+    """
+)
+
+
+def run_writer(source: Path, target: Path, chunks: int, pause: float, reopen: bool) -> None:
+    subprocess.run(
+        [sys.executable, "-c", WRITER, str(source), str(target), str(chunks), str(pause),
+         "reopen" if reopen else "keep"],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("reopen", [False, True], ids=["keeps-file-open", "closes-and-reopens"])
+def test_slow_writer_with_pauses_shorter_than_settle_is_imported_not_failed(
+    make: Dropboxes, tmp_path: Path, reopen: bool
+) -> None:
+    """A close (or a quiet spell shorter than settle_seconds) is not proof of completeness: an
+    incomplete gzip stream is waited for."""
+    dropbox = make(settle_seconds=2.0)
+    dropbox.start()
+    source = tmp_path / "slow.tar.gz"
+    source.write_bytes(valid_package("slow", size=64 * 1024))
+    run_writer(source, dropbox.inbox / "slow.tar.gz", chunks=4, pause=0.6, reopen=reopen)
+    dropbox.record("slow.tar.gz", source)
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {"slow.tar.gz"}
+    assert statuses(dropbox) == {"slow.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
+def test_abandoned_incomplete_stream_fails_as_truncated_only_after_settle(
+    make: Dropboxes,
+) -> None:
+    """The other side of the rule: once quiet for settle_seconds, a truncated stream fails."""
+    dropbox = make(settle_seconds=1.5)
+    dropbox.start()
+    data = valid_package("abandoned", size=64 * 1024)
+    half = data[: len(data) // 2]
+    drop = dropbox.drop("abandoned.tar.gz", half)
+    written = (dropbox.inbox / "abandoned.tar.gz").stat().st_mtime
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == {"abandoned.tar.gz"}
+    [row] = [row for row in dropbox.rows_for(drop) if row["status"] == "failed"]
+    assert [error["code"] for error in row["errors"]] == ["container.truncated"]
+    [claimed] = dropbox.events("package_claimed")
+    assert claimed["since_write"] >= 1.5 - 0.05
+    assert written > 0
+    dropbox.assert_invariants()
+
+
+def test_packages_already_in_the_inbox_at_start_are_imported(make: Dropboxes) -> None:
+    dropbox = make()
+    for number in range(3):
+        dropbox.drop_valid(f"early-{number}.tar.gz")
+    dropbox.drop_invalid("early-bad.tar.gz")
+    dropbox.start()
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {f"early-{number}.tar.gz" for number in range(3)}
+    assert dropbox.names("failed") == {"early-bad.tar.gz"}
+    dropbox.assert_invariants()
+
+
+def test_package_in_a_sub_folder_keeps_its_relative_path(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_valid("team-a/run-7/model.tar.gz")
+    dropbox.drop_invalid("team-b/broken.tgz")
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {"team-a/run-7/model.tar.gz"}
+    assert dropbox.names("failed") == {"team-b/broken.tgz"}
+    rows = {row["package"]: row for row in dropbox.ledger_rows()}
+    assert rows["model.tar.gz"]["source"] == "team-a/run-7/model.tar.gz"
+    dropbox.assert_invariants()
+
+
+def test_polling_mode_imports_by_settle_time(make: Dropboxes) -> None:
+    dropbox = make(mode="polling")
+    dropbox.start()
+    assert dropbox.events("daemon_ready")[0]["mode"] == "polling"
+    dropbox.drop_valid("polled.tar.gz")
+    dropbox.drop_invalid("polled-bad.tar.gz")
+    dropbox.wait_settled()
+    assert statuses(dropbox) == {"polled.tar.gz": ["imported"], "polled-bad.tar.gz": ["failed"]}
+    dropbox.assert_invariants()
+
+
+def test_burst_of_500_packages_each_imported_exactly_once(make: Dropboxes) -> None:
+    dropbox = make(workers=2)
+    dropbox.start()
+    for number in range(500):
+        dropbox.drop_valid(f"burst-{number:03}.tar.gz")
+    dropbox.wait_settled(timeout=120)
+    assert len(dropbox.names("done")) == 500
+    rows = dropbox.ledger_rows()
+    assert sorted(row["status"] for row in rows) == ["imported"] * 500
+    assert len({row["sha256"] for row in rows}) == 500
+    dropbox.assert_invariants()
+
+
+# -- what happens to each package -----------------------------------------------------------
+
+
+def test_same_bytes_under_two_names_is_one_import_and_one_duplicate(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    data = valid_package("twice")
+    dropbox.drop("first.tar.gz", data)
+    dropbox.wait_settled()
+    dropbox.drop("second.tar.gz", data)
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {"first.tar.gz", "second.tar.gz"}
+    rows = {row["package"]: row for row in dropbox.ledger_rows()}
+    assert rows["first.tar.gz"]["status"] == "imported"
+    assert rows["second.tar.gz"]["status"] == "duplicate"
+    assert rows["second.tar.gz"]["duplicate_of"] == rows["first.tar.gz"]["id"]
+    assert rows["second.tar.gz"]["model_hash"] == rows["first.tar.gz"]["model_hash"]
+    dropbox.assert_invariants()
+
+
+def test_same_bytes_arriving_together_are_still_imported_once(make: Dropboxes) -> None:
+    dropbox = make()
+    data = valid_package("together")
+    for name in ("a.tar.gz", "b.tar.gz", "c.tar.gz"):
+        dropbox.drop(name, data)
+    dropbox.start()
+    dropbox.wait_settled()
+    assert sorted(statuses(dropbox).values()) == [["duplicate"], ["duplicate"], ["imported"]]
+    dropbox.assert_invariants()
+
+
+def test_invalid_package_goes_to_failed_with_its_error_files(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_invalid("broken.tar.gz")
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == {"broken.tar.gz"}
+    failed = dropbox.folder("failed")
+    document = json.loads((failed / "broken.tar.gz.error.json").read_text())
+    codes = [error["code"] for error in document["errors"]]
+    assert codes and all(code.count(".") >= 1 for code in codes)
+    text = (failed / "broken.tar.gz.error.txt").read_text()
+    assert "broken.tar.gz was not imported" in text
+    assert codes[0] in text
+    dropbox.assert_invariants()
+
+
+@pytest.mark.parametrize("kind", ["valid", "invalid"])
+def test_name_collision_gets_a_unique_suffix_and_overwrites_nothing(
+    make: Dropboxes, kind: str
+) -> None:
+    dropbox = make()
+    dropbox.start()
+    make_package = valid_package if kind == "valid" else invalid_package
+    folder = "done" if kind == "valid" else "failed"
+    contents = [make_package(f"version-{number}") for number in range(3)]
+    for data in contents:
+        dropbox.drop("model.tar.gz", data)
+        dropbox.wait_settled()
+    expected = {"model.tar.gz", "model.1.tar.gz", "model.2.tar.gz"}
+    assert dropbox.names(folder) == expected
+    held = sorted(dropbox.files(folder).values())
+    assert held == sorted(drop.sha256 for drop in dropbox.drops)
+    dropbox.assert_invariants()
+
+
+def test_non_matching_and_ignored_names_stay_in_the_inbox_untouched(make: Dropboxes) -> None:
+    dropbox = make()
+    package = valid_package("ignored")
+    early = {"notes.txt": b"hello\n", ".hidden-early.tar.gz": package}
+    for name, data in early.items():
+        dropbox.drop(name, data + b"", stays=True)
+    dropbox.start()
+    late = {
+        ".hidden.tar.gz": valid_package("hidden"),
+        "x.tar.gz.part": valid_package("part"),
+        "y.tar.gz.tmp": valid_package("tmp"),
+        "z.tar.gz~": valid_package("tilde"),
+        "download.tar.gz.crdownload": valid_package("crdownload"),
+        "model.zip": valid_package("zip"),
+        ".sync/inside.tar.gz": valid_package("hidden-folder"),
+    }
+    for name, data in late.items():
+        dropbox.drop(name, data, stays=True)
+    before = {
+        name: (dropbox.inbox / name).stat().st_mtime_ns for name in [*early, *late]
+    }
+    dropbox.wait_event("file_left_alone", where=lambda event: event["path"] == "model.zip")
+    dropbox.drop_valid("sentinel.tar.gz")
+    dropbox.wait_settled()
+    dropbox.wait_event("daemon_ready")
+    assert dropbox.names("inbox") == {*early, *late}
+    for name, mtime in before.items():
+        assert (dropbox.inbox / name).stat().st_mtime_ns == mtime, name
+    assert [row["package"] for row in dropbox.ledger_rows()] == ["sentinel.tar.gz"]
+    left_alone = [event["path"] for event in dropbox.events("file_left_alone")]
+    assert sorted(left_alone) == ["model.zip", "notes.txt"]
+    dropbox.assert_invariants()
+
+
+# -- signals, crashes and a second daemon ---------------------------------------------------
+
+
+LARGE_BYTES = 200 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def large_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~200 MB of incompressible weights: an import that takes a few seconds."""
+    return write_large_package(tmp_path_factory.mktemp("large") / "large.tar.gz", LARGE_BYTES)
+
+
+def drop_large(dropbox: Dropbox, large_package: Path, name: str = "large.tar.gz") -> None:
+    """A hard link: no 200 MB copy per test, and the daemon sees a new file all the same."""
+    os.link(large_package, dropbox.inbox / name)
+    dropbox.record(name, large_package)
+
+
+def test_sigterm_during_an_import_lets_it_finish_and_exits_0(
+    make: Dropboxes, large_package: Path
+) -> None:
+    dropbox = make(shutdown_timeout=60.0)
+    dropbox.start()
+    drop_large(dropbox, large_package)
+    dropbox.wait_event("package_claimed")
+    dropbox.send(signal.SIGTERM)
+    assert dropbox.wait_exit(timeout=60) == 0
+    assert dropbox.names("done") == {"large.tar.gz"}
+    assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
+    assert dropbox.events("daemon_stopped")
+    dropbox.assert_invariants()
+
+
+def test_sigterm_past_the_shutdown_timeout_exits_0_and_the_restart_finishes(
+    make: Dropboxes, large_package: Path
+) -> None:
+    dropbox = make(shutdown_timeout=0.2)
+    dropbox.start()
+    drop_large(dropbox, large_package)
+    dropbox.wait_event("package_hashed")
+    dropbox.send(signal.SIGTERM)
+    assert dropbox.wait_exit(timeout=30) == 0
+    assert dropbox.events("shutdown_timeout")
+    dropbox.assert_invariants(idle=False)
+    dropbox.start()
+    dropbox.wait_settled(timeout=60)
+    assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
+def test_kill_9_during_an_import_then_restart_imports_it_exactly_once(
+    make: Dropboxes, large_package: Path
+) -> None:
+    dropbox = make()
+    dropbox.start()
+    drop_large(dropbox, large_package)
+    dropbox.wait_event("package_hashed")
+    assert dropbox.kill() == -signal.SIGKILL
+    dropbox.assert_invariants(idle=False)
+    dropbox.start()
+    dropbox.wait_settled(timeout=60)
+    assert dropbox.names("done") == {"large.tar.gz"}
+    assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
+def test_a_second_daemon_on_the_same_folders_refuses_to_start(make: Dropboxes) -> None:
+    dropbox = make()
+    first = dropbox.start()
+    second = dropbox.cli("run")
+    assert second.returncode != 0
+    assert "already running" in second.stderr
+    assert str(first.pid) in second.stderr
+    assert dropbox.running
+    dropbox.drop_valid("still-served.tar.gz")
+    dropbox.wait_settled()
+    dropbox.assert_invariants()
+
+
+def test_sighup_reexecs_with_the_new_configuration_and_keeps_serving(
+    make: Dropboxes,
+) -> None:
+    dropbox = make()
+    process = dropbox.start()
+    dropbox.settings["watch"]["patterns"] = ["*.tar.gz", "*.tgz", "*.model"]
+    dropbox.write_config()
+    dropbox.send(signal.SIGHUP)
+    dropbox.wait_ready(count=2)
+    assert dropbox.events("daemon_reexec")
+    assert process.poll() is None
+    dropbox.drop_valid("after-hup.tar.gz")
+    dropbox.drop_valid("new-pattern.model")
+    dropbox.wait_settled()
+    assert dropbox.names("done") == {"after-hup.tar.gz", "new-pattern.model"}
+    assert dropbox.stop() == 0
+    dropbox.assert_invariants()
+
+
+# -- the other commands ---------------------------------------------------------------------
+
+
+def test_status_json_counts_waiting_processing_imported_and_failed(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    data = valid_package("status")
+    dropbox.drop("one.tar.gz", data)
+    dropbox.drop_valid("two.tar.gz")
+    dropbox.drop_invalid("bad.tar.gz")
+    dropbox.wait_settled()
+    dropbox.drop("again.tar.gz", data)
+    dropbox.wait_settled()
+    status = json.loads(dropbox.cli("status", "--json", check=True).stdout)
+    assert status["daemon_running"] is True
+    assert status["total"] == {"imported": 2, "duplicate": 1, "failed": 1}
+    assert status["today"] == status["total"]
+    assert (status["waiting"], status["processing"]) == (0, 0)
+    assert status["last_error"]["package"] == "bad.tar.gz"
+    assert dropbox.stop() == 0
+    dropbox.drop_valid("waiting.tar.gz")
+    dropbox.drop("notes.txt", b"not a package", stays=True)
+    status = json.loads(dropbox.cli("status", "--json", check=True).stdout)
+    assert status["daemon_running"] is False
+    assert status["waiting"] == 1
+    assert status["waiting_packages"] == ["waiting.tar.gz"]
+
+
+def test_retry_all_failed_moves_failed_packages_back_to_the_inbox(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_invalid("bad-1.tar.gz")
+    dropbox.drop_invalid("nested/bad-2.tar.gz")
+    dropbox.drop_valid("good.tar.gz")
+    dropbox.wait_settled()
+    assert dropbox.stop() == 0
+    retried = dropbox.cli("retry", "--all-failed")
+    assert retried.returncode == 0, retried.stderr
+    assert dropbox.names("inbox") == {"bad-1.tar.gz", "nested/bad-2.tar.gz"}
+    assert dropbox.names("failed") == set()
+    assert dropbox.error_files() == set()
+    assert dropbox.names("done") == {"good.tar.gz"}
+    places = {row["package"]: row["place"] for row in dropbox.ledger_rows()}
+    assert places == {"bad-1.tar.gz": "retried", "bad-2.tar.gz": "retried", "good.tar.gz": "done"}
+    dropbox.start()
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == {"bad-1.tar.gz", "nested/bad-2.tar.gz"}
+    assert statuses(dropbox)["bad-1.tar.gz"] == ["failed", "failed"]
+    dropbox.assert_invariants()
+    assert dropbox.cli("retry", "--all-failed").returncode == 0
+
+
+def test_large_package_does_not_block_the_others(make: Dropboxes, large_package: Path) -> None:
+    dropbox = make(workers=2)
+    dropbox.start()
+    drop_large(dropbox, large_package)
+    dropbox.wait_event("package_claimed")
+    for number in range(5):
+        dropbox.drop_valid(f"small-{number}.tar.gz")
+    wait_until(
+        lambda: len(dropbox.names("done") - {"large.tar.gz"}) == 5,
+        30,
+        "the small packages are imported",
+    )
+    dropbox.wait_settled(timeout=60)
+    dropbox.assert_invariants()
+
