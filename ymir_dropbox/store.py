@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,21 +28,49 @@ from ymir_dropbox.validation import ValidationReport
 TEMP_PREFIX = ".ymir-dropbox-"
 TEMP_SUFFIX = ".tmp"
 COPY_CHUNK = 1024 * 1024
+QUEUE_CHUNKS = 16
 
 
 class _HashingWriter:
-    """Passes writes through to a file while hashing them (the model hash is the SHA-1)."""
+    """Hashes and writes the compressed stream in a second thread, overlapping compression.
+
+    hashlib and file writes release the GIL, so SHA-1 (the model hash) and the disk cost
+    little extra time. At most ``QUEUE_CHUNKS`` chunks wait: memory stays bounded.
+    """
 
     def __init__(self, target: BinaryIO) -> None:
         self.target = target
         self.sha1 = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, name="store-writer", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.sha1.update(chunk)
+                    self.target.write(chunk)
+                except BaseException as error:
+                    self.error = error
 
     def write(self, data: bytes) -> int:
-        self.sha1.update(data)
-        return self.target.write(data)
+        if self.error is not None:
+            raise self.error
+        self.chunks.put(bytes(data))
+        return len(data)
 
     def flush(self) -> None:
-        self.target.flush()
+        pass
+
+    def close(self) -> str:
+        """Wait for every chunk to be written; return the SHA-1, or raise the write's error."""
+        self.chunks.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.sha1.hexdigest()
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:
@@ -55,9 +85,19 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
 
 def write_tar(report: ValidationReport, spool: BinaryIO, target: BinaryIO, level: int) -> str:
     """Write the stored form of a validated package to ``target``; return its SHA-1."""
-    assert report.normalized is not None
     hashing = _HashingWriter(target)
-    compressed = igzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=level, mtime=0)  # type: ignore[no-untyped-call]
+    try:
+        _write_members(report, spool, hashing, level)
+    finally:
+        model_hash = hashing.close()
+    return model_hash
+
+
+def _write_members(
+    report: ValidationReport, spool: BinaryIO, output: _HashingWriter, level: int
+) -> None:
+    assert report.normalized is not None
+    compressed = igzip.GzipFile(fileobj=output, mode="wb", compresslevel=level, mtime=0)  # type: ignore[no-untyped-call]
     with compressed, tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.copybufsize = COPY_CHUNK  # type: ignore[attr-defined]
         for stored in report.files:
@@ -65,7 +105,6 @@ def write_tar(report: ValidationReport, spool: BinaryIO, target: BinaryIO, level
             tar.addfile(_member(stored.name, stored.source.size), spool)
         info = dump_info(report.normalized)
         tar.addfile(_member(INFO_NAME, len(info)), io.BytesIO(info))
-    return hashing.sha1.hexdigest()
 
 
 def store_package(
