@@ -542,20 +542,28 @@ class Dropbox:
                 problems.append(f"attempt {row['id']}: models/{row['model_hash']} has other bytes")
         for path in models.iterdir():
             if path.name.startswith(".ymir-dropbox-") and path.name.endswith(".tmp"):
-                problems.append(f"temporary file left in models/: {path.name}")
+                if idle:
+                    problems.append(f"temporary file left in models/: {path.name}")
             elif path.is_file() and sha1_of(path) != path.name:
                 problems.append(f"half or foreign file in models/: {path.name}")
         if idle:
-            leftovers = sorted(str(path.relative_to(self.folder("work"))) for path in self.folder("work").rglob("*"))
-            if leftovers:
-                problems.append(f"files left in work/: {leftovers}")
-            problems += [
-                f"attempt {row['id']} still {row['status']} while idle"
-                for row in rows
-                if row["status"] in IN_FLIGHT
-            ]
-            if self.names("processing"):
-                problems.append(f"files left in processing/: {sorted(self.names('processing'))}")
+            problems += self._idle_problems(rows)
+        return problems
+
+    def _idle_problems(self, rows: list[dict[str, Any]]) -> list[str]:
+        """What must hold once the daemon has recovered and has nothing left to do."""
+        problems = []
+        work = self.folder("work")
+        leftovers = sorted(str(path.relative_to(work)) for path in work.rglob("*"))
+        if leftovers:
+            problems.append(f"files left in work/: {leftovers}")
+        problems += [
+            f"attempt {row['id']} still {row['status']} while idle"
+            for row in rows
+            if row["status"] in IN_FLIGHT
+        ]
+        if self.names("processing"):
+            problems.append(f"files left in processing/: {sorted(self.names('processing'))}")
 
         failed = self.names("failed")
         for relative in sorted(failed):
@@ -584,22 +592,22 @@ class Dropbox:
                     problems.append(f"{folder}/{relative}: no ledger row places it there")
                 elif row["sha256"] != digest:
                     problems.append(f"{folder}/{relative}: ledger sha256 differs")
-        if idle:
-            for row in rows:
-                if row["place"] == "processing" and not (
-                    self.folder("processing") / str(row["processing_path"])
-                ).exists():
-                    problems.append(
-                        f"attempt {row['id']} ({row['status']}) says processing/ "
-                        f"but processing/{row['processing_path']} is not there"
-                    )
         for drop in self.drops:
-            if drop.stays:
-                continue
-            finals = [row for row in rows if row["sha256"] == drop.sha256 and row["status"] in FINISHED]
-            if not finals:
+            finals = [
+                row for row in rows if row["sha256"] == drop.sha256 and row["status"] in FINISHED
+            ]
+            if not drop.stays and not finals:
                 problems.append(f"{drop.relative!r}: no final ledger row")
         return problems
+
+    def stale_places(self) -> list[str]:
+        """Attempts whose ``place`` says processing/ although their file is not there."""
+        return [
+            f"attempt {row['id']} ({row['status']}) says processing/{row['processing_path']}"
+            for row in self.ledger_rows()
+            if row["place"] == "processing"
+            and not (self.folder("processing") / str(row["processing_path"])).exists()
+        ]
 
     def assert_invariants(self, idle: bool = True) -> None:
         problems = self.invariant_problems(idle)

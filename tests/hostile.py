@@ -45,6 +45,11 @@ CHECK_WITH_BUG = (
     "cerberus 1.3 then raises KeyError, so validation crashes instead of reporting"
 )
 
+CONTROL_CHARACTER_BUG = (
+    "info_yaml.py:26: yaml.SafeLoader(text) is built outside the try; PyYAML's reader raises "
+    "ReaderError there for a control character, so validation crashes instead of reporting"
+)
+
 
 @dataclass(frozen=True)
 class Hostile:
@@ -670,6 +675,20 @@ CASES: list[Hostile] = [
         with_info_text(info_yaml(seed_info()) + b"producer: \xff\xfe\n"),
         "info.invalid_yaml",
         INFO,
+    ),
+    Hostile(
+        "info-control-character",
+        with_info_text(info_yaml(seed_info()) + b"producer: fenrir\x1fz\n"),
+        "info.invalid_yaml",
+        INFO,
+        bug=CONTROL_CHARACTER_BUG,
+    ),
+    Hostile(
+        "info-nul-byte",
+        with_info_text(info_yaml(seed_info()) + b"\x00"),
+        "info.invalid_yaml",
+        INFO,
+        bug=CONTROL_CHARACTER_BUG,
     ),
     Hostile(
         "info-utf16",

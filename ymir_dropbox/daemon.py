@@ -391,9 +391,7 @@ class Daemon:
         try:
             move(path, target)
         except OSError as error:
-            self.ledger.finish(
-                attempt_id, "interrupted", notes=[f"claim failed: {error}"], place="inbox"
-            )
+            self.ledger.finish(attempt_id, "interrupted", notes=[f"claim failed: {error}"])
             return JobResult(
                 "gone" if isinstance(error, FileNotFoundError) else "transient", relative
             )

@@ -147,8 +147,14 @@ class Ledger:
                 raise DuplicateImport(str(error)) from None
 
     def finish(self, attempt_id: int, status: str, **fields: Any) -> None:
-        """Record the final status of an attempt."""
+        """Record the final status of an attempt.
+
+        An ``interrupted`` attempt gives up its package: whichever attempt comes next owns
+        the file, so the row no longer claims a place.
+        """
         assert status in FINAL, status
+        if status == "interrupted":
+            fields["place"] = None
         self.update(attempt_id, status=status, finished_at=now(), **fields)
 
     # -- reading ------------------------------------------------------------------------------

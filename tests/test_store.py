@@ -1,0 +1,338 @@
+"""The embedded store: deterministic model hashes, the stored layout, and atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from factory import (
+    VALID_PACKAGES,
+    Entry,
+    attachments_package,
+    file_bytes,
+    gzip_bytes,
+    legacy_package,
+    seed_entries,
+    seed_info,
+    seed_package,
+    seed_package_with,
+    tar_bytes,
+    write_package,
+    ymir_layout_package,
+)
+
+from ymir_dropbox.config import DEFAULTS, Limits
+from ymir_dropbox.store import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries, store_package
+from ymir_dropbox.validation import validate_package
+
+LIMITS = Limits(**DEFAULTS["limits"])
+HASH_NAME = re.compile(r"[0-9a-f]{40}")
+
+
+def store(package: Path, models: Path, level: int = 1) -> tuple[str, Path]:
+    """Validate and store ``package`` into ``models`` (created if needed)."""
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile() as spool:
+        report = validate_package(package, LIMITS, spool)
+        assert report.ok, report.errors
+        spool.flush()
+        return store_package(report, spool, models, level)
+
+
+def members(stored: Path) -> list[str]:
+    with tarfile.open(stored, "r") as tar:
+        return tar.getnames()
+
+
+def member_bytes(stored: Path, name: str) -> bytes:
+    with tarfile.open(stored, "r") as tar:
+        extracted = tar.extractfile(name)
+        assert extracted is not None
+        return extracted.read()
+
+
+# -- determinism ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALID_PACKAGES))
+def test_same_package_in_two_fresh_stores_has_the_same_hash(name: str, tmp_path: Path) -> None:
+    package = VALID_PACKAGES[name](tmp_path / "package.tar.gz")
+
+    first, _ = store(package, tmp_path / "store-1" / "models")
+    second, _ = store(package, tmp_path / "store-2" / "models")
+
+    assert first == second
+
+
+def _reordered(entries: list[Entry]) -> list[Entry]:
+    return list(reversed(entries))
+
+
+def _other_times(entries: list[Entry]) -> list[Entry]:
+    return [Entry(e.name, e.data, mtime=e.mtime + 86400 * 365) for e in entries]
+
+
+def _dot_slash(entries: list[Entry]) -> list[Entry]:
+    return [Entry(f"./{e.name}", e.data, mtime=e.mtime) for e in entries]
+
+
+def _gnu(path: Path) -> Path:
+    path.write_bytes(gzip_bytes(tar_bytes(seed_entries(), fmt=tarfile.GNU_FORMAT)))
+    return path
+
+
+REPACKINGS: dict[str, Callable[[Path], Path]] = {
+    "members-reversed": lambda path: write_package(path, _reordered(seed_entries())),
+    "info-first": lambda path: write_package(path, seed_entries(info_last=False)),
+    "other-mtimes": lambda path: write_package(path, _other_times(seed_entries())),
+    "dot-slash-names": lambda path: write_package(path, _dot_slash(seed_entries())),
+    "gnu-tar-format": lambda path: _gnu(path),
+    "unlisted-extra-file": lambda path: seed_package_with(
+        path, seed_info(), [Entry("notes.txt", b"not stored")]
+    ),
+}
+
+
+@pytest.mark.parametrize("repack", REPACKINGS.values(), ids=REPACKINGS.keys())
+def test_same_files_packed_differently_have_the_same_hash(
+    repack: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    original, _ = store(seed_package(tmp_path / "a.tar.gz"), tmp_path / "a")
+
+    repacked, _ = store(repack(tmp_path / "b.tar.gz"), tmp_path / "b")
+
+    assert repacked == original
+
+
+def test_different_content_has_a_different_hash(tmp_path: Path) -> None:
+    info = seed_info()
+    info["stages"]["stage_2000"]["mAP"] = 0.61
+
+    original, _ = store(seed_package(tmp_path / "a.tar.gz"), tmp_path / "a")
+    changed, _ = store(seed_package(tmp_path / "b.tar.gz", info), tmp_path / "b")
+
+    assert changed != original
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_stored_file_sha1_is_its_name(level: int, tmp_path: Path) -> None:
+    model_hash, stored = store(seed_package(tmp_path / "p.tar.gz"), tmp_path / "models", level)
+
+    assert stored == tmp_path / "models" / model_hash
+    assert HASH_NAME.fullmatch(model_hash)
+    assert hashlib.sha1(stored.read_bytes()).hexdigest() == model_hash
+
+
+# -- what is stored ---------------------------------------------------------------------------
+
+SEED_MEMBERS = [
+    "stage_1000/model-1000.params",
+    "stage_1000/model-symbol.json",
+    "stage_2000/model-2000.params",
+    "stage_2000/model-symbol.json",
+    "ymir-info.yaml",
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        pytest.param(seed_package, SEED_MEMBERS, id="seed"),
+        pytest.param(ymir_layout_package, [*SEED_MEMBERS[:4], "attachments/images/sample.jpg",
+                                           "ymir-info.yaml"], id="ymir-layout"),
+        pytest.param(
+            attachments_package,
+            [
+                *SEED_MEMBERS[:4],
+                "attachments/configs/infer.yaml",
+                "attachments/images/a.jpg",
+                "attachments/images/b.jpg",
+                "ymir-info.yaml",
+            ],
+            id="attachments",
+        ),
+        pytest.param(
+            legacy_package,
+            [
+                "default_best_stage/model-1000.params",
+                "default_best_stage/model-symbol.json",
+                "ymir-info.yaml",
+            ],
+            id="legacy",
+        ),
+    ],
+)
+def test_stored_members_are_stage_files_attachments_then_info(
+    build: Callable[[Path], Path], expected: list[str], tmp_path: Path
+) -> None:
+    _, stored = store(build(tmp_path / "p.tar.gz"), tmp_path / "models")
+
+    assert members(stored) == expected
+
+
+def test_stored_files_hold_the_package_bytes(tmp_path: Path) -> None:
+    _, stored = store(seed_package(tmp_path / "p.tar.gz"), tmp_path / "models")
+
+    for name in SEED_MEMBERS[:4]:
+        assert member_bytes(stored, name) == file_bytes(name.split("/")[1])
+
+
+def test_stage_folder_copy_is_stored_rather_than_the_root_copy(tmp_path: Path) -> None:
+    package = seed_package_with(
+        tmp_path / "p.tar.gz", seed_info(), [Entry("stage_1000/model-1000.params", b"stage's")]
+    )
+
+    _, stored = store(package, tmp_path / "models")
+
+    assert member_bytes(stored, "stage_1000/model-1000.params") == b"stage's"
+
+
+def test_stored_info_is_the_normalized_2_0_0_document(tmp_path: Path) -> None:
+    _, stored = store(seed_package(tmp_path / "p.tar.gz"), tmp_path / "models")
+
+    info = yaml.safe_load(member_bytes(stored, "ymir-info.yaml"))
+
+    assert info["package_version"] == "2.0.0"
+    assert info["object_type"] == 2
+    assert info["best_stage_name"] == "stage_2000"
+    assert info["stages"]["stage_1000"]["tp"] == 60
+    assert "TP" not in info["stages"]["stage_1000"]
+    assert info["task_context"]["producer"] == "fenrir-z"
+
+
+def test_stored_members_are_plain_files_with_fixed_metadata(tmp_path: Path) -> None:
+    _, stored = store(seed_package(tmp_path / "p.tar.gz"), tmp_path / "models")
+
+    with tarfile.open(stored, "r") as tar:
+        described = {(m.isreg(), m.mtime, m.uid, m.gid, m.mode) for m in tar.getmembers()}
+    assert described == {(True, 0, 0, 0, 0o644)}
+
+
+def test_stored_file_is_readable_by_others(tmp_path: Path) -> None:
+    _, stored = store(seed_package(tmp_path / "p.tar.gz"), tmp_path / "models")
+
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o644
+
+
+def test_no_temporary_file_is_left_in_models(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    for name in ("seed", "legacy-1.1.0", "ymir-layout"):
+        store(VALID_PACKAGES[name](tmp_path / f"{name}.tar.gz"), models)
+
+    assert all(HASH_NAME.fullmatch(name) for name in os.listdir(models))
+    assert len(os.listdir(models)) == 3
+
+
+# -- a crash while writing --------------------------------------------------------------------
+
+CRASH_SCRIPT = r"""
+import resource, signal, sys, tempfile
+from pathlib import Path
+from ymir_dropbox.config import DEFAULTS, Limits
+from ymir_dropbox.store import store_package
+from ymir_dropbox.validation import validate_package
+
+package, models, on_signal, limit = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+with tempfile.TemporaryFile() as spool:
+    report = validate_package(Path(package), Limits(**DEFAULTS["limits"]), spool)
+    assert report.ok, report.errors
+    spool.flush()
+    # Python ignores SIGXFSZ at start-up; "default" restores the kernel's default: death.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN if on_signal == "ignore" else signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        store_package(report, spool, models, 1)
+    except OSError as error:
+        print("store failed", error.errno)
+        sys.exit(3)
+print("stored")
+"""
+FILE_SIZE_LIMIT = 64 * 1024
+
+
+def big_package(path: Path) -> Path:
+    """A package whose stored form cannot fit under FILE_SIZE_LIMIT (random weights)."""
+    info = seed_info()
+    weights = random.Random(1).randbytes(4 * FILE_SIZE_LIMIT)
+    entries = [
+        Entry("model-1000.params", weights),
+        Entry("model-2000.params", weights[::-1]),
+        Entry("model-symbol.json", b"{}"),
+        Entry("ymir-info.yaml", yaml.safe_dump(info).encode()),
+    ]
+    return write_package(path, entries)
+
+
+def crash_while_storing(tmp_path: Path, on_signal: str) -> tuple[Any, Path]:
+    models = tmp_path / "models"
+    models.mkdir()
+    package = big_package(tmp_path / "big.tar.gz")
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, package, models, on_signal, str(FILE_SIZE_LIMIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, models
+
+
+def test_big_package_stores_without_a_file_size_limit(tmp_path: Path) -> None:
+    model_hash, _ = store(big_package(tmp_path / "big.tar.gz"), tmp_path / "models")
+
+    assert (tmp_path / "models" / model_hash).stat().st_size > FILE_SIZE_LIMIT
+
+
+def test_failed_write_leaves_no_file_under_a_hash_or_temporary_name(tmp_path: Path) -> None:
+    done, models = crash_while_storing(tmp_path, "ignore")
+
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.split() == ["store", "failed", "27"]  # EFBIG: file too large
+    assert os.listdir(models) == []
+
+
+def test_killed_write_leaves_only_a_temporary_file(tmp_path: Path) -> None:
+    done, models = crash_while_storing(tmp_path, "default")
+
+    assert done.returncode == -signal.SIGXFSZ, done.stderr
+    left = os.listdir(models)
+    assert len(left) == 1
+    assert left[0].startswith(TEMP_PREFIX) and left[0].endswith(TEMP_SUFFIX)
+
+
+def test_remove_temporaries_clears_what_a_killed_write_left(tmp_path: Path) -> None:
+    _, models = crash_while_storing(tmp_path, "default")
+
+    removed = remove_temporaries(models)
+
+    assert len(removed) == 1
+    assert os.listdir(models) == []
+
+
+def test_remove_temporaries_leaves_everything_else(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    kept = ["0" * 40, "notes.tmp", ".ymir-dropbox-folder.tmp", ".ymir-dropbox-link.tmp"]
+    (models / kept[0]).write_bytes(b"model")
+    (models / kept[1]).write_bytes(b"someone else's")
+    (models / kept[2]).mkdir()
+    (models / kept[3]).symlink_to(models / kept[0])
+    (models / ".ymir-dropbox-abc.tmp").write_bytes(b"ours")
+
+    removed = remove_temporaries(models)
+
+    assert [path.name for path in removed] == [".ymir-dropbox-abc.tmp"]
+    assert sorted(os.listdir(models)) == sorted(kept)
