@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ymir_dropbox.config import Config, load_config  # noqa: E402
+from ymir_dropbox.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

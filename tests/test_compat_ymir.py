@@ -8,7 +8,6 @@ in the mir virtualenv, exactly as YMIR does before training, mining or inference
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import subprocess
 import tarfile
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import mir_executable
-from factory import VALID_PACKAGES
+from factory import VALID_PACKAGES, seed_info, seed_package
 
 from ymir_dropbox.backends import make_backend
 from ymir_dropbox.config import load_config
@@ -112,7 +111,9 @@ def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     imported: dict[str, Any] = {}
     for name, build in VALID_PACKAGES.items():
         root = tmp_path_factory.mktemp(f"compat-{name}")
-        (root / "config.toml").write_text('base_dir = "box"\n[log]\nformat = "json"\nlevel = "error"\n')
+        (root / "config.toml").write_text(
+            'base_dir = "box"\n[log]\nformat = "json"\nlevel = "error"\n'
+        )
         config = load_config(root / "config.toml")
         config.ensure_folders()
         package = build(root / f"{name}.tar.gz")
@@ -197,6 +198,42 @@ def test_ymir_treats_object_type_0_as_detection(checked: dict[str, Any]) -> None
     assert ymir["object_type"] == 2
 
 
+def run_ymir_check(*stored: Path) -> dict[str, Any]:
+    python = mir_executable().parent / "python"
+    done = subprocess.run(
+        [str(python), "-c", CHECK_WITH_YMIR, *map(str, stored)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [text for text in done.stdout.splitlines() if text.startswith("RESULT ")]
+    assert lines, done.stderr
+    result: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
+    return result
+
+
+def test_a_stage_named_like_the_info_file_is_refused_or_readable(tmp_path: Path) -> None:
+    info = seed_info()
+    stage = info["stages"].pop("stage_1000")
+    stage["stage_name"] = "ymir-info.yaml"
+    info["stages"]["ymir-info.yaml"] = stage
+    (tmp_path / "config.toml").write_text('base_dir = "box"\n[log]\nlevel = "error"\n')
+    config = load_config(tmp_path / "config.toml")
+    config.ensure_folders()
+    package = seed_package(tmp_path / "p.tar.gz", info)
+    ledger = Ledger(config.paths.ledger)
+    outcome = Importer(config, ledger, make_backend(config)).run(
+        package, ledger.begin(package=package.name)
+    )
+    if outcome.status == "failed":
+        return
+    assert outcome.result is not None
+
+    ymir = run_ymir_check(outcome.result.stored_path)
+
+    assert ymir["ok"], ymir.get("error", "")[-500:]
+
+
 def test_stored_attachments_are_where_ymir_looks(checked: dict[str, Any]) -> None:
     stored = checked["attachments"]["stored"]
 
@@ -204,4 +241,4 @@ def test_stored_attachments_are_where_ymir_looks(checked: dict[str, Any]) -> Non
         names = tar.getnames()
         data = tar.extractfile("attachments/configs/infer.yaml").read()  # type: ignore[union-attr]
     assert {"attachments/images/a.jpg", "attachments/images/b.jpg"} <= set(names)
-    assert io.BytesIO(data).read() == b"conf_thr: 0.3\n"
+    assert data == b"conf_thr: 0.3\n"

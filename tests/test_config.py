@@ -103,9 +103,7 @@ def test_config_option_is_read_before_or_after_the_command(
 def test_environment_variable_names_the_config(tiny_limit: Path, tmp_path: Path) -> None:
     package = seed_package(tmp_path / "seed.tar.gz")
 
-    done = run_dropbox(
-        "validate", "--json", package, cwd=tmp_path, env={ENV_VAR: str(tiny_limit)}
-    )
+    done = run_dropbox("validate", "--json", package, cwd=tmp_path, env={ENV_VAR: str(tiny_limit)})
 
     assert validate_codes(done) == ["package.too_large"]
 
@@ -115,7 +113,12 @@ def test_config_option_wins_over_the_environment(tiny_limit: Path, tmp_path: Pat
     plain = write_config(tmp_path / "plain.toml", "box")
 
     done = run_dropbox(
-        "validate", "--json", "--config", plain, package, cwd=tmp_path,
+        "validate",
+        "--json",
+        "--config",
+        plain,
+        package,
+        cwd=tmp_path,
         env={ENV_VAR: str(tiny_limit)},
     )
 
@@ -141,8 +144,8 @@ def test_environment_variable_is_used_when_no_option(
 
 BAD_CONFIGS = {
     "unknown-top-level-key": ('base_dir = "box"\ncolour = "red"\n', "colour"),
-    "unknown-key-in-section": ('[limits]\nmax_foo = 1\n', "limits.max_foo"),
-    "unknown-section": ('[limit]\nmax_members = 1\n', "limit"),
+    "unknown-key-in-section": ("[limits]\nmax_foo = 1\n", "limits.max_foo"),
+    "unknown-section": ("[limit]\nmax_members = 1\n", "limit"),
     "wrong-type-string-for-int": ('[limits]\nmax_members = "ten"\n', "limits.max_members"),
     "wrong-type-bool-for-int": ("[limits]\nmax_members = true\n", "limits.max_members"),
     "wrong-type-section": ("limits = 5\n", "limits"),
@@ -155,9 +158,7 @@ BAD_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("text", "key"), BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys()
-)
+@pytest.mark.parametrize(("text", "key"), BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
 def test_bad_config_exits_2_naming_key_and_file(text: str, key: str, tmp_path: Path) -> None:
     config_file = tmp_path / "bad.toml"
     config_file.write_text(text)
@@ -172,7 +173,12 @@ def test_bad_config_exits_2_naming_key_and_file(text: str, key: str, tmp_path: P
 
 @pytest.mark.parametrize(
     "text",
-    ["base_dir = \n", "[limits\n", 'base_dir = "a"\nbase_dir = "b"\n', b"\xff\xfe".decode("latin-1")],
+    [
+        "base_dir = \n",
+        "[limits\n",
+        'base_dir = "a"\nbase_dir = "b"\n',
+        b"\xff\xfe".decode("latin-1"),
+    ],
     ids=["no-value", "unclosed-table", "repeated-key", "not-utf8"],
 )
 def test_invalid_toml_exits_2_naming_the_file(text: str, tmp_path: Path) -> None:

@@ -73,12 +73,6 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
         Ledger(path)
 
 
-@pytest.mark.xfail(
-    reason="ledger.py:103-111: the schema version is read before BEGIN IMMEDIATE, so when "
-    "two processes open a new ledger at once both migrate and the second fails "
-    "('table attempts already exists')",
-    strict=True,
-)
 def test_two_openers_of_a_new_ledger_both_succeed(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     holder = sqlite3.connect(path, isolation_level=None)
@@ -97,13 +91,13 @@ def test_two_openers_of_a_new_ledger_both_succeed(tmp_path: Path) -> None:
         except BaseException as error:
             errors.append(error)
 
-    threading.settrace(watch)  # type: ignore[arg-type]
+    threading.settrace(watch)
     try:
         openers = [threading.Thread(target=open_ledger) for _ in range(2)]
         for opener in openers:
             opener.start()
     finally:
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
     assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
     holder.execute("COMMIT")
     holder.close()
@@ -247,7 +241,9 @@ def test_ledger_json_status_failed_limit_1(filled: dict[str, Any]) -> None:
     ],
     ids=["id", "sha256-prefix-import-and-duplicate", "sha256-prefix-upper-case"],
 )
-def test_ledger_show_finds_the_attempt(key: Any, expected: list[int], filled: dict[str, Any]) -> None:
+def test_ledger_show_finds_the_attempt(
+    key: Any, expected: list[int], filled: dict[str, Any]
+) -> None:
     done = ledger_command(filled, "show", key(filled["rows"]), "--json")
 
     rows = [json.loads(line) for line in done.stdout.splitlines()]

@@ -151,8 +151,11 @@ SEED_MEMBERS = [
     ("build", "expected"),
     [
         pytest.param(seed_package, SEED_MEMBERS, id="seed"),
-        pytest.param(ymir_layout_package, [*SEED_MEMBERS[:4], "attachments/images/sample.jpg",
-                                           "ymir-info.yaml"], id="ymir-layout"),
+        pytest.param(
+            ymir_layout_package,
+            [*SEED_MEMBERS[:4], "attachments/images/sample.jpg", "ymir-info.yaml"],
+            id="ymir-layout",
+        ),
         pytest.param(
             attachments_package,
             [

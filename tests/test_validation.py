@@ -158,11 +158,6 @@ def test_validate_of_a_missing_file_reports_it_unreadable(tmp_path: Path) -> Non
     assert done.returncode == 1
 
 
-@pytest.mark.xfail(
-    reason="cli.py:118-124 maps every OSError to package.unreadable, also the 'not a regular "
-    "file' refusal of a symlink, for which problems.py has package.not_regular",
-    strict=True,
-)
 def test_validate_refuses_a_symlink_as_not_regular(tmp_path: Path) -> None:
     seed_package(tmp_path / "real.tar.gz")
     (tmp_path / "link.tar.gz").symlink_to(tmp_path / "real.tar.gz")
@@ -230,11 +225,6 @@ def test_valid_package_summary(
     assert {key: summary[key] for key in expected} == expected
 
 
-@pytest.mark.xfail(
-    reason="archive.py:117-118 refuses the member '.' (the './' folder entry `tar -czf OUT .` "
-    "writes first) as tar.bad_name, so packages made the usual way are rejected",
-    strict=True,
-)
 def test_package_made_with_tar_czf_dot_is_valid(tmp_path: Path) -> None:
     report = validate(_tar_dot(tmp_path / "package.tar.gz"))
 
@@ -484,11 +474,6 @@ def test_every_missing_file_is_reported(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.xfail(
-    reason="validation.py:160-161 returns after the meaning checks, so a missing stage file "
-    "is not reported when best_stage_name or a stage_name is also wrong",
-    strict=True,
-)
 def test_meaning_and_missing_file_problems_are_all_reported(tmp_path: Path) -> None:
     info = seed_info()
     info["best_stage_name"] = "stage_3000"

@@ -7,6 +7,7 @@ the import can later copy members out in any order without decompressing twice.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -35,6 +36,7 @@ MAX_MEMBER_NAME_BYTES = 4096
 MAX_PROBLEMS_PER_CODE = 20
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1024 * 1024
+BLOCK = tarfile.BLOCKSIZE
 # Ratios are only judged once this many bytes are unpacked: a tiny package always has a high
 # ratio (tar headers and padding compress well) and cannot hurt anyone.
 RATIO_GRACE_BYTES = 1024 * 1024
@@ -65,6 +67,9 @@ class ArchiveScan:
     problems: list[Problem] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
 
+    def has(self, code: str) -> bool:
+        return code in self._counts
+
     def add(self, code: str, field_name: str, message: str) -> None:
         """Record a problem; past a few of one kind, only count them (a tar of 10,000 links)."""
         seen = self._counts.get(code, 0)
@@ -86,7 +91,12 @@ class PackageUnreadable(OSError):
 @contextmanager
 def open_package(path: Path) -> Iterator[io.BufferedReader]:
     """Open a package without following a symlink and without blocking on a fifo."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise PackageUnreadable(f"{path} is a symlink; it is never followed") from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PackageUnreadable(f"{path} is not a regular file")
@@ -137,6 +147,7 @@ class _Reader:
         self.spool = spool
         self.ceiling = ceiling
         self.position = 0
+        self.last_read = b""
 
     def read(self, size: int = -1) -> bytes:
         data = self.source.read(size if size >= 0 else CHUNK)
@@ -145,6 +156,7 @@ class _Reader:
             raise _Stop("ratio")
         if self.spool is not None and data:
             self.spool.write(data)
+        self.last_read = data if len(data) <= BLOCK else b""
         return data
 
     def tell(self) -> int:
@@ -260,10 +272,12 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                     f"the archive has more than {limits.max_members} members (limits.max_members)",
                 )
                 raise _Stop("members")
+            if info.isdir() and info.name in {".", "./"}:
+                continue  # what `tar -czf package.tar.gz .` writes first
             shown = info.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             name, reason = clean_member_name(info.name)
             if reason is not None:
-                scan.add(reason[0], repr(shown), f"member {shown!r}: {reason[1]}")
+                scan.add(reason[0], shown, f"member {shown!r}: {reason[1]}")
                 continue
             assert name is not None
             if info.issym() or info.islnk():
@@ -313,6 +327,14 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                     scan.info = extracted.read()
         if count == 0:
             scan.add("container.empty", "", "the archive holds no members")
+        elif reader.last_read.count(0) != len(reader.last_read):
+            # tarfile ends quietly at a damaged header after the first member
+            scan.add(
+                "container.trailing_data",
+                "",
+                f"data that is not a tar header follows member {count} "
+                f"(at byte {tar.offset} unpacked): damaged, or another archive appended",
+            )
 
 
 def _check_tail(reader: _Reader, scan: ArchiveScan) -> None:
@@ -321,7 +343,7 @@ def _check_tail(reader: _Reader, scan: ArchiveScan) -> None:
         chunk = reader.read(CHUNK)
         if not chunk:
             return
-        if chunk.count(0) != len(chunk):
+        if chunk.count(0) != len(chunk) and not scan.has("container.trailing_data"):
             scan.add(
                 "container.trailing_data",
                 "",

@@ -23,7 +23,10 @@ def load_info(data: bytes) -> tuple[dict[str, Any] | None, list[Problem]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         return None, [Problem("info.invalid_yaml", INFO_NAME, f"{INFO_NAME} is not UTF-8: {error}")]
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as error:
+        return None, [Problem("info.invalid_yaml", INFO_NAME, f"{INFO_NAME}: {error}")]
     try:
         try:
             root = loader.get_single_node()

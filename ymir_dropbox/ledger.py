@@ -63,11 +63,14 @@ def now() -> str:
 
 
 def _v1(db: Database) -> None:
-    attempts = db.table("attempts")
-    attempts.create(COLUMNS, pk="id", not_null={"package", "status"})
-    attempts.create_index(["sha256"])
-    attempts.create_index(["status"])
-    attempts.create_index(["model_hash"])
+    sqlite_types = {int: "INTEGER", str: "TEXT", float: "REAL"}
+    columns = ", ".join(
+        f"[{name}] {sqlite_types[kind]}" + (" PRIMARY KEY" if name == "id" else "")
+        for name, kind in COLUMNS.items()
+    )
+    db.execute(f"CREATE TABLE attempts ({columns})")
+    for column in ("sha256", "status", "model_hash", "place"):
+        db.execute(f"CREATE INDEX attempts_{column} ON attempts([{column}])")
     db.execute(
         "CREATE UNIQUE INDEX attempts_one_import ON attempts(sha256) WHERE status = 'imported'"
     )
@@ -105,14 +108,15 @@ class Ledger:
             raise LedgerError(f"{path}: cannot use the ledger: {error}") from None
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise LedgerError(
-                f"{self.path}: ledger schema version {version} is newer than this ymir-dropbox "
-                f"understands ({SCHEMA_VERSION}); upgrade ymir-dropbox"
-            )
-        for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self._transaction():
+        """Bring the schema to SCHEMA_VERSION; one writer at a time, so two openers agree."""
+        with self._transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.path}: ledger schema version {version} is newer than this "
+                    f"ymir-dropbox understands ({SCHEMA_VERSION}); upgrade ymir-dropbox"
+                )
+            for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
                 migration(self.db)
                 self.db.execute(f"PRAGMA user_version = {target}")
 

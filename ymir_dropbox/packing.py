@@ -22,10 +22,12 @@ def pack_folder(folder: Path, output: Path, limits: Limits) -> ValidationReport:
         raise FileExistsError(f"{output} already exists; not overwriting it")
     fd, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     try:
+        skip = {Path(temporary).resolve(), output.resolve()}
         with os.fdopen(fd, "wb") as stream, tarfile.open(fileobj=stream, mode="w:gz") as tar:
             for path in sorted(folder.rglob("*")):
-                if path.is_file() and not path.is_symlink():
+                if path.is_file() and not path.is_symlink() and path.resolve() not in skip:
                     tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+            os.fchmod(stream.fileno(), 0o644)
         report = validate_scan(output.name, scan_package(Path(temporary), limits))
         if report.ok:
             os.link(temporary, output)  # fails rather than replace a file created meanwhile

@@ -14,11 +14,11 @@ from typing import Any
 from cerberus import TypeDefinition, Validator
 from cerberus import errors as cerberus_errors
 
-UNIT_INTERVAL = cerberus_errors.ErrorDefinition(0x90, "unit_interval")
-FINITE = cerberus_errors.ErrorDefinition(0x91, "finite")
-UNIQUE_STRINGS = cerberus_errors.ErrorDefinition(0x92, "unique_strings")
-PATH_COMPONENT = cerberus_errors.ErrorDefinition(0x93, "path_component")
-NON_BLANK = cerberus_errors.ErrorDefinition(0x94, "non_blank")
+# Errors of our named rules: cerberus files them under ``check_with``; the first item of
+# their info says which rule failed (see ``schema_errors``).
+CHECK_FAILED = cerberus_errors.ErrorDefinition(
+    0x4F, "check_with"
+)  # a value error, like min and max
 
 MAX_NAME_BYTES = 255
 
@@ -42,27 +42,27 @@ class StrictValidator(Validator):  # type: ignore[misc]
 
     def _check_with_unit_interval(self, field: str, value: Any) -> None:
         if isinstance(value, int | float) and not (0.0 <= value <= 1.0):
-            self._error(field, UNIT_INTERVAL, value)
+            self._error(field, CHECK_FAILED, "unit_interval", value)
 
     def _check_with_finite(self, field: str, value: Any) -> None:
         if isinstance(value, float) and not math.isfinite(value):
-            self._error(field, FINITE, value)
+            self._error(field, CHECK_FAILED, "finite", value)
 
     def _check_with_unique_strings(self, field: str, value: Any) -> None:
         if isinstance(value, list):
             seen: set[Any] = set()
             for item in value:
                 if isinstance(item, str) and item in seen:
-                    self._error(field, UNIQUE_STRINGS, item)
+                    self._error(field, CHECK_FAILED, "unique_strings", item)
                 seen.add(item)
 
     def _check_with_path_component(self, field: str, value: Any) -> None:
         if isinstance(value, str) and not is_path_component(value):
-            self._error(field, PATH_COMPONENT, value)
+            self._error(field, CHECK_FAILED, "path_component", value)
 
     def _check_with_non_blank(self, field: str, value: Any) -> None:
         if isinstance(value, str) and not value.strip():
-            self._error(field, NON_BLANK, value)
+            self._error(field, CHECK_FAILED, "non_blank", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,9 @@ def schema_errors(validator: StrictValidator) -> Iterator[SchemaError]:
 
     for error in leaves(validator._errors):
         rule = error.rule
-        if rule is None:
+        value = error.value
+        if rule == "check_with" and error.info:
+            rule, value = error.info[0], error.info[1]
+        elif rule is None:
             rule = "unknown_field" if error.code == cerberus_errors.UNKNOWN_FIELD.code else "other"
-        yield SchemaError(tuple(error.document_path), rule, error.constraint, error.value)
+        yield SchemaError(tuple(error.document_path), rule, error.constraint, value)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ymir_dropbox.archive import INFO_NAME, ArchiveScan, Member, scan_package
+from ymir_dropbox.archive import INFO_NAME, ArchiveScan, Member, PackageUnreadable, scan_package
 from ymir_dropbox.config import Limits
 from ymir_dropbox.info_schema import (
     KNOWN_VERSIONS,
@@ -25,6 +25,7 @@ from ymir_dropbox.problems import Problem
 from ymir_dropbox.rules import SchemaError, StrictValidator, schema_errors
 
 ATTACHMENTS = "attachments"
+RESERVED_NAMES = frozenset({INFO_NAME, ATTACHMENTS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,11 @@ def validate_package(path: Path, limits: Limits, spool: BinaryIO | None = None) 
 
     Raises ``OSError`` only when the file cannot be opened or read.
     """
-    return validate_scan(path.name, scan_package(path, limits, spool))
+    try:
+        scan = scan_package(path, limits, spool)
+    except PackageUnreadable as error:
+        return ValidationReport(path.name, (Problem("package.not_regular", "", str(error)),))
+    return validate_scan(path.name, scan)
 
 
 def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
@@ -157,10 +162,7 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
     if legacy:
         assert scan.info_member is not None
         info = migrate_legacy(info, scan.info_member.mtime)
-    meaning_errors = _check_meaning(info)
-    errors.extend(meaning_errors)
-    if errors:
-        return report(declared_version=declared)
+    errors.extend(_check_meaning(info))
     files, missing, unlisted = _plan_files(info, scan.members)
     errors.extend(missing)
     warnings.extend(unlisted)
@@ -226,6 +228,14 @@ def _check_meaning(info: dict[str, Any]) -> list[Problem]:
             )
         )
     for name, stage in stages.items():
+        if name in RESERVED_NAMES:
+            errors.append(
+                Problem(
+                    "info.bad_file_name",
+                    f"stages.{name}",
+                    f"{name!r} cannot name a stage: the stored package uses it for itself",
+                )
+            )
         if stage["stage_name"] != name:
             errors.append(
                 Problem(

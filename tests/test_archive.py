@@ -1,0 +1,277 @@
+"""Reading a package safely: member names, the one streaming pass, the spool, opening the file."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from factory import Entry, gzip_bytes, seed_entries, seed_package, tar_bytes, write_package
+from hostile import member_bytes
+
+from ymir_dropbox.archive import (
+    INFO_NAME,
+    PackageUnreadable,
+    clean_member_name,
+    open_package,
+    scan_package,
+)
+from ymir_dropbox.config import DEFAULTS, Limits
+
+LIMITS = Limits(**DEFAULTS["limits"])
+
+ACCEPTED = {
+    "plain": ("model-1000.params", "model-1000.params"),
+    "dot-slash": ("./model-1000.params", "model-1000.params"),
+    "trailing-slash": ("stage_1000/", "stage_1000"),
+    "double-slash": ("stage_1000//model.params", "stage_1000/model.params"),
+    "inner-dot": ("stage_1000/./model.params", "stage_1000/model.params"),
+    "dots-inside-a-name": ("a..b", "a..b"),
+    "leading-dots": ("..hidden", "..hidden"),
+    "trailing-dots": ("name..", "name.."),
+    "three-dots": ("...", "..."),
+    "unicode": ("modèle/权重.params", "modèle/权重.params"),
+    "component-of-255-bytes": ("x" * 255, "x" * 255),
+    "colon-after-two-letters": ("ab:c", "ab:c"),
+}
+
+
+@pytest.mark.parametrize(("raw", "cleaned"), ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_accepted_member_names(raw: str, cleaned: str) -> None:
+    assert clean_member_name(raw) == (cleaned, None)
+
+
+REFUSED = {
+    "empty": ("", "tar.bad_name"),
+    "dotdot": ("..", "tar.path_traversal"),
+    "dotdot-slash": ("../x", "tar.path_traversal"),
+    "dotdot-at-end": ("a/..", "tar.path_traversal"),
+    "dotdot-inside": ("a/../b", "tar.path_traversal"),
+    "absolute": ("/x", "tar.absolute_path"),
+    "absolute-double-slash": ("//x", "tar.absolute_path"),
+    "windows-drive": ("c:x", "tar.absolute_path"),
+    "windows-drive-fullwidth-colon": ("c\uff1ax", "tar.absolute_path"),
+    "backslash-dotdot": ("a\\..\\..\\x", "tar.path_traversal"),
+    "backslash": ("a\\b", "tar.bad_name"),
+    "two-dot-leader": ("\u2025/x", "tar.path_traversal"),
+    "one-dot-leaders": ("\u2024\u2024/x", "tar.path_traversal"),
+    "fullwidth-full-stops": ("\uff0e\uff0e/x", "tar.path_traversal"),
+    "small-full-stops": ("\ufe52\ufe52/x", "tar.path_traversal"),
+    "division-slash": ("a\u2215b", "tar.path_traversal"),
+    "fraction-slash": ("a\u2044b", "tar.path_traversal"),
+    "big-solidus": ("a\u29f8b", "tar.path_traversal"),
+    "fullwidth-solidus": ("a\uff0fb", "tar.path_traversal"),
+    "newline": ("a\nb", "tar.bad_name"),
+    "nul": ("a\x00b", "tar.bad_name"),
+    "delete": ("a\x7fb", "tar.bad_name"),
+    "not-utf8": ("a\udcffb", "tar.bad_name"),
+    "name-over-4096-bytes": ("a/" * 2049, "tar.bad_name"),
+    "component-over-255-bytes": ("x" * 256, "tar.bad_name"),
+    "multibyte-component-over-255-bytes": ("é" * 128, "tar.bad_name"),
+    "only-slashes": ("///", "tar.absolute_path"),
+}
+
+
+@pytest.mark.parametrize(("raw", "code"), REFUSED.values(), ids=REFUSED.keys())
+def test_refused_member_names(raw: str, code: str) -> None:
+    cleaned, reason = clean_member_name(raw)
+
+    assert cleaned is None
+    assert reason is not None and reason[0] == code
+
+
+@pytest.mark.parametrize("raw", [".", "./"])
+def test_the_dot_folder_is_harmless(tmp_path: Path, raw: str) -> None:
+    """`tar -czf package.tar.gz .` writes the folder `.` first."""
+    package = write_package(
+        tmp_path / "p.tar.gz", [Entry(raw, kind=tarfile.DIRTYPE), *seed_entries()]
+    )
+
+    assert scan_package(package, LIMITS).problems == []
+
+
+# -- the pass over the archive ----------------------------------------------------------------
+
+
+def test_scan_lists_the_regular_members_with_their_sizes(tmp_path: Path) -> None:
+    scan = scan_package(seed_package(tmp_path / "p.tar.gz"), LIMITS)
+
+    assert scan.problems == []
+    assert {name: m.size for name, m in scan.members.items()} == {
+        entry.name: len(entry.data) for entry in seed_entries()
+    }
+
+
+def test_scan_keeps_the_info_bytes(tmp_path: Path) -> None:
+    scan = scan_package(seed_package(tmp_path / "p.tar.gz"), LIMITS)
+
+    info = next(entry for entry in seed_entries() if entry.name == INFO_NAME)
+    assert scan.info == info.data
+    assert scan.info_member is not None and scan.info_member.mtime == info.mtime
+
+
+def test_scan_skips_folders(tmp_path: Path) -> None:
+    entries = [Entry("stage_1000", kind=tarfile.DIRTYPE), *seed_entries()]
+
+    scan = scan_package(write_package(tmp_path / "p.tar.gz", entries), LIMITS)
+
+    assert "stage_1000" not in scan.members
+    assert scan.problems == []
+
+
+def test_scan_counts_the_package_and_unpacked_bytes(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+
+    scan = scan_package(package, LIMITS)
+
+    assert scan.package_bytes == package.stat().st_size
+    assert scan.unpacked_bytes == sum(len(entry.data) for entry in seed_entries())
+
+
+def test_scan_computes_the_package_sha256(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+
+    scan = scan_package(package, LIMITS)
+
+    assert scan.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
+
+
+def test_scan_hashes_even_a_broken_package(tmp_path: Path) -> None:
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(b"not a gzip at all" * 1000)
+
+    scan = scan_package(package, LIMITS)
+
+    assert scan.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
+
+
+def test_spool_holds_the_decompressed_tar(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+
+    with tempfile.TemporaryFile() as spool:
+        scan_package(package, LIMITS, spool)
+        spool.seek(0)
+        spooled = spool.read()
+
+    assert spooled == gzip.decompress(package.read_bytes())
+
+
+def test_member_offsets_point_at_their_data_in_the_spool(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+
+    with tempfile.TemporaryFile() as spool:
+        scan = scan_package(package, LIMITS, spool)
+        for entry in seed_entries():
+            member = scan.members[entry.name]
+            spool.seek(member.offset)
+            assert spool.read(member.size) == entry.data
+
+
+def test_zero_padding_after_the_tar_is_fine(tmp_path: Path) -> None:
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(gzip_bytes(tar_bytes(seed_entries()) + bytes(100_000)))
+
+    assert scan_package(package, LIMITS).problems == []
+
+
+def test_a_second_gzip_member_of_zeros_is_fine(tmp_path: Path) -> None:
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(gzip_bytes(tar_bytes(seed_entries())) + gzip_bytes(bytes(10_240)))
+
+    assert scan_package(package, LIMITS).problems == []
+
+
+def test_truncation_inside_a_member_is_reported(tmp_path: Path) -> None:
+    data = tar_bytes(seed_entries())
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(gzip_bytes(data[:1500]))
+
+    codes = [problem.code for problem in scan_package(package, LIMITS).problems]
+
+    assert codes == ["container.truncated"]
+
+
+FIRST_MEMBER = 512 + 2048  # header and data of model-1000.params in seed_entries()
+GARBAGE_BLOCK = b"garbage!" * 64
+
+
+def test_garbage_after_a_member_is_trailing_data(tmp_path: Path) -> None:
+    data = tar_bytes(seed_entries())
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(gzip_bytes(data[:FIRST_MEMBER] + GARBAGE_BLOCK * 2 + data[FIRST_MEMBER:]))
+
+    codes = [problem.code for problem in scan_package(package, LIMITS).problems]
+
+    assert codes == ["container.trailing_data"]
+
+
+def test_a_damaged_last_header_is_reported(tmp_path: Path) -> None:
+    members = b"".join(member_bytes(entry.name, entry.data) for entry in seed_entries())
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(gzip_bytes(members + GARBAGE_BLOCK + bytes(10240)))
+
+    assert scan_package(package, LIMITS).problems != []
+
+
+def test_members_without_an_end_marker_are_fine(tmp_path: Path) -> None:
+    members = b"".join(member_bytes(entry.name, entry.data) for entry in seed_entries())
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(gzip_bytes(members + bytes(1024)))
+
+    scan = scan_package(package, LIMITS)
+
+    assert scan.problems == []
+    assert sorted(scan.members) == sorted(entry.name for entry in seed_entries())
+
+
+def test_ratio_is_not_judged_below_one_mib(tmp_path: Path) -> None:
+    entries = [*seed_entries(), Entry("zeros.bin", bytes(900_000))]
+
+    scan = scan_package(write_package(tmp_path / "p.tar.gz", entries), LIMITS)
+
+    assert scan.problems == []
+
+
+def test_a_limit_stops_the_pass_early(tmp_path: Path) -> None:
+    entries = [Entry(f"file-{n}", b"x") for n in range(100)]
+    limits = Limits(**{**DEFAULTS["limits"], "max_members": 10})
+
+    scan = scan_package(write_package(tmp_path / "p.tar.gz", entries), limits)
+
+    assert [problem.code for problem in scan.problems] == ["tar.too_many_members"]
+    assert len(scan.members) == 10
+
+
+# -- opening the file -------------------------------------------------------------------------
+
+
+def test_open_package_refuses_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "link.tar.gz").symlink_to(seed_package(tmp_path / "real.tar.gz"))
+
+    with pytest.raises(OSError), open_package(tmp_path / "link.tar.gz"):
+        pass
+
+
+def test_open_package_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.tar.gz")
+
+    with pytest.raises(PackageUnreadable), open_package(tmp_path / "pipe.tar.gz"):
+        pass
+
+
+def test_open_package_refuses_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "folder.tar.gz").mkdir()
+
+    with pytest.raises(OSError), open_package(tmp_path / "folder.tar.gz"):
+        pass
+
+
+def test_scan_of_a_fifo_raises_rather_than_hangs(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.tar.gz")
+
+    with pytest.raises(OSError):
+        scan_package(tmp_path / "pipe.tar.gz", LIMITS)
