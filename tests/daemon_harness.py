@@ -111,7 +111,7 @@ def write_large_package(path: Path, payload_bytes: int, seed: int = 0) -> Path:
     ):
         big = tarfile.TarInfo("model-1000.params")
         big.size = payload_bytes
-        tar.addfile(big, _RandomStream(payload_bytes, seed))  # type: ignore[arg-type]
+        tar.addfile(big, _RandomStream(payload_bytes, seed))
         for name in ("model-2000.params", "model-symbol.json"):
             member = tarfile.TarInfo(name)
             data = file_bytes(name)
@@ -139,7 +139,7 @@ def sha256_of(path: Path) -> str:
 
 
 def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1
+    digest = hashlib.sha1()
     with path.open("rb") as stream:
         while chunk := stream.read(1024 * 1024):
             digest.update(chunk)
@@ -484,11 +484,23 @@ class Dropbox:
         wanted = Counter(drop.sha256 for drop in self.drops if not drop.stays)
         if any(placed[digest] < count for digest, count in wanted.items()):
             return False
-        return not any(row["status"] in IN_FLIGHT for row in self.ledger_rows())
+        rows = self.ledger_rows()
+        if any(row["status"] in IN_FLIGHT for row in rows):
+            return False
+        # the ledger's place is written just after the rename: wait for it to catch up
+        recorded = {(row["place"], row["final_path"]) for row in rows}
+        return all(
+            (folder, str(self.folder(folder) / relative)) in recorded
+            for folder in ("done", "failed")
+            for relative in self.names(folder)
+        )
 
     def describe(self) -> str:
         listing = {folder: sorted(self.names(folder)) for folder in PACKAGE_FOLDERS}
-        shown = {folder: names[:20] + (["..."] if len(names) > 20 else []) for folder, names in listing.items()}
+        shown = {
+            folder: names[:20] + (["..."] if len(names) > 20 else [])
+            for folder, names in listing.items()
+        }
         statuses = Counter(row["status"] for row in self.ledger_rows())
         return f"folders {shown}, ledger {dict(statuses)}\n{self.tail()}"
 
@@ -520,9 +532,9 @@ class Dropbox:
             if digest not in dropped:
                 problems.append(f"files nobody dropped: {found}")
         for drop in self.drops:
-            if drop.stays:
-                if [folder for folder, _ in located.get(drop.sha256, [])] != ["inbox"]:
-                    problems.append(f"{drop.relative!r} should have stayed in the inbox")
+            folders = [folder for folder, _ in located.get(drop.sha256, [])]
+            if drop.stays and folders != ["inbox"]:
+                problems.append(f"{drop.relative!r} should have stayed in the inbox")
 
         rows = self.ledger_rows()
         imported = Counter(row["sha256"] for row in rows if row["status"] == "imported")
@@ -587,10 +599,10 @@ class Dropbox:
                 if row["status"] not in statuses:
                     problems.append(f"attempt {row['id']}: {row['status']} but in {folder}/")
             for relative, digest in self.files(folder).items():
-                row = placed.get(str(base / relative))
-                if row is None:
+                placing = placed.get(str(base / relative))
+                if placing is None:
                     problems.append(f"{folder}/{relative}: no ledger row places it there")
-                elif row["sha256"] != digest:
+                elif placing["sha256"] != digest:
                     problems.append(f"{folder}/{relative}: ledger sha256 differs")
         for drop in self.drops:
             finals = [
@@ -637,7 +649,8 @@ class Dropboxes:
             ["mount", *arguments, str(target)], capture_output=True, text=True, check=False
         )
         if completed.returncode != 0:
-            pytest.skip(f"cannot mount here (needs root in a privileged container): {completed.stderr.strip()}")
+            reason = completed.stderr.strip()
+            pytest.skip(f"cannot mount here (needs root in a privileged container): {reason}")
         self.mounts.append(target)
 
     def remount(self, options: str, target: Path) -> None:

@@ -22,7 +22,6 @@ from daemon_harness import (
     Dropboxes,
     dropboxes,
     invalid_package,
-    sha256_of,
     valid_package,
     wait_until,
     write_large_package,
@@ -157,14 +156,12 @@ def test_abandoned_incomplete_stream_fails_as_truncated_only_after_settle(
     data = valid_package("abandoned", size=64 * 1024)
     half = data[: len(data) // 2]
     drop = dropbox.drop("abandoned.tar.gz", half)
-    written = (dropbox.inbox / "abandoned.tar.gz").stat().st_mtime
     dropbox.wait_settled()
     assert dropbox.names("failed") == {"abandoned.tar.gz"}
     [row] = [row for row in dropbox.rows_for(drop) if row["status"] == "failed"]
     assert [error["code"] for error in row["errors"]] == ["container.truncated"]
     [claimed] = dropbox.events("package_claimed")
-    assert claimed["since_write"] >= 1.5 - 0.05
-    assert written > 0
+    assert claimed["since_write"] >= 1.5 - 0.05, "taken before it was quiet for settle_seconds"
     dropbox.assert_invariants()
 
 
@@ -288,7 +285,7 @@ def test_non_matching_and_ignored_names_stay_in_the_inbox_untouched(make: Dropbo
     package = valid_package("ignored")
     early = {"notes.txt": b"hello\n", ".hidden-early.tar.gz": package}
     for name, data in early.items():
-        dropbox.drop(name, data + b"", stays=True)
+        dropbox.drop(name, data, stays=True)
     dropbox.start()
     late = {
         ".hidden.tar.gz": valid_package("hidden"),
@@ -301,13 +298,10 @@ def test_non_matching_and_ignored_names_stay_in_the_inbox_untouched(make: Dropbo
     }
     for name, data in late.items():
         dropbox.drop(name, data, stays=True)
-    before = {
-        name: (dropbox.inbox / name).stat().st_mtime_ns for name in [*early, *late]
-    }
+    before = {name: (dropbox.inbox / name).stat().st_mtime_ns for name in [*early, *late]}
     dropbox.wait_event("file_left_alone", where=lambda event: event["path"] == "model.zip")
     dropbox.drop_valid("sentinel.tar.gz")
     dropbox.wait_settled()
-    dropbox.wait_event("daemon_ready")
     assert dropbox.names("inbox") == {*early, *late}
     for name, mtime in before.items():
         assert (dropbox.inbox / name).stat().st_mtime_ns == mtime, name
@@ -344,6 +338,8 @@ def test_sigterm_during_an_import_lets_it_finish_and_exits_0(
     dropbox.wait_event("package_claimed")
     dropbox.send(signal.SIGTERM)
     assert dropbox.wait_exit(timeout=60) == 0
+    [stopping] = dropbox.events("daemon_stopping")
+    assert stopping["running"] == 1, "the import had already ended: nothing was tested"
     assert dropbox.names("done") == {"large.tar.gz"}
     assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
     assert dropbox.events("daemon_stopped")
@@ -356,7 +352,7 @@ def test_sigterm_past_the_shutdown_timeout_exits_0_and_the_restart_finishes(
     dropbox = make(shutdown_timeout=0.2)
     dropbox.start()
     drop_large(dropbox, large_package)
-    dropbox.wait_event("package_hashed")
+    dropbox.wait_event("package_claimed")
     dropbox.send(signal.SIGTERM)
     assert dropbox.wait_exit(timeout=30) == 0
     assert dropbox.events("shutdown_timeout")
@@ -373,7 +369,7 @@ def test_kill_9_during_an_import_then_restart_imports_it_exactly_once(
     dropbox = make()
     dropbox.start()
     drop_large(dropbox, large_package)
-    dropbox.wait_event("package_hashed")
+    dropbox.wait_event("package_claimed")
     assert dropbox.kill() == -signal.SIGKILL
     dropbox.assert_invariants(idle=False)
     dropbox.start()
@@ -481,4 +477,3 @@ def test_large_package_does_not_block_the_others(make: Dropboxes, large_package:
     )
     dropbox.wait_settled(timeout=60)
     dropbox.assert_invariants()
-

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -101,12 +101,6 @@ def test_kill_at_each_step_then_restart_fails_an_invalid_package_once(
     dropbox.assert_invariants()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.recover redoes a claimed package under a new attempt but leaves the "
-    "interrupted attempt's place at 'processing'; the next start marks it 'lost' and logs "
-    "package_missing_from_processing although the package was imported",
-)
 def test_a_second_restart_after_a_crash_finds_nothing_lost(make: Dropboxes) -> None:
     dropbox = make()
     dropbox.start(env={CRASH_ENV: "claimed"})

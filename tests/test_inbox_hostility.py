@@ -59,7 +59,6 @@ def test_symlinks_in_the_inbox_are_never_followed_read_or_moved(
     left_alone(dropbox, "early-link.tar.gz")
     left_alone(dropbox, "link.tar.gz")
     dropbox.wait_settled()
-    dropbox.wait_event("daemon_ready")
 
     for name in ("early-link.tar.gz", "link.tar.gz", "linked-folder"):
         assert (dropbox.inbox / name).is_symlink(), name
@@ -189,9 +188,19 @@ def delete_while_importing(dropbox: Dropbox, large_package: Path) -> Dropbox:
     os.link(large_package, dropbox.inbox / "large.tar.gz")
     dropbox.wait_event("package_claimed")
     (dropbox.folder("processing") / "large.tar.gz").unlink()
-    sentinel = dropbox.drop_valid("sentinel.tar.gz")
+    dropbox.drop_valid("sentinel.tar.gz")
+    wait_until(
+        lambda: (
+            [row["status"] for row in dropbox.ledger_rows() if row["package"] == "large.tar.gz"]
+            == ["imported"]
+        ),
+        60,
+        "the import of the deleted file ends",
+    )
+    # its worker settles right after: one more package through the daemon covers that moment
+    after = dropbox.drop_valid("after.tar.gz")
     dropbox.wait_settled()
-    assert dropbox.final_status(sentinel) == ["imported"]
+    assert dropbox.final_status(after) == ["imported"]
     return dropbox
 
 
@@ -200,7 +209,7 @@ def test_a_file_deleted_while_it_is_read_does_not_stop_the_daemon(
 ) -> None:
     dropbox = delete_while_importing(make(), large_package)
     assert dropbox.running
-    assert dropbox.names("done") == {"sentinel.tar.gz"}
+    assert dropbox.names("done") == {"sentinel.tar.gz", "after.tar.gz"}
     dropbox.assert_invariants()
     assert dropbox.stop() == 0
 
@@ -220,10 +229,30 @@ def test_a_file_deleted_while_it_is_read_is_recorded_as_gone(
     assert not dropbox.events("job_crashed")
 
 
-@pytest.mark.parametrize("who_recreates", ["writer", "daemon"])
-def test_the_inbox_deleted_and_recreated_while_running(
-    make: Dropboxes, who_recreates: str
+@pytest.mark.xfail(
+    strict=True,
+    reason="the daemon imports from its open descriptor, then daemon.settle renames whatever "
+    "is at processing/<name> into done/ under the old attempt: other bytes than the ledger's "
+    "sha256, never imported themselves",
+)
+def test_a_file_replaced_while_it_is_read_is_not_filed_under_the_old_bytes(
+    make: Dropboxes, large_package: Path
 ) -> None:
+    dropbox = make()
+    dropbox.start()
+    os.link(large_package, dropbox.inbox / "large.tar.gz")
+    dropbox.wait_event("package_claimed")
+    replacement = valid_package("replacement")
+    staged = dropbox.folder("processing") / ".replacement"
+    staged.write_bytes(replacement)
+    os.replace(staged, dropbox.folder("processing") / "large.tar.gz")
+    dropbox.record("large.tar.gz", replacement)
+    dropbox.wait_settled(timeout=60)
+    dropbox.assert_invariants()
+
+
+@pytest.mark.parametrize("who_recreates", ["writer", "daemon"])
+def test_the_inbox_deleted_and_recreated_while_running(make: Dropboxes, who_recreates: str) -> None:
     dropbox = make()
     dropbox.start()
     dropbox.drop_valid("before.tar.gz")
