@@ -28,6 +28,8 @@ from typing import Any, BinaryIO
 import pytest
 from factory import Entry, file_bytes, gzip_bytes, info_yaml, seed_entries, seed_info, tar_bytes
 
+from ymir_dropbox.ledger import as_text
+
 PACKAGE_FOLDERS = ("inbox", "processing", "done", "failed")
 FOLDERS = (*PACKAGE_FOLDERS, "models", "work")
 ERROR_SUFFIXES = (".error.json", ".error.txt")
@@ -490,7 +492,7 @@ class Dropbox:
         # the ledger's place is written just after the rename: wait for it to catch up
         recorded = {(row["place"], row["final_path"]) for row in rows}
         return all(
-            (folder, str(self.folder(folder) / relative)) in recorded
+            (folder, as_text(str(self.folder(folder) / relative))) in recorded
             for folder in ("done", "failed")
             for relative in self.names(folder)
         )
@@ -590,8 +592,9 @@ class Dropbox:
         for folder, statuses in (("done", {"imported", "duplicate"}), ("failed", {"failed"})):
             base = self.folder(folder)
             placed = {row["final_path"]: row for row in rows if row["place"] == folder}
+            on_disk = {as_text(str(path)): path for path in self.folder(folder).rglob("*")}
             for final_path, row in placed.items():
-                path = Path(final_path)
+                path = on_disk.get(final_path, Path(final_path))
                 if not path.is_file():
                     problems.append(f"attempt {row['id']}: final_path {final_path} is not a file")
                 elif self._sha256(path) != row["sha256"]:
@@ -599,7 +602,7 @@ class Dropbox:
                 if row["status"] not in statuses:
                     problems.append(f"attempt {row['id']}: {row['status']} but in {folder}/")
             for relative, digest in self.files(folder).items():
-                placing = placed.get(str(base / relative))
+                placing = placed.get(as_text(str(base / relative)))
                 if placing is None:
                     problems.append(f"{folder}/{relative}: no ledger row places it there")
                 elif placing["sha256"] != digest:

@@ -27,21 +27,7 @@ from factory import Entry, gzip_bytes, seed_entries, tar_bytes
 from ymir_dropbox.faults import POINTS
 
 # An invalid package fails validation before anything is stored: it never reaches "stored".
-INVALID_POINTS = [
-    pytest.param(
-        point,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="daemon.settle writes <name>.error.json/.txt into failed/ before the move; "
-            "after a crash there, recovery's free_path sees those error files, renames the "
-            "package to <name>.1.tar.gz and leaves the first error files orphaned",
-        ),
-    )
-    if point == "recorded"
-    else point
-    for point in POINTS
-    if point != "stored"
-]
+INVALID_POINTS = [point for point in POINTS if point != "stored"]
 
 
 @pytest.fixture

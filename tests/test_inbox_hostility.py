@@ -156,12 +156,6 @@ def test_a_name_with_a_newline_is_imported_with_its_ledger_row(make: Dropboxes) 
     dropbox.assert_invariants()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.take -> Ledger.begin inserts the name as text; a name that is not UTF-8 "
-    "raises UnicodeEncodeError, the job crashes and is retried forever: never claimed, "
-    "no ledger row",
-)
 def test_a_name_that_is_not_utf8_is_settled_with_its_ledger_row(make: Dropboxes) -> None:
     dropbox = make()
     dropbox.start()
@@ -214,12 +208,6 @@ def test_a_file_deleted_while_it_is_read_does_not_stop_the_daemon(
     assert dropbox.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.settle records final_path in done/ then move() raises FileNotFoundError "
-    "(job_crashed); the row keeps place='processing' and a final_path where no file is, "
-    "until the next start calls it lost",
-)
 def test_a_file_deleted_while_it_is_read_is_recorded_as_gone(
     make: Dropboxes, large_package: Path
 ) -> None:
@@ -229,12 +217,6 @@ def test_a_file_deleted_while_it_is_read_is_recorded_as_gone(
     assert not dropbox.events("job_crashed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon imports from its open descriptor, then daemon.settle renames whatever "
-    "is at processing/<name> into done/ under the old attempt: other bytes than the ledger's "
-    "sha256, never imported themselves",
-)
 def test_a_file_replaced_while_it_is_read_is_not_filed_under_the_old_bytes(
     make: Dropboxes, large_package: Path
 ) -> None:

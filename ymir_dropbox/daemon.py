@@ -41,7 +41,7 @@ from ymir_dropbox.folders import (
     write_error_files,
 )
 from ymir_dropbox.importer import Importer
-from ymir_dropbox.ledger import IN_FLIGHT, Ledger
+from ymir_dropbox.ledger import IN_FLIGHT, Ledger, as_text
 from ymir_dropbox.metrics import Metrics
 from ymir_dropbox.problems import DropboxError
 from ymir_dropbox.readiness import Observation, ReadinessTracker, Ready, gzip_complete
@@ -152,23 +152,25 @@ class Daemon:
             log.warning("attempt_interrupted", attempt=row["id"], package=row["package"])
         rows = {row["processing_path"]: row for row in self.ledger.in_place("processing")}
         present = {
-            relative for relative, info in walk_inbox(self.paths.processing, True)
+            as_text(str(relative)): relative
+            for relative, info in walk_inbox(self.paths.processing, True)
             if stat.S_ISREG(info.st_mode)
-        }  # fmt: skip
+        }
         for key, row in rows.items():
-            relative = PurePosixPath(key)
+            relative = present.pop(key, None)
             finished = row["status"] in {"imported", "duplicate", "failed"}
-            if relative in present and finished:
+            if relative is not None and finished:
                 self.settle(row["id"], relative, row["status"])
-                present.discard(relative)
-            elif relative not in present and finished and row["final_path"]:
+            elif relative is None and finished and row["final_path"]:
                 destination = "failed" if row["status"] == "failed" else "done"
                 if Path(row["final_path"]).exists():
                     self.ledger.update(row["id"], place=destination)
-            elif relative not in present:
+            elif relative is None:
                 self.ledger.update(row["id"], place="lost")
                 log.error("package_missing_from_processing", attempt=row["id"], path=key)
-        for relative in sorted(present):
+            else:
+                present[key] = relative  # an unfinished attempt: redo it below
+        for relative in sorted(present.values()):
             log.info("package_recovered", path=str(relative))
             self.redo[relative] = (0.0, 0)
 
@@ -426,7 +428,8 @@ class Daemon:
 
     def import_claimed(self, relative: PurePosixPath, attempt_id: int) -> JobResult:
         path = self.paths.processing / relative
-        if not stat.S_ISREG(os.lstat(path).st_mode):
+        claimed = os.lstat(path)
+        if not stat.S_ISREG(claimed.st_mode):
             problem = {
                 "code": "package.not_regular",
                 "field": "",
@@ -448,24 +451,51 @@ class Daemon:
             )
             log.error("import_io_error", attempt=attempt_id, path=str(relative), error=reason)
             return JobResult("deferred", relative, True, reason=reason)
-        self.settle(attempt_id, relative, outcome.status)
+        if not self.settle(attempt_id, relative, outcome.status, Observation.of(claimed)):
+            return JobResult("deferred", relative, True, reason="replaced while imported")
         row = self.ledger.get(attempt_id) or {}
         self.metrics.record(
             outcome.status, outcome.duration, int(row.get("size") or 0), time.time()
         )
         return JobResult("done", relative, True, outcome.status)
 
-    def settle(self, attempt_id: int, relative: PurePosixPath, status: str) -> None:
-        """Rename a finished package into done/ or failed/ under a free name."""
+    def settle(
+        self,
+        attempt_id: int,
+        relative: PurePosixPath,
+        status: str,
+        imported: Observation | None = None,
+    ) -> bool:
+        """Rename a finished package into done/ or failed/ under a free name.
+
+        ``imported`` is the file the attempt read; if processing/ now holds another file (it
+        was deleted or replaced meanwhile), that file is not filed under this attempt, and
+        False is returned so that it gets an attempt of its own.
+        """
+        source = self.paths.processing / relative
+        try:
+            now_there = Observation.of(os.lstat(source))
+        except FileNotFoundError:
+            self.ledger.update(attempt_id, place="lost", final_path=None)
+            log.error("package_missing_from_processing", attempt=attempt_id, path=str(relative))
+            return True
+        if imported is not None and now_there != imported:
+            self.ledger.update(attempt_id, place="replaced", final_path=None)
+            log.warning("package_replaced_while_imported", attempt=attempt_id, path=str(relative))
+            return False
         destination = "failed" if status == "failed" else "done"
         folder = self.paths.failed if destination == "failed" else self.paths.done
-        target = free_path(folder, relative)
         row = self.ledger.get(attempt_id) or {}
+        planned = row.get("final_path")
+        if planned and not Path(planned).exists() and Path(planned).parent.is_relative_to(folder):
+            target = Path(planned)  # chosen before a crash; its error files may exist already
+        else:
+            target = free_path(folder, relative)
         if destination == "failed":
             write_error_files(target, row)
         self.ledger.update(attempt_id, final_path=str(target))
         crash_point("recorded")
-        move(self.paths.processing / relative, target)
+        move(source, target)
         crash_point("moved")
         self.ledger.update(attempt_id, place=destination)
         log.info(
@@ -476,6 +506,7 @@ class Daemon:
             target=str(target),
             step="settle",
         )
+        return True
 
     # -- reporting and stopping ----------------------------------------------------------------
 

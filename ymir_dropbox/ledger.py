@@ -224,13 +224,20 @@ class _Transaction:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
+def as_text(value: str) -> str:
+    """Text SQLite can store: a file name may be any bytes; those not UTF-8 become \\xNN."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = set(fields) - set(COLUMNS)
     assert not unknown, f"not ledger columns: {unknown}"
-    return {
-        key: json.dumps(value) if key in JSON_COLUMNS and value is not None else value
-        for key, value in fields.items()
-    }
+    encoded = {}
+    for key, value in fields.items():
+        if key in JSON_COLUMNS and value is not None:
+            value = json.dumps(value)
+        encoded[key] = as_text(value) if isinstance(value, str) else value
+    return encoded
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

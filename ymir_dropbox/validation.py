@@ -6,6 +6,7 @@ files or touch the ledger. The daemon decides what to do with the report.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -153,7 +154,7 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
         )
         return report(declared_version=declared)
 
-    schema_problems, unknown = _check_schema(info, SCHEMA_LEGACY if legacy else SCHEMA_V2)
+    schema_problems, unknown = _check_schema(info, "legacy" if legacy else "v2")
     errors.extend(schema_problems)
     warnings.extend(unknown)
     if errors:
@@ -171,10 +172,22 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
     return report(declared_version=declared, normalized=normalize(info), files=tuple(files))
 
 
-def _check_schema(
-    info: dict[str, Any], schema: dict[str, Any]
-) -> tuple[list[Problem], list[Problem]]:
-    validator = StrictValidator(schema, allow_unknown=False)
+_validators = threading.local()
+
+
+def _validator(schema: str) -> StrictValidator:
+    """One validator per schema and thread: building one costs more than validating."""
+    cached: dict[str, StrictValidator] | None = getattr(_validators, "by_schema", None)
+    if cached is None:
+        cached = _validators.by_schema = {
+            "v2": StrictValidator(SCHEMA_V2, allow_unknown=False),
+            "legacy": StrictValidator(SCHEMA_LEGACY, allow_unknown=False),
+        }
+    return cached[schema]
+
+
+def _check_schema(info: dict[str, Any], schema: str) -> tuple[list[Problem], list[Problem]]:
+    validator = _validator(schema)
     validator.validate(info)
     errors: list[Problem] = []
     warnings: list[Problem] = []
