@@ -205,7 +205,7 @@ def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
 def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> ArchiveScan:
     """Check a package in one streaming pass. Problems are collected, never raised.
 
-    The same pass computes the package's sha256 (except for a package over the size limit).
+    The same pass computes the package's sha256 (of every file, even one over the limits).
     Raises ``OSError`` only when the file itself cannot be opened or read.
     """
     scan = ArchiveScan()
@@ -215,8 +215,7 @@ def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> A
         try:
             _scan_container(raw, scan, limits, spool)
         finally:
-            if scan.package_bytes <= limits.max_package_bytes:
-                scan.sha256 = raw.drain()
+            scan.sha256 = raw.drain()
     return scan
 
 
@@ -232,7 +231,8 @@ def _scan_container(
         )
         return
     if raw.peek(2)[:2] != GZIP_MAGIC:
-        scan.add("container.not_gzip", "", "the file is not gzip-compressed (no gzip magic bytes)")
+        reason = "the file is empty" if scan.package_bytes == 0 else "no gzip magic bytes"
+        scan.add("container.not_gzip", "", f"the file is not gzip-compressed ({reason})")
         return
     ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
     decompressed: BinaryIO = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]

@@ -4,7 +4,8 @@ Signals that a writer finished (closed after writing, renamed into the inbox) ma
 candidate at once; without a signal (polling, NFS, SMB) it must keep the same size and mtime
 for ``settle_seconds``. A signal is not proof: the worker also checks that the gzip stream is
 complete (see :func:`gzip_complete`) unless the file has been quiet for ``settle_seconds``.
-An empty file is a placeholder that content has not reached yet: never ready.
+An empty file is a placeholder that content has not reached yet: it is taken (and fails) only
+when it has stayed empty for ``EMPTY_SETTLE_FACTOR`` times ``settle_seconds``.
 
 The tracker is pure bookkeeping with an injected clock; the daemon feeds it observations.
 """
@@ -21,6 +22,8 @@ from pathlib import Path, PurePosixPath
 from isal import igzip
 
 from ymir_dropbox.archive import CHUNK, GZIP_MAGIC, ISAL_ERROR, open_package
+
+EMPTY_SETTLE_FACTOR = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ class ReadinessTracker:
             # First sight (start-up scan, or an event): trust the mtime for how long it has
             # been quiet, so files that arrived while we were down are not made to wait.
             age = max(0.0, self.wall_clock() - observation.mtime_ns / 1e9)
-            changed_at = now - min(age, self.settle_seconds)
+            changed_at = now - min(age, EMPTY_SETTLE_FACTOR * self.settle_seconds)
             self.candidates[relative] = Candidate(observation, changed_at, signal)
         elif known.observation != observation:
             known.observation = observation
@@ -101,7 +104,12 @@ class ReadinessTracker:
         for relative, known in sorted(self.candidates.items(), key=lambda item: item[1].changed_at):
             if len(found) >= limit:
                 break
-            if known.dispatched or known.not_before > now or known.observation.size == 0:
+            if known.dispatched or known.not_before > now:
+                continue
+            if known.observation.size == 0:
+                if known.quiet_for(now) >= EMPTY_SETTLE_FACTOR * self.settle_seconds:
+                    known.dispatched = True
+                    found.append(Ready(relative, known.observation, quiet=True))
                 continue
             quiet = known.quiet_for(now) >= self.settle_seconds
             if quiet or known.signalled:
