@@ -161,6 +161,8 @@ class Drop:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
     # JSON strings, numbers, booleans and arrays of them are valid TOML
     return json.dumps(value)
 

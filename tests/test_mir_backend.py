@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_harness import dropboxes
 from factory import legacy_package, seed_info, seed_package, ymir_layout_package
 
 pytestmark = pytest.mark.mir
@@ -234,3 +235,29 @@ def test_daemon_imports_each_format_into_the_repository(
         assert row["dst_rev"] in tags
         assert row["model_hash"] in models
     assert len(models) == len(made)
+
+
+def test_a_crash_after_mir_finished_does_not_import_twice(
+    tmp_path: Path, mir_bin: Path, mir_repo: Path
+) -> None:
+    """Killed after `mir models` committed but before the ledger heard of it: the restart
+    finds mir's tag and records the import instead of running mir again."""
+    with dropboxes(tmp_path) as make:
+        dropbox = make(
+            sections={
+                "import": {"backend": "mir", "mir": {"bin": str(mir_bin), "root": str(mir_repo)}}
+            }
+        )
+        dropbox.start(env={"YMIR_DROPBOX_CRASH_AT": "stored", **GIT_IDENTITY})
+        drop = dropbox.drop_valid("model.tar.gz")
+        assert dropbox.wait_exit(timeout=120) == -signal.SIGKILL
+        dropbox.start(env=GIT_IDENTITY)
+        dropbox.wait_settled(timeout=120)
+        dropbox.stop()
+
+        (row,) = [row for row in dropbox.ledger_rows() if row["status"] != "interrupted"]
+        assert row["status"] == "imported" and dropbox.final_status(drop) == ["imported"]
+        tags = [tag for tag in git(mir_repo, "tag").split() if tag.startswith("dropbox-")]
+        assert tags == [row["dst_rev"]]
+        assert (dropbox.folder("models") / str(row["model_hash"])).is_file()
+        dropbox.assert_invariants()

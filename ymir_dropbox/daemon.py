@@ -41,7 +41,7 @@ from ymir_dropbox.folders import (
     write_error_files,
 )
 from ymir_dropbox.importer import Importer
-from ymir_dropbox.ledger import IN_FLIGHT, Ledger, as_text
+from ymir_dropbox.ledger import IN_FLIGHT, DuplicateImport, Ledger, as_text
 from ymir_dropbox.metrics import Metrics
 from ymir_dropbox.problems import DropboxError
 from ymir_dropbox.readiness import Observation, ReadinessTracker, Ready, gzip_complete
@@ -144,6 +144,8 @@ class Daemon:
             f"SELECT * FROM attempts WHERE status IN ({','.join('?' * len(IN_FLIGHT))})",  # noqa: S608
             list(IN_FLIGHT),
         ):
+            if self.complete_in_backend(row):
+                continue
             self.ledger.finish(
                 row["id"],
                 "interrupted",
@@ -173,6 +175,25 @@ class Daemon:
         for relative in sorted(present.values()):
             log.info("package_recovered", path=str(relative))
             self.redo[relative] = (0.0, 0)
+
+    def complete_in_backend(self, row: dict[str, Any]) -> bool:
+        """Record an import the backend finished before the crash, rather than redo it."""
+        result = self.importer.backend.recover(row)
+        if result is None:
+            return False
+        try:
+            self.ledger.finish(
+                row["id"],
+                "imported",
+                model_hash=result.model_hash,
+                dst_rev=result.dst_rev,
+                notes=[*(row.get("notes") or []), *result.notes],
+                errors=[],
+            )
+        except DuplicateImport:
+            self.ledger.finish(row["id"], "duplicate", model_hash=result.model_hash)
+        log.warning("attempt_completed_by_backend", attempt=row["id"], model_hash=result.model_hash)
+        return True
 
     # -- the loop --------------------------------------------------------------------------------
 

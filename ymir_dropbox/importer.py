@@ -108,6 +108,9 @@ class Importer:
                     return Outcome(
                         attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"]
                     )
+                reference = self.backend.reference(attempt_id)
+                if reference is not None:
+                    self.ledger.update(attempt_id, dst_rev=reference)
                 try:
                     result = self.backend.import_package(
                         PreparedPackage(path, sha256, attempt_id, report, spool)

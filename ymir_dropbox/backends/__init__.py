@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.problems import DropboxError, Problem
@@ -53,6 +53,13 @@ class Backend(Protocol):
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         """Store the package; raise ImportFailed (package's fault) or OSError (environment's)."""
+
+    def reference(self, attempt_id: int) -> str | None:
+        """What the backend will create for this attempt outside the model store (a dst-rev),
+        recorded in the ledger before the import starts; None if nothing."""
+
+    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+        """After a crash mid-import: the result if the backend finished the attempt anyway."""
 
 
 def make_backend(config: Config) -> Backend:

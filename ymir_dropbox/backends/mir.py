@@ -15,7 +15,10 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -26,6 +29,7 @@ from ymir_dropbox.store import write_tar
 
 log = structlog.get_logger(__name__)
 PACK_SUCCESS = re.compile(r"Pack success, model hash: ([0-9a-f]{40})")
+IMPORT_COMMIT = re.compile(r"^import model .* as ([0-9a-f]{40})$", re.MULTILINE)
 TAIL_LINES = 20
 MIR_TIMEOUT_SECONDS = 6 * 3600
 GIT_IDENTITY = {
@@ -52,6 +56,17 @@ def _sha1(path: Path) -> str:
         while chunk := stream.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def _repository_flock(root: Path) -> Iterator[None]:
+    """Across processes too (a CLI import beside the daemon): flock the repository folder."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class MirBackend:
@@ -89,6 +104,30 @@ class MirBackend:
         with _repository_locks_guard:
             return _repository_locks.setdefault(self.root, threading.Lock())
 
+    def reference(self, attempt_id: int) -> str | None:
+        return dst_rev_for(self.template, attempt_id)
+
+    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+        """mir may have committed the import before the crash: its tag says so."""
+        dst_rev = attempt.get("dst_rev")
+        if not dst_rev:
+            return None
+        found = subprocess.run(
+            ["git", "-C", str(self.root), "log", "-1", "--format=%s", f"refs/tags/{dst_rev}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        imported = IMPORT_COMMIT.search(found.stdout) if found.returncode == 0 else None
+        if imported is None:
+            return None
+        stored = self.models / imported.group(1)
+        if not stored.is_file():
+            return None
+        return ImportResult(
+            imported.group(1), stored, dst_rev, ("completed by mir before a crash",)
+        )
+
     def import_package(self, package: PreparedPackage) -> ImportResult:
         dst_rev = dst_rev_for(self.template, package.attempt_id)
         attempt_work = self.work / f"mir-{package.attempt_id}"
@@ -107,8 +146,7 @@ class MirBackend:
                 "--model-location", str(self.models),
                 "-w", str(attempt_work / "w"),
             ]  # fmt: skip
-            with self._lock(), (attempt_work.parent / ".mir.lock").open("a") as lock_file:
-                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            with self._lock(), _repository_flock(self.root):
                 before = {path.name for path in self.models.iterdir()}
                 completed = subprocess.run(
                     command,
