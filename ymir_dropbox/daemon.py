@@ -51,6 +51,7 @@ from ymir_dropbox.watching import FileEvent, InboxWatcher
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
+WAKE = FileEvent("")  # not a file: wakes the loop when a job ends
 STATUS_EVERY_SECONDS = 5.0
 
 
@@ -135,7 +136,11 @@ class Daemon:
 
     def recover(self) -> None:
         """Finish or redo what a previous run left in processing/; drop our temporary files."""
-        for removed in remove_temporaries(self.paths.models):
+        leftovers = [
+            *remove_temporaries(self.paths.models),
+            *remove_temporaries(self.paths.failed, recursive=True),
+        ]
+        for removed in leftovers:
             log.info("temporary_removed", path=str(removed))
         for entry in self.paths.work.iterdir():
             if entry.is_dir() and not entry.is_symlink() and entry.name.startswith("mir-"):
@@ -210,7 +215,7 @@ class Daemon:
         )
         interval = watchdog_interval()
         next_rescan = time.monotonic() + self.config.watch.rescan_interval
-        next_status = next_ping = 0.0
+        next_status = next_ping = next_restat = 0.0
         while not self.stopping.is_set():
             self.drain_events(self.config.watch.poll_interval)
             self.collect()
@@ -221,7 +226,9 @@ class Daemon:
                     self.watcher.restart()
                 self.rescan()
                 next_rescan = moment + self.config.watch.rescan_interval
-            self.restat_pending()
+            if moment >= next_restat:
+                self.restat_settling()
+                next_restat = moment + self.config.watch.poll_interval
             self.dispatch()
             if moment >= next_status:
                 self.report_status()
@@ -233,7 +240,7 @@ class Daemon:
 
     def drain_events(self, timeout: float) -> None:
         try:
-            first = self.events.get(timeout=timeout if not self.finished_jobs() else 0.01)
+            first = self.events.get(timeout=timeout)
         except queue.Empty:
             return
         self.handle_event(first)
@@ -243,10 +250,9 @@ class Daemon:
             except queue.Empty:
                 return
 
-    def finished_jobs(self) -> bool:
-        return any(future.done() for future in self.running)
-
     def handle_event(self, event: FileEvent) -> None:
+        if event is WAKE:
+            return
         path = Path(event.path)
         try:
             relative = PurePosixPath(path.relative_to(self.paths.inbox))
@@ -297,9 +303,9 @@ class Daemon:
             reason = "name does not match watch.patterns"
         log.warning("file_left_alone", path=str(relative), reason=reason)
 
-    def restat_pending(self) -> None:
+    def restat_settling(self) -> None:
         """Without events (polling, NFS) settle is seen only by looking again."""
-        for relative in self.tracker.pending():
+        for relative in self.tracker.settling():
             try:
                 info = os.lstat(self.paths.inbox / relative)
             except OSError:
@@ -326,7 +332,9 @@ class Daemon:
             self.submit(ready.relative, self.take, ready)
 
     def submit(self, relative: PurePosixPath, function: Any, *arguments: Any) -> None:
-        self.running[self.executor.submit(self.guarded, relative, function, *arguments)] = relative
+        future = self.executor.submit(self.guarded, relative, function, *arguments)
+        future.add_done_callback(lambda _: self.events.put(WAKE))  # the loop collects at once
+        self.running[future] = relative
 
     def guarded(self, relative: PurePosixPath, function: Any, *arguments: Any) -> JobResult:
         """A bug in one job must not strand a package: log it and try again later."""

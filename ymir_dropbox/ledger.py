@@ -136,17 +136,26 @@ class Ledger:
 
     def begin(self, **fields: Any) -> int:
         """Record a new attempt (status ``claimed``) and return its id."""
-        record = {"status": "claimed", "received_at": now(), **fields}
+        record = _encode({"status": "claimed", "received_at": now(), **fields})
+        names = ", ".join(f"[{name}]" for name in record)
+        marks = ", ".join("?" for _ in record)
         with self._lock:
-            table = self.db.table("attempts")
-            table.insert(_encode(record))
-            row_id: int = table.last_pk  # type: ignore[assignment]
-        return row_id
+            cursor = self.db.execute(
+                f"INSERT INTO attempts ({names}) VALUES ({marks})",  # noqa: S608 - known columns
+                list(record.values()),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def update(self, attempt_id: int, **fields: Any) -> None:
+        record = _encode(fields)
+        assignments = ", ".join(f"[{name}] = ?" for name in record)
         with self._lock:
             try:
-                self.db.table("attempts").update(attempt_id, _encode(fields))
+                self.db.execute(
+                    f"UPDATE attempts SET {assignments} WHERE id = ?",  # noqa: S608 - known columns
+                    [*record.values(), attempt_id],
+                )
             except sqlite3.IntegrityError as error:
                 raise DuplicateImport(str(error)) from None
 

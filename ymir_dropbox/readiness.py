@@ -91,8 +91,20 @@ class ReadinessTracker:
     def forget(self, relative: PurePosixPath) -> None:
         self.candidates.pop(relative, None)
 
-    def pending(self) -> list[PurePosixPath]:
-        return [relative for relative, known in self.candidates.items() if not known.dispatched]
+    def settling(self) -> list[PurePosixPath]:
+        """Candidates that only a look at their size and mtime can make ready."""
+        now = self.clock()
+        return [
+            relative
+            for relative, known in self.candidates.items()
+            if not known.dispatched
+            and not known.signalled
+            and (
+                known.quiet_for(now) < self.settle_seconds
+                or known.observation.size == 0
+                or known.not_before > now
+            )
+        ]
 
     def ready(self, limit: int) -> list[Ready]:
         """Up to ``limit`` candidates that may be taken now, oldest change first.

@@ -29,6 +29,8 @@ TEMP_PREFIX = ".ymir-dropbox-"
 TEMP_SUFFIX = ".tmp"
 COPY_CHUNK = 1024 * 1024
 QUEUE_CHUNKS = 16
+# Below this, starting a thread costs more than it saves.
+THREAD_ABOVE_BYTES = 8 * 1024 * 1024
 
 
 class _HashingWriter:
@@ -38,13 +40,15 @@ class _HashingWriter:
     little extra time. At most ``QUEUE_CHUNKS`` chunks wait: memory stays bounded.
     """
 
-    def __init__(self, target: BinaryIO) -> None:
+    def __init__(self, target: BinaryIO, threaded: bool) -> None:
         self.target = target
         self.sha1 = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._drain, name="store-writer", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._drain, name="store-writer", daemon=True)
+            self.thread.start()
 
     def _drain(self) -> None:
         while (chunk := self.chunks.get()) is not None:
@@ -56,6 +60,9 @@ class _HashingWriter:
                     self.error = error
 
     def write(self, data: bytes) -> int:
+        if self.thread is None:
+            self.sha1.update(data)
+            return self.target.write(data)
         if self.error is not None:
             raise self.error
         self.chunks.put(bytes(data))
@@ -66,8 +73,9 @@ class _HashingWriter:
 
     def close(self) -> str:
         """Wait for every chunk to be written; return the SHA-1, or raise the write's error."""
-        self.chunks.put(None)
-        self.thread.join()
+        if self.thread is not None:
+            self.chunks.put(None)
+            self.thread.join()
         if self.error is not None:
             raise self.error
         return self.sha1.hexdigest()
@@ -85,7 +93,7 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
 
 def write_tar(report: ValidationReport, spool: BinaryIO, target: BinaryIO, level: int) -> str:
     """Write the stored form of a validated package to ``target``; return its SHA-1."""
-    hashing = _HashingWriter(target)
+    hashing = _HashingWriter(target, threaded=report.unpacked_bytes > THREAD_ABOVE_BYTES)
     try:
         _write_members(report, spool, hashing, level)
     finally:
@@ -139,10 +147,11 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
+def remove_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
     """Remove our own leftover temporary files from a crash (never anything else)."""
     removed = []
-    for path in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+    pattern = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
+    for path in folder.rglob(pattern) if recursive else folder.glob(pattern):
         if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed.append(path)

@@ -77,6 +77,8 @@ class _Enqueue(FileSystemEventHandler):
         kind = event.event_type
         if kind in {"opened", "closed_no_write", "attrib"}:
             return
+        if event.is_directory and kind not in {"created", "moved"}:
+            return  # a folder's own "modified" fires for every entry added or removed
         if kind == "moved":
             path, signal = os.fsdecode(event.dest_path), True
         else:
