@@ -42,7 +42,8 @@ CHUNK = 4 * 1024 * 1024
 
 
 def make_large_package(path: Path, total_bytes: int) -> None:
-    """Two stage files of random bytes (like real weights), ready for real `mir models` too."""
+    """Two stage files of random bytes (like real weights), packed the way users pack them:
+    GNU `tar -czf` (gzip's default level). Valid for real `mir models` too."""
     half = total_bytes // 2
     info = {
         "package_version": "2.0.0",
@@ -59,30 +60,24 @@ def make_large_package(path: Path, total_bytes: int) -> None:
         },
         "best_stage_name": "stage_2000",
     }
-    compressed = igzip.open(path, "wb", compresslevel=1)
-    with compressed, tarfile.open(fileobj=compressed, mode="w|") as tar:
-        document = yaml.safe_dump(info).encode()
-        member = tarfile.TarInfo("ymir-info.yaml")
-        member.size = len(document)
-        tar.addfile(member, io.BytesIO(document))
-        for name in info["stages"]:
-            member = tarfile.TarInfo(f"{name}/{name}.params")
-            member.size = half
-            tar.addfile(member, _RandomReader(half))
-
-
-class _RandomReader:
-    def __init__(self, size: int) -> None:
-        self.left = size
-
-    def read(self, size: int = -1) -> bytes:
-        size = self.left if size < 0 else min(size, self.left)
-        self.left -= size
-        return os.urandom(size)
+    source = path.parent / "source"
+    source.mkdir()
+    (source / "ymir-info.yaml").write_text(yaml.safe_dump(info))
+    for name in info["stages"]:
+        (source / name).mkdir()
+        with (source / name / f"{name}.params").open("wb") as stream:
+            for start in range(0, half, CHUNK):
+                stream.write(os.urandom(min(CHUNK, half - start)))
+    subprocess.run(
+        ["tar", "-czf", str(path), "-C", str(source), "ymir-info.yaml", *info["stages"]],
+        check=True,
+    )
+    shutil.rmtree(source)
 
 
 def measure(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one command; fails loudly if it fails."""
+    os.sync()  # no writeback of an earlier step competes with this one
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
