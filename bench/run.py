@@ -272,19 +272,22 @@ def print_report(
 ) -> None:
     print("\nLarge packages (one run, same files; RSS is peak resident memory)")
     columns = ("size", "embedded", "RSS", "tar x+c", "ratio", "mir", "ratio", "mir RSS")
-    print(" ".join(f"{name:>8}" for name in columns))
+    print(" ".join(f"{name:>9}" for name in columns))
     for row in large:
         embedded, tar = row["embedded_s"], row["tar_s"]
-        line = (
-            f"{row['size_mb']:>5}MB {embedded:8.2f}s {row['embedded_rss_kib'] // 1024:5d}MB "
-            f"{tar:7.2f}s {embedded / tar:6.2f}"
-        )
+        cells = [
+            f"{row['size_mb']}MB",
+            f"{embedded:.2f}s",
+            f"{row['embedded_rss_kib'] // 1024}MB",
+            f"{tar:.2f}s",
+            f"{embedded / tar:.3f}",
+        ]
         if "mir_s" in row:
             mir = row["mir_s"]
-            line += f" {mir:7.2f}s {embedded / mir:6.2f} {row['mir_rss_kib'] // 1024:5d}MB"
+            cells += [f"{mir:.2f}s", f"{embedded / mir:.3f}", f"{row['mir_rss_kib'] // 1024}MB"]
         else:
-            line += "  (no mir environment)"
-        print(line)
+            cells.append("(no mir environment)")
+        print(" ".join(f"{cell:>9}" for cell in cells))
     print(
         f"\nThroughput: {throughput['packages']} small packages in {throughput['seconds']:.2f}s "
         f"= {throughput['per_second']:.1f} packages/s (imported {throughput['imported']})"

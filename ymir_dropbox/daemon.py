@@ -285,8 +285,10 @@ class Daemon:
                 self.tracker.forget(relative)
                 return
         if stat.S_ISDIR(info.st_mode):
+            self.tracker.forget(relative)
             return
         if not is_package_name(relative, self.config.watch) or not stat.S_ISREG(info.st_mode):
+            self.tracker.forget(relative)
             self.report_once(relative, info)
             return
         self.tracker.observe(relative, Observation.of(info), signal)
@@ -306,15 +308,7 @@ class Daemon:
     def restat_settling(self) -> None:
         """Without events (polling, NFS) settle is seen only by looking again."""
         for relative in self.tracker.settling():
-            try:
-                info = os.lstat(self.paths.inbox / relative)
-            except OSError:
-                self.tracker.forget(relative)
-                continue
-            if stat.S_ISREG(info.st_mode):
-                self.tracker.observe(relative, Observation.of(info), signal=False)
-            else:
-                self.tracker.forget(relative)
+            self.consider(relative, None, signal=False)
 
     def dispatch(self) -> None:
         room = 2 * self.config.import_.workers - len(self.running)

@@ -28,7 +28,7 @@ from ymir_dropbox.validation import ValidationReport
 TEMP_PREFIX = ".ymir-dropbox-"
 TEMP_SUFFIX = ".tmp"
 COPY_CHUNK = 1024 * 1024
-QUEUE_CHUNKS = 16
+QUEUE_CHUNKS = 4
 # Below this, starting a thread costs more than it saves.
 THREAD_ABOVE_BYTES = 8 * 1024 * 1024
 

@@ -62,10 +62,10 @@ def is_network_filesystem(kind: str) -> bool:
     return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.")
 
 
-def choose_mode(mode: str, inbox: Path) -> str:
+def choose_mode(mode: str, inbox: Path, mountinfo: Path = MOUNTINFO) -> str:
     if mode != "auto":
         return mode
-    kind = filesystem_type(inbox)
+    kind = filesystem_type(inbox, mountinfo)
     return "polling" if is_network_filesystem(kind) else "inotify"
 
 
