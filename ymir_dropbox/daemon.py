@@ -525,9 +525,11 @@ class Daemon:
             "package_settled",
             attempt=attempt_id,
             path=str(relative),
+            sha256=row.get("sha256"),
             status=status,
             target=str(target),
             step="settle",
+            duration=row.get("duration"),
         )
         return True
 
