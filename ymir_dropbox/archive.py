@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import math
 import os
 import re
 import stat
@@ -26,6 +27,7 @@ from isal import igzip, isal_zlib
 
 from ymir_dropbox.config import Limits
 from ymir_dropbox.problems import Problem
+from ymir_dropbox.rules import SLASH_LOOKALIKES
 
 # isal raises its own error for bad deflate data where zlib raises zlib.error
 ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
@@ -40,7 +42,6 @@ BLOCK = tarfile.BLOCKSIZE
 # Ratios are only judged once this many bytes are unpacked: a tiny package always has a high
 # ratio (tar headers and padding compress well) and cannot hurt anyone.
 RATIO_GRACE_BYTES = 1024 * 1024
-SLASH_LOOKALIKES = str.maketrans({"\\": "/", "\u2215": "/", "\u2044": "/", "\u29f8": "/"})
 DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -290,12 +291,12 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                 continue
             if info.isdir():
                 continue
-            if not info.isreg():
+            if not info.isreg() or info.sparse is not None or info.type == tarfile.GNUTYPE_SPARSE:
                 scan.add(
                     "tar.special_member",
                     name,
-                    f"member {name!r} is a device, fifo or other special file; "
-                    "only files and folders are allowed",
+                    f"member {name!r} is a device, fifo, sparse or other special file; "
+                    "only plain files and folders are allowed",
                 )
                 continue
             if name in seen:
@@ -311,7 +312,8 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                     "(limits.max_unpacked_bytes)",
                 )
                 raise _Stop("unpacked")
-            member = Member(name, info.size, info.offset_data, int(info.mtime))
+            mtime = int(info.mtime) if math.isfinite(info.mtime) else 0
+            member = Member(name, info.size, info.offset_data, mtime)
             scan.members[name] = member
             if name == INFO_NAME:
                 scan.info_member = member

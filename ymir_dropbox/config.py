@@ -245,6 +245,12 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
     mir_section = {**DEFAULTS["mir"], **import_section.pop("mir", {})}
     if import_section["backend"] == "mir" and not mir_section["root"]:
         raise ConfigError(f"{where}: import.mir.root: required when import.backend is 'mir'")
+    try:
+        mir_section["dst_rev"].format(id=1)
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"{where}: import.mir.dst_rev: {mir_section['dst_rev']!r} may use only the field {{id}}"
+        ) from None
     mir = MirConfig(
         bin=mir_section["bin"],
         root=resolve(mir_section["root"]).absolute() if mir_section["root"] else None,

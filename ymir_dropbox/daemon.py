@@ -10,6 +10,7 @@ finishes or redoes whatever was in processing/.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import queue
 import shutil
@@ -37,6 +38,7 @@ from ymir_dropbox.folders import (
     is_ignored,
     is_package_name,
     move,
+    remove_error_files,
     walk_inbox,
     write_error_files,
 )
@@ -53,6 +55,7 @@ log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
 WAKE = FileEvent("")  # not a file: wakes the loop when a job ends
 STATUS_EVERY_SECONDS = 5.0
+MAX_CRASHES = 3  # unexpected errors in a row before a claimed package goes to failed/
 
 
 def lock_path(config: Config) -> Path:
@@ -97,11 +100,11 @@ def lock_held(config: Config) -> bool:
 @dataclass(frozen=True, slots=True)
 class JobResult:
     """How a worker left a file: ``done``, ``not_ready``, ``changed``, ``gone``, ``ignored``,
-    ``transient`` (inbox file unreadable for now) or ``deferred`` (claimed, retry later)."""
+    ``transient`` (inbox file unreadable for now), ``deferred`` (claimed; the machine failed,
+    retry later) or ``crashed`` (claimed; an unexpected error, retried a few times)."""
 
     kind: str
     relative: PurePosixPath
-    claimed: bool = False
     status: str | None = None
     reason: str = ""
 
@@ -126,7 +129,9 @@ class Daemon:
         )
         self.executor = ThreadPoolExecutor(config.import_.workers, thread_name_prefix="import")
         self.running: dict[Future[JobResult], PurePosixPath] = {}
-        self.redo: dict[PurePosixPath, tuple[float, int]] = {}
+        self.redo: dict[PurePosixPath, float] = {}  # claimed packages to import again, and when
+        self.failures: Counter[PurePosixPath] = Counter()  # passing failures in a row
+        self.crashes: Counter[PurePosixPath] = Counter()  # unexpected errors in a row
         self.stopping = threading.Event()
         self.reload_requested = False
         self.reported: set[PurePosixPath] = set()
@@ -157,29 +162,28 @@ class Daemon:
                 notes=[*(row.get("notes") or []), "interrupted: the daemon stopped mid-import"],
             )
             log.warning("attempt_interrupted", attempt=row["id"], package=row["package"])
-        rows = {row["processing_path"]: row for row in self.ledger.in_place("processing")}
+        # Every attempt still placed in processing/ has a final status now (the unfinished
+        # ones gave up their place above): settle its file, or note where it went.
         present = {
             as_text(str(relative)): relative
             for relative, info in walk_inbox(self.paths.processing, True)
             if stat.S_ISREG(info.st_mode)
         }
-        for key, row in rows.items():
-            relative = present.pop(key, None)
-            finished = row["status"] in {"imported", "duplicate", "failed"}
-            if relative is not None and finished:
+        for row in self.ledger.in_place("processing"):
+            relative = present.pop(row["processing_path"], None)
+            final = Path(row["final_path"]) if row["final_path"] else None
+            if relative is not None:
                 self.settle(row["id"], relative, row["status"])
-            elif relative is None and finished and row["final_path"]:
-                destination = "failed" if row["status"] == "failed" else "done"
-                if Path(row["final_path"]).exists():
-                    self.ledger.update(row["id"], place=destination)
-            elif relative is None:
-                self.ledger.update(row["id"], place="lost")
-                log.error("package_missing_from_processing", attempt=row["id"], path=key)
+            elif final is not None and final.exists():
+                self.ledger.update(
+                    row["id"], place="failed" if row["status"] == "failed" else "done"
+                )
             else:
-                present[key] = relative  # an unfinished attempt: redo it below
+                self.ledger.update(row["id"], place="lost", final_path=None)
+                log.error("package_missing_from_processing", attempt=row["id"], path=str(final))
         for relative in sorted(present.values()):
             log.info("package_recovered", path=str(relative))
-            self.redo[relative] = (0.0, 0)
+            self.redo[relative] = 0.0
 
     def complete_in_backend(self, row: dict[str, Any]) -> bool:
         """Record an import the backend finished before the crash, rather than redo it."""
@@ -203,7 +207,7 @@ class Daemon:
     # -- the loop --------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        self.watcher.start()
+        self.start_watching()
         self.rescan()
         notify("READY=1")
         log.info(
@@ -223,7 +227,9 @@ class Daemon:
             if moment >= next_rescan or not self.watcher.healthy():
                 if not self.watcher.healthy():
                     log.warning("watch_restarted", inbox=str(self.paths.inbox))
-                    self.watcher.restart()
+                    self.watcher.stop()
+                    self.paths.inbox.mkdir(parents=True, exist_ok=True)
+                    self.start_watching()
                 self.rescan()
                 next_rescan = moment + self.config.watch.rescan_interval
             if moment >= next_restat:
@@ -237,6 +243,17 @@ class Daemon:
                 notify("WATCHDOG=1")
                 next_ping = moment + interval
         self.shutdown()
+
+    def start_watching(self) -> None:
+        """Start the observer; if inotify is out of watches or instances, poll instead."""
+        try:
+            self.watcher.start()
+        except OSError as error:
+            if self.watcher.mode == "polling":
+                raise
+            log.error("watch_failed", mode=self.watcher.mode, error=str(error), fallback="polling")
+            self.watcher.mode = "polling"
+            self.watcher.start()
 
     def drain_events(self, timeout: float) -> None:
         try:
@@ -313,12 +330,12 @@ class Daemon:
     def dispatch(self) -> None:
         room = 2 * self.config.import_.workers - len(self.running)
         moment = time.monotonic()
-        for relative, (not_before, failures) in sorted(self.redo.items()):
+        for relative, not_before in sorted(self.redo.items()):
             if room <= 0:
                 return
             if not_before <= moment:
                 del self.redo[relative]
-                self.submit(relative, self.process_claimed_file, relative, failures)
+                self.submit(relative, self.process_claimed_file, relative)
                 room -= 1
         if room <= 0:
             return
@@ -341,7 +358,7 @@ class Daemon:
                 log.exception("job_crashed", error=repr(error))
                 claimed = (self.paths.processing / relative).exists()
                 return JobResult(
-                    "deferred" if claimed else "transient", relative, claimed, reason=repr(error)
+                    "crashed" if claimed else "transient", relative, reason=repr(error)
                 )
 
     def collect(self) -> None:
@@ -354,6 +371,8 @@ class Daemon:
         match result.kind:
             case "done":
                 self.counts[result.status or "done"] += 1
+                self.failures.pop(relative, None)
+                self.crashes.pop(relative, None)
                 self.tracker.forget(relative)
                 self.consider(relative, None, signal=False)
             case "not_ready" | "changed":
@@ -365,14 +384,21 @@ class Daemon:
                 log.warning(
                     "package_retry_later", path=str(relative), reason=result.reason, delay=delay
                 )
-            case "deferred":
+            case "crashed" if self.crashes[relative] + 1 >= MAX_CRASHES:
+                # Not the machine's fault and not going away: fail it, with the reason.
+                self.crashes.pop(relative)
+                self.failures.pop(relative, None)
+                self.submit(relative, self.fail_claimed, relative, result.reason)
+            case "deferred" | "crashed":
+                if result.kind == "crashed":
+                    self.crashes[relative] += 1
                 self.tracker.forget(relative)
-                _, failures = self.redo.get(relative, (0.0, 0))
+                self.failures[relative] += 1
                 delay = min(
                     self.config.daemon.retry_max_seconds,
-                    self.config.watch.settle_seconds * 2.0**failures,
+                    self.config.watch.settle_seconds * 2.0 ** (self.failures[relative] - 1),
                 )
-                self.redo[relative] = (time.monotonic() + delay, failures + 1)
+                self.redo[relative] = time.monotonic() + delay
                 log.warning(
                     "import_retry_later", path=str(relative), reason=result.reason, delay=delay
                 )
@@ -392,7 +418,7 @@ class Daemon:
         if Observation.of(info) != ready.observation:
             return JobResult("changed", relative)
         try:
-            if not ready.quiet and not gzip_complete(path):
+            if not ready.quiet and not gzip_complete(path, self.config.limits.max_ratio):
                 return JobResult("not_ready", relative)
             with open_package(path):
                 pass
@@ -432,22 +458,51 @@ class Daemon:
         )
         return self.import_claimed(relative, attempt_id)
 
-    def process_claimed_file(self, relative: PurePosixPath, failures: int) -> JobResult:
+    def process_claimed_file(self, relative: PurePosixPath) -> JobResult:
         """Redo a package found in processing/ (after a crash, or a deferred import)."""
         path = self.paths.processing / relative
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             return JobResult("gone", relative)
+        finished = self.finished_in_processing(relative)
+        if finished is not None:  # imported or failed already; only the move went wrong
+            self.settle(finished["id"], relative, finished["status"])
+            return JobResult("done", relative, finished["status"])
         attempt_id = self.ledger.begin(
             package=relative.name,
             source=str(relative),
             size=info.st_size,
             place="processing",
             processing_path=str(relative),
-            notes=[f"redo after an interruption (try {failures + 1})"],
+            notes=[f"redo after an interruption (failures so far: {self.failures[relative]})"],
         )
         return self.import_claimed(relative, attempt_id)
+
+    def finished_in_processing(self, relative: PurePosixPath) -> dict[str, Any] | None:
+        rows = self.ledger.query(
+            "SELECT * FROM attempts WHERE place = 'processing' AND processing_path = ? "
+            "AND status IN ('imported', 'duplicate', 'failed') ORDER BY id DESC LIMIT 1",
+            [as_text(str(relative))],
+        )
+        return next(iter(rows), None)
+
+    def fail_claimed(self, relative: PurePosixPath, reason: str) -> JobResult:
+        """A claimed package whose import keeps crashing: failed/, with the error."""
+        with open_package(self.paths.processing / relative) as stream:
+            sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+        attempt_id = self.ledger.begin(
+            package=relative.name,
+            source=str(relative),
+            sha256=sha256,
+            place="processing",
+            processing_path=str(relative),
+        )
+        message = f"the import failed {MAX_CRASHES} times with an unexpected error: {reason}"
+        problem = {"code": "import.crashed", "field": "", "message": message}
+        self.ledger.finish(attempt_id, "failed", errors=[problem])
+        self.settle(attempt_id, relative, "failed")
+        return JobResult("done", relative, "failed")
 
     def import_claimed(self, relative: PurePosixPath, attempt_id: int) -> JobResult:
         path = self.paths.processing / relative
@@ -460,27 +515,36 @@ class Daemon:
             }
             self.ledger.finish(attempt_id, "failed", errors=[problem])
             self.settle(attempt_id, relative, "failed")
-            return JobResult("done", relative, True, "failed")
+            return JobResult("done", relative, "failed")
         try:
             outcome = self.importer.run(path, attempt_id)
         except OSError as error:
+            # The machine's fault (disk full, store read-only, I/O error): retry with backoff.
             reason = f"{error.strerror or error}: {getattr(error, 'filename', '') or ''}".rstrip(
                 ": "
             )
             self.ledger.finish(
                 attempt_id,
                 "interrupted",
-                errors=[{"code": "import.store_failed", "field": "", "message": reason}],
+                errors=[{"code": "import.io_error", "field": "", "message": reason}],
             )
             log.error("import_io_error", attempt=attempt_id, path=str(relative), error=reason)
-            return JobResult("deferred", relative, True, reason=reason)
+            return JobResult("deferred", relative, reason=reason)
+        except Exception as error:
+            log.exception("import_crashed", attempt=attempt_id, path=str(relative))
+            self.ledger.finish(
+                attempt_id,
+                "interrupted",
+                errors=[{"code": "import.crashed", "field": "", "message": repr(error)}],
+            )
+            return JobResult("crashed", relative, reason=repr(error))
         if not self.settle(attempt_id, relative, outcome.status, Observation.of(claimed)):
-            return JobResult("deferred", relative, True, reason="replaced while imported")
+            return JobResult("deferred", relative, reason="replaced while imported")
         row = self.ledger.get(attempt_id) or {}
         self.metrics.record(
             outcome.status, outcome.duration, int(row.get("size") or 0), time.time()
         )
-        return JobResult("done", relative, True, outcome.status)
+        return JobResult("done", relative, outcome.status)
 
     def settle(
         self,
@@ -514,11 +578,18 @@ class Daemon:
             target = Path(planned)  # chosen before a crash; its error files may exist already
         else:
             target = free_path(folder, relative)
-        if destination == "failed":
-            write_error_files(target, row)
-        self.ledger.update(attempt_id, final_path=str(target))
-        crash_point("recorded")
-        move(source, target)
+        while True:
+            self.ledger.update(attempt_id, final_path=str(target))
+            if destination == "failed":
+                write_error_files(target, row)
+            crash_point("recorded")
+            try:
+                move(source, target)
+                break
+            except FileExistsError:  # another package took the name meanwhile
+                if destination == "failed":
+                    remove_error_files(target)
+                target = free_path(folder, relative)
         crash_point("moved")
         self.ledger.update(attempt_id, place=destination)
         log.info(
@@ -567,7 +638,15 @@ class Daemon:
             )
             self.ledger.close()
             sys.stderr.flush()
+            if self.reload_requested:
+                reexec()
             os._exit(0)
+
+
+def reexec() -> None:
+    """SIGHUP: the same command again, in this process, so systemd keeps its PID."""
+    log.info("daemon_reexec", reason="SIGHUP: reloading the configuration")
+    os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606
 
 
 def run_daemon(config: Config) -> int:
@@ -598,7 +677,6 @@ def run_daemon(config: Config) -> int:
     ledger.close()
     lock.close()
     if daemon.reload_requested:
-        log.info("daemon_reexec", reason="SIGHUP: reloading the configuration")
-        os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606
+        reexec()
     log.info("daemon_stopped")
     return 0

@@ -7,6 +7,8 @@ ever overwritten or deleted. Relative paths under the inbox are kept in every fo
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fnmatch
 import json
 import os
@@ -81,16 +83,38 @@ def _has_error_files(path: Path) -> bool:
 
 
 def move(source: Path, target: Path) -> None:
-    """Rename within one filesystem, creating the target's folder, and make it durable.
+    """Rename within one filesystem, never over an existing name, and make it durable.
 
-    One fsync of the target folder commits the rename (a single journal transaction on
-    ext4 and XFS): the package is never in both folders after a power cut.
+    Raises FileExistsError when ``target`` exists. One fsync of the target folder commits
+    the rename (a single journal transaction on ext4 and XFS): the package is never in both
+    folders after a power cut.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() or target.is_symlink():
-        raise FileExistsError(f"{target} exists; not overwriting it")
-    os.rename(source, target)
+    rename_noreplace(source, target)
     fsync_folder(target.parent)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """``rename`` that fails with FileExistsError instead of replacing ``target``, atomically
+    where the kernel and filesystem offer ``renameat2(RENAME_NOREPLACE)``."""
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is not None:
+        done = renameat2(
+            _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+        )
+        if done == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code), str(source), None, str(target))
+    if target.exists() or target.is_symlink():
+        raise FileExistsError(errno.EEXIST, "not replacing an existing file", str(target))
+    os.rename(source, target)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -105,6 +129,18 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def error_files(package: Path) -> tuple[Path, Path]:
+    return (
+        package.with_name(package.name + ".error.json"),
+        package.with_name(package.name + ".error.txt"),
+    )
+
+
+def remove_error_files(package: Path) -> None:
+    for path in error_files(package):
+        path.unlink(missing_ok=True)
 
 
 def write_error_files(package: Path, row: dict[str, Any]) -> None:
@@ -129,13 +165,9 @@ def write_error_files(package: Path, row: dict[str, Any]) -> None:
         lines.append(f"- {problem.get('code')}{where}: {problem.get('message')}")
     lines += ["", "Fix the package and copy it into the inbox again, or run `ymir-dropbox retry`."]
     package.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(
-        package.with_name(package.name + ".error.json"),
-        (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode(),
-    )
-    write_atomically(
-        package.with_name(package.name + ".error.txt"), ("\n".join(lines) + "\n").encode()
-    )
+    as_json, as_text = error_files(package)
+    write_atomically(as_json, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
+    write_atomically(as_text, ("\n".join(lines) + "\n").encode())
 
 
 def check_same_filesystem(config: Config) -> None:
@@ -155,7 +187,11 @@ def check_same_filesystem(config: Config) -> None:
 def retry_failed(
     config: Config, ledger: Ledger, ids: list[int] | None
 ) -> list[tuple[int, Path, Path]]:
-    """Move failed packages back into the inbox (keeping their relative path)."""
+    """Move failed packages back into the inbox, at its top level.
+
+    Not under their old relative path: uploaders own the inbox's folders, and one of them
+    may by now be a symlink leading out of it.
+    """
     rows = ledger.in_place("failed")
     if ids is not None:
         wanted = set(ids)
@@ -169,11 +205,14 @@ def retry_failed(
         source = Path(row["final_path"])
         if not source.is_file() or source.is_symlink():
             continue
-        relative = PurePosixPath(row["source"] or source.name)
-        target = free_path(config.paths.inbox, relative)
-        move(source, target)
-        for suffix in (".error.json", ".error.txt"):
-            source.with_name(source.name + suffix).unlink(missing_ok=True)
+        while True:
+            target = free_path(config.paths.inbox, PurePosixPath(source.name))
+            try:
+                move(source, target)
+                break
+            except FileExistsError:  # an uploader took the name meanwhile
+                continue
+        remove_error_files(source)
         ledger.update(row["id"], place="retried")
         moved.append((int(row["id"]), source, target))
     return moved

@@ -45,16 +45,21 @@ class Importer:
         self.config = config
         self.ledger = ledger
         self.backend = backend
-        self._guard = threading.Lock()
-        self._busy: dict[str, threading.Lock] = {}
+        self._changed = threading.Condition()
+        self._busy: set[str] = set()
 
     @contextmanager
     def _one_at_a_time(self, sha256: str) -> Iterator[None]:
         """Two copies of one package in flight at once are imported one after the other."""
-        with self._guard:
-            lock = self._busy.setdefault(sha256, threading.Lock())
-        with lock:
+        with self._changed:
+            self._changed.wait_for(lambda: sha256 not in self._busy)
+            self._busy.add(sha256)
+        try:
             yield
+        finally:
+            with self._changed:
+                self._busy.discard(sha256)
+                self._changed.notify_all()
 
     def run(self, path: Path, attempt_id: int) -> Outcome:
         """Import the package at ``path`` for the attempt ``attempt_id`` (already in the ledger).

@@ -58,7 +58,8 @@ CODES: dict[str, str] = {
     "package.missing_attachment": "an attachment listed in ymir-info.yaml is not in the archive",
     "package.unlisted_file": "a file in the archive that no stage lists (warning)",
     # import
-    "import.store_failed": "writing the model store failed",
+    "import.io_error": "reading the package or writing the store failed (retried later)",
+    "import.crashed": "the import failed with an unexpected error several times",
     "import.mir_failed": "the mir command failed",
     "import.mir_hash_mismatch": "the model file mir reported is not in the model store",
 }

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from isal import igzip
 
-from ymir_dropbox.archive import CHUNK, GZIP_MAGIC, ISAL_ERROR, open_package
+from ymir_dropbox.archive import CHUNK, GZIP_MAGIC, ISAL_ERROR, RATIO_GRACE_BYTES, open_package
 
 EMPTY_SETTLE_FACTOR = 10
 
@@ -148,21 +148,26 @@ class ReadinessTracker:
         return delay
 
 
-def gzip_complete(path: Path) -> bool:
+def gzip_complete(path: Path, max_ratio: float) -> bool:
     """Whether the gzip stream reaches its end marker (a writer may still be appending).
 
     A damaged stream counts as complete: it will not get better by waiting, and validation
-    reports it with its reason.
+    reports it with its reason. So does one that unpacks past ``max_ratio`` times its size
+    (a bomb): reading on would only cost, and validation refuses it.
     """
     with open_package(path) as raw:
         head = raw.read(2)
         if len(head) == 2 and head != GZIP_MAGIC:
             return True
         raw.seek(0)
+        ceiling = max(max_ratio * os.fstat(raw.fileno()).st_size, RATIO_GRACE_BYTES)
         stream = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        unpacked = 0
         try:
-            while stream.read(CHUNK):
-                pass
+            while chunk := stream.read(CHUNK):
+                unpacked += len(chunk)
+                if unpacked > ceiling:
+                    return True
         except EOFError:
             return False
         except (OSError, zlib.error, ISAL_ERROR, ValueError):

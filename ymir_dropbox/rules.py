@@ -7,6 +7,7 @@ belongs is a mistake, so ``integer`` and ``number`` refuse bools here.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,16 +22,20 @@ CHECK_FAILED = cerberus_errors.ErrorDefinition(
 )  # a value error, like min and max
 
 MAX_NAME_BYTES = 255
+# Characters that mean "/" to a person or after folding; "\\" is a separator on Windows.
+SLASH_LOOKALIKES = str.maketrans({"\\": "/", "\u2215": "/", "\u2044": "/", "\u29f8": "/"})
 
 
 def is_path_component(name: str) -> bool:
-    """A name we may use as one folder or file name: no separators, no climbing, no controls."""
+    """A name we may use as one folder or file name: no separators, no climbing, no controls,
+    also once Unicode look-alikes are folded (``．．``, ``a∕b``), as member names are checked."""
+    folded = unicodedata.normalize("NFKC", name).translate(SLASH_LOOKALIKES)
     return (
         bool(name)
-        and name not in {".", ".."}
-        and "/" not in name
-        and "\\" not in name
+        and not {name, folded} & {".", ".."}
+        and "/" not in folded
         and not any(ord(char) < 32 or ord(char) == 127 for char in name)
+        and not any(0xD800 <= ord(char) <= 0xDFFF for char in name)
         and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
     )
 
@@ -52,7 +57,9 @@ class StrictValidator(Validator):  # type: ignore[misc]
         if isinstance(value, list):
             seen: set[Any] = set()
             for item in value:
-                if isinstance(item, str) and item in seen:
+                if not isinstance(item, str):
+                    continue  # the type rule reports it
+                if item in seen:
                     self._error(field, CHECK_FAILED, "unique_strings", item)
                 seen.add(item)
 

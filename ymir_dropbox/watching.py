@@ -131,8 +131,3 @@ class InboxWatcher:
             return False
         alive = self.observer is not None and self.observer.is_alive()
         return alive and (info.st_dev, info.st_ino) == self.identity
-
-    def restart(self) -> None:
-        self.stop()
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        self.start()

@@ -59,12 +59,16 @@ def _sha1(path: Path) -> str:
 
 
 @contextmanager
-def _repository_flock(root: Path) -> Iterator[None]:
-    """Across processes too (a CLI import beside the daemon): flock the repository folder."""
+def _repository_flock(root: Path) -> Iterator[int]:
+    """Across processes too (a CLI import beside the daemon): flock the repository folder.
+
+    The descriptor is handed to ``mir``, so a ``mir`` that outlives a killed daemon still
+    holds the lock, and recovery waits for it before it looks at what ``mir`` did.
+    """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield fd
     finally:
         os.close(fd)
 
@@ -112,12 +116,13 @@ class MirBackend:
         dst_rev = attempt.get("dst_rev")
         if not dst_rev:
             return None
-        found = subprocess.run(
-            ["git", "-C", str(self.root), "log", "-1", "--format=%s", f"refs/tags/{dst_rev}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with self._lock(), _repository_flock(self.root):
+            found = subprocess.run(
+                ["git", "-C", str(self.root), "log", "-1", "--format=%s", f"refs/tags/{dst_rev}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         imported = IMPORT_COMMIT.search(found.stdout) if found.returncode == 0 else None
         if imported is None:
             return None
@@ -146,18 +151,25 @@ class MirBackend:
                 "--model-location", str(self.models),
                 "-w", str(attempt_work / "w"),
             ]  # fmt: skip
-            with self._lock(), _repository_flock(self.root):
+            with self._lock(), _repository_flock(self.root) as lock:
                 before = {path.name for path in self.models.iterdir()}
-                completed = subprocess.run(
-                    command,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    cwd=attempt_work,
-                    env={**GIT_IDENTITY, **os.environ},
-                    timeout=MIR_TIMEOUT_SECONDS,
-                    check=False,
-                )
+                try:
+                    completed = subprocess.run(
+                        command,
+                        capture_output=True,
+                        text=True,
+                        errors="replace",
+                        cwd=attempt_work,
+                        env={**GIT_IDENTITY, **os.environ},
+                        timeout=MIR_TIMEOUT_SECONDS,
+                        check=False,
+                        pass_fds=(lock,),  # mir keeps the lock even if we are killed
+                    )
+                except subprocess.TimeoutExpired:
+                    message = f"`mir models` ran over {MIR_TIMEOUT_SECONDS} s and was killed"
+                    raise ImportFailed(
+                        [Problem("import.mir_failed", "mir", message)], dst_rev=dst_rev
+                    ) from None
                 appeared = sorted({path.name for path in self.models.iterdir()} - before)
         finally:
             shutil.rmtree(attempt_work, ignore_errors=True)
