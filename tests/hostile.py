@@ -276,6 +276,43 @@ def absolute_next_to(path: Path) -> Path:
     return write_package(path, [*seed_entries(), Entry(name, b"escaped")])
 
 
+def sparse_member(path: Path) -> Path:
+    """A GNU sparse member: tarfile calls it a file, though the archive holds fewer bytes."""
+    sparse = tarfile.TarInfo("model-9000.params")
+    sparse.type = tarfile.GNUTYPE_SPARSE
+    sparse.size = 4096
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for entry in seed_entries():
+            info = tarfile.TarInfo(entry.name)
+            info.size = len(entry.data)
+            tar.addfile(info, io.BytesIO(entry.data))
+        tar.addfile(sparse, io.BytesIO(bytes(4096)))
+    path.write_bytes(gzip_bytes(buffer.getvalue()))
+    return path
+
+
+def pax_mtime(value: str) -> Builder:
+    """The seed's files, the first with a PAX mtime of ``value``; its info lists a missing file
+    so that the case has a problem to report once the mtime is read safely."""
+
+    def build(path: Path) -> Path:
+        info = seed_info()
+        info["stages"]["stage_1000"]["files"][0] = "absent.params"
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in seed_entries(info):
+                member = tarfile.TarInfo(entry.name)
+                member.size = len(entry.data)
+                if entry.name == "model-1000.params":
+                    member.pax_headers = {"mtime": value}
+                tar.addfile(member, io.BytesIO(entry.data))
+        path.write_bytes(gzip_bytes(buffer.getvalue()))
+        return path
+
+    return build
+
+
 # The first node past info_yaml.MAX_DEPTH (64) in `deep: [[[...]]]`: the root is at depth 0,
 # the value of `deep` at 1, each nested list one deeper, so the culprit is 64 lists down.
 DEEP_FIELD = "deep" + "[0]" * 64
@@ -982,6 +1019,32 @@ CASES: list[Hostile] = [
         legacy(files=["model-1000.params"]),
         "package.missing_file",
         "stages.default_best_stage.files[1]",
+    ),
+    # found in review: each crashed validation or stored wrong bytes before
+    Hostile("sparse-member", sparse_member, "tar.special_member", "model-9000.params"),
+    Hostile(
+        "mtime-infinite",
+        pax_mtime("1e400"),
+        "package.missing_file",
+        "stages.stage_1000.files[0]",
+    ),
+    Hostile(
+        "class-name-a-mapping",
+        edited(("executor_config.class_names", [{"a": 1}])),
+        "info.wrong_type",
+        "executor_config.class_names[0]",
+    ),
+    Hostile(
+        "stage-key-fullwidth-dots",
+        rename_stage("stage_1000", "\uff0e\uff0e"),
+        "info.bad_file_name",
+        "stages.\uff0e\uff0e",
+    ),
+    Hostile(
+        "file-with-division-slash",
+        edited(("stages.stage_1000.files", ["a\u2215b"])),
+        "info.bad_file_name",
+        "stages.stage_1000.files[0]",
     ),
 ]
 

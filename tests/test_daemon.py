@@ -439,7 +439,9 @@ def test_status_json_counts_waiting_processing_imported_and_failed(make: Dropbox
     assert status["waiting_packages"] == ["waiting.tar.gz"]
 
 
-def test_retry_all_failed_moves_failed_packages_back_to_the_inbox_top_level(make: Dropboxes) -> None:
+def test_retry_all_failed_moves_failed_packages_back_to_the_inbox_top_level(
+    make: Dropboxes,
+) -> None:
     dropbox = make()
     dropbox.start()
     dropbox.drop_invalid("bad-1.tar.gz")
