@@ -289,8 +289,8 @@ def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.folders import retry_failed
     from ymir_dropbox.ledger import Ledger
+    from ymir_dropbox.retry import retry_failed
 
     if not arguments.ids and not arguments.all_failed:
         raise ConfigError("retry needs attempt IDs or --all-failed")

@@ -1,4 +1,4 @@
-"""The daemon: wiring, the scheduling loop, the workers, recovery, signals, the lock.
+"""The daemon: wiring, the scheduling loop, the workers, recovery and signals.
 
 The main thread owns the readiness tracker: it drains watch events, rescans, re-stats files
 that are settling and hands ready ones to a pool of ``[import] workers`` threads. A worker
@@ -9,7 +9,6 @@ finishes or redoes whatever was in processing/.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import queue
@@ -24,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import structlog
 
@@ -44,8 +43,8 @@ from ymir_dropbox.folders import (
 )
 from ymir_dropbox.importer import Importer
 from ymir_dropbox.ledger import IN_FLIGHT, DuplicateImport, Ledger, as_text
+from ymir_dropbox.lock import acquire_lock
 from ymir_dropbox.metrics import Metrics
-from ymir_dropbox.problems import DropboxError
 from ymir_dropbox.readiness import Observation, ReadinessTracker, Ready, gzip_complete
 from ymir_dropbox.sdnotify import notify, watchdog_interval
 from ymir_dropbox.store import remove_temporaries
@@ -56,45 +55,6 @@ EVENTS_PER_TICK = 10_000
 WAKE = FileEvent("")  # not a file: wakes the loop when a job ends
 STATUS_EVERY_SECONDS = 5.0
 MAX_CRASHES = 3  # unexpected errors in a row before a claimed package goes to failed/
-
-
-def lock_path(config: Config) -> Path:
-    return config.paths.ledger.with_name(config.paths.ledger.name + ".lock")
-
-
-def acquire_lock(config: Config) -> IO[str]:
-    """One daemon per set of folders: an exclusive flock beside the ledger, held until exit."""
-    path = lock_path(config)
-    stream = path.open("a+")
-    try:
-        fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        stream.seek(0)
-        holder = stream.read().strip() or "unknown"
-        stream.close()
-        raise DropboxError(
-            f"another ymir-dropbox (pid {holder}) is already running on these folders "
-            f"(lock {path} is held); refusing to start a second one"
-        ) from None
-    stream.seek(0)
-    stream.truncate()
-    stream.write(f"{os.getpid()}\n")
-    stream.flush()
-    return stream
-
-
-def lock_held(config: Config) -> bool:
-    """Whether a daemon holds the lock now (for ``status``)."""
-    path = lock_path(config)
-    if not path.exists():
-        return False
-    with path.open("r") as stream:
-        try:
-            fcntl.flock(stream, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(stream, fcntl.LOCK_UN)
-    return False
 
 
 @dataclass(frozen=True, slots=True)

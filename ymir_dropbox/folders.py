@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config, WatchConfig
-from ymir_dropbox.ledger import Ledger
 from ymir_dropbox.problems import DropboxError
 from ymir_dropbox.store import TEMP_PREFIX, TEMP_SUFFIX, fsync_folder
 
@@ -129,6 +128,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
 
 
 def error_files(package: Path) -> tuple[Path, Path]:
@@ -182,37 +182,3 @@ def check_same_filesystem(config: Config) -> None:
             "inbox, processing, done and failed must be on one filesystem so that every move "
             f"is an atomic rename; they are not: {listing}"
         )
-
-
-def retry_failed(
-    config: Config, ledger: Ledger, ids: list[int] | None
-) -> list[tuple[int, Path, Path]]:
-    """Move failed packages back into the inbox, at its top level.
-
-    Not under their old relative path: uploaders own the inbox's folders, and one of them
-    may by now be a symlink leading out of it.
-    """
-    rows = ledger.in_place("failed")
-    if ids is not None:
-        wanted = set(ids)
-        rows = [row for row in rows if row["id"] in wanted]
-        missing = wanted - {row["id"] for row in rows}
-        if missing:
-            listed = ", ".join(map(str, sorted(missing)))
-            raise DropboxError(f"no failed package in failed/ for attempt(s) {listed}")
-    moved = []
-    for row in rows:
-        source = Path(row["final_path"])
-        if not source.is_file() or source.is_symlink():
-            continue
-        while True:
-            target = free_path(config.paths.inbox, PurePosixPath(source.name))
-            try:
-                move(source, target)
-                break
-            except FileExistsError:  # an uploader took the name meanwhile
-                continue
-        remove_error_files(source)
-        ledger.update(row["id"], place="retried")
-        moved.append((int(row["id"]), source, target))
-    return moved
