@@ -42,7 +42,8 @@ class Observation:
 @dataclass(slots=True)
 class Candidate:
     observation: Observation
-    changed_at: float
+    changed_at: float  # when it last changed, as far as we know (first sight: from its mtime)
+    seen_since: float  # since when we have seen it unchanged ourselves
     signalled: bool = False
     not_before: float = 0.0
     failures: int = 0
@@ -80,10 +81,10 @@ class ReadinessTracker:
             # been quiet, so files that arrived while we were down are not made to wait.
             age = max(0.0, self.wall_clock() - observation.mtime_ns / 1e9)
             changed_at = now - min(age, EMPTY_SETTLE_FACTOR * self.settle_seconds)
-            self.candidates[relative] = Candidate(observation, changed_at, signal)
+            self.candidates[relative] = Candidate(observation, changed_at, now, signal)
         elif known.observation != observation:
             known.observation = observation
-            known.changed_at = now
+            known.changed_at = known.seen_since = now
             known.signalled = signal
         elif signal:
             known.signalled = True
@@ -123,10 +124,12 @@ class ReadinessTracker:
                     known.dispatched = True
                     found.append(Ready(relative, known.observation, quiet=True))
                 continue
-            quiet = known.quiet_for(now) >= self.settle_seconds
-            if quiet or known.signalled:
+            if known.quiet_for(now) >= self.settle_seconds or known.signalled:
+                # Quiet only by its mtime (another machine's clock, on NFS or SMB) is not
+                # enough to skip the completeness check: quiet while we watched is.
+                watched_quiet = now - known.seen_since >= self.settle_seconds
                 known.dispatched = True
-                found.append(Ready(relative, known.observation, quiet))
+                found.append(Ready(relative, known.observation, watched_quiet))
         return found
 
     def not_yet(self, relative: PurePosixPath) -> None:
@@ -135,6 +138,7 @@ class ReadinessTracker:
         if known is not None:
             known.dispatched = False
             known.signalled = False
+            known.changed_at = max(known.changed_at, known.seen_since)  # judge by what we saw
 
     def back_off(self, relative: PurePosixPath, maximum: float) -> float:
         """A passing failure (busy, permission): retry later, doubling the wait each time."""

@@ -1,0 +1,144 @@
+"""The readiness rules, with the clocks in the test's hands."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from factory import gzip_bytes, seed_package
+
+from ymir_dropbox.readiness import (
+    EMPTY_SETTLE_FACTOR,
+    Observation,
+    ReadinessTracker,
+    gzip_complete,
+)
+
+SETTLE = 5.0
+NAME = PurePosixPath("model.tar.gz")
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.monotonic = 1000.0
+        self.wall = 1_700_000_000.0
+
+    def advance(self, seconds: float) -> None:
+        self.monotonic += seconds
+        self.wall += seconds
+
+
+def tracker(clocks: Clocks) -> ReadinessTracker:
+    return ReadinessTracker(SETTLE, clock=lambda: clocks.monotonic, wall_clock=lambda: clocks.wall)
+
+
+def written(clocks: Clocks, size: int = 100, ago: float = 0.0) -> Observation:
+    return Observation(size, int((clocks.wall - ago) * 1e9), inode=7)
+
+
+def test_a_fresh_file_without_signal_waits_for_settle() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), signal=False)
+
+    assert readiness.ready(10) == []
+    clocks.advance(SETTLE)
+    (ready,) = readiness.ready(10)
+    assert ready.relative == NAME and ready.quiet
+
+
+def test_a_signal_makes_it_a_candidate_at_once_but_not_quiet() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), signal=True)
+
+    (ready,) = readiness.ready(10)
+    assert not ready.quiet  # the worker still checks the gzip stream
+
+
+def test_a_change_restarts_the_settle_time() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), signal=False)
+    clocks.advance(SETTLE - 1)
+    readiness.observe(NAME, written(clocks, size=200), signal=False)
+    clocks.advance(SETTLE - 1)
+
+    assert readiness.ready(10) == []
+
+
+def test_an_old_mtime_is_a_candidate_at_once_but_checked_for_completeness() -> None:
+    """Files that arrived while the daemon was down are not made to wait; yet an mtime may
+    come from another machine's clock, so only quiet that we watched skips the check."""
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks, ago=3600), signal=False)
+
+    (ready,) = readiness.ready(10)
+    assert not ready.quiet
+
+    readiness.not_yet(NAME)  # the worker found the stream incomplete
+    assert readiness.ready(10) == []
+    clocks.advance(SETTLE)
+    (ready,) = readiness.ready(10)
+    assert ready.quiet
+
+
+def test_an_empty_file_waits_much_longer_than_settle() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks, size=0), signal=True)
+
+    clocks.advance(SETTLE * (EMPTY_SETTLE_FACTOR - 1))
+    assert readiness.ready(10) == []
+    clocks.advance(SETTLE)
+    assert [ready.relative for ready in readiness.ready(10)] == [NAME]
+
+
+def test_back_off_doubles_up_to_the_maximum() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), signal=True)
+    readiness.ready(10)
+
+    delays = [readiness.back_off(NAME, maximum=30.0) for _ in range(5)]
+
+    assert delays == [5.0, 10.0, 20.0, 30.0, 30.0]
+    assert readiness.ready(10) == []
+    clocks.advance(30.0)
+    assert len(readiness.ready(10)) == 1
+
+
+def test_ready_respects_the_limit_and_takes_the_oldest_first() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    for index in range(5):
+        readiness.observe(PurePosixPath(f"p{index}.tar.gz"), written(clocks), signal=True)
+        clocks.advance(0.1)
+
+    first = readiness.ready(2)
+    rest = readiness.ready(10)
+
+    assert [ready.relative.name for ready in first] == ["p0.tar.gz", "p1.tar.gz"]
+    assert len(rest) == 3
+
+
+def test_gzip_complete_tells_a_half_written_stream(tmp_path: Path) -> None:
+    whole = seed_package(tmp_path / "whole.tar.gz")
+    half = tmp_path / "half.tar.gz"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    not_gzip = tmp_path / "text.tar.gz"
+    not_gzip.write_bytes(b"hello world")
+
+    assert gzip_complete(whole, max_ratio=200)
+    assert not gzip_complete(half, max_ratio=200)
+    assert gzip_complete(not_gzip, max_ratio=200)  # will not get better by waiting
+
+
+def test_gzip_complete_stops_early_on_a_bomb(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip_bytes(bytes(64 * 1024 * 1024))[:-8])  # truncated, and 1000:1
+
+    assert gzip_complete(
+        bomb, max_ratio=10
+    )  # past the ratio it is "complete": validation refuses it
+    assert not gzip_complete(bomb, max_ratio=100_000)
