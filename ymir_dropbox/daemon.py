@@ -391,13 +391,7 @@ class Daemon:
             return JobResult(
                 "transient", relative, reason="a package of that name is being imported"
             )
-        attempt_id = self.ledger.begin(
-            package=relative.name,
-            source=str(relative),
-            size=info.st_size,
-            place="inbox",
-            processing_path=str(relative),
-        )
+        attempt_id = self.begin_attempt(relative, "inbox", size=info.st_size)
         crash_point("claim")
         try:
             move(path, target)
@@ -429,15 +423,23 @@ class Daemon:
         if finished is not None:  # imported or failed already; only the move went wrong
             self.settle(finished["id"], relative, finished["status"])
             return JobResult("done", relative, finished["status"])
-        attempt_id = self.ledger.begin(
-            package=relative.name,
-            source=str(relative),
+        attempt_id = self.begin_attempt(
+            relative,
+            "processing",
             size=info.st_size,
-            place="processing",
-            processing_path=str(relative),
             notes=[f"redo after an interruption (failures so far: {self.failures[relative]})"],
         )
         return self.import_claimed(relative, attempt_id)
+
+    def begin_attempt(self, relative: PurePosixPath, place: str, **fields: Any) -> int:
+        """A new ledger row for the package at ``relative`` (under the inbox or processing/)."""
+        return self.ledger.begin(
+            package=relative.name,
+            source=str(relative),
+            place=place,
+            processing_path=str(relative),
+            **fields,
+        )
 
     def finished_in_processing(self, relative: PurePosixPath) -> dict[str, Any] | None:
         rows = self.ledger.query(
@@ -451,13 +453,7 @@ class Daemon:
         """A claimed package whose import keeps crashing: failed/, with the error."""
         with open_package(self.paths.processing / relative) as stream:
             sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
-        attempt_id = self.ledger.begin(
-            package=relative.name,
-            source=str(relative),
-            sha256=sha256,
-            place="processing",
-            processing_path=str(relative),
-        )
+        attempt_id = self.begin_attempt(relative, "processing", sha256=sha256)
         message = f"the import failed {MAX_CRASHES} times with an unexpected error: {reason}"
         problem = {"code": "import.crashed", "field": "", "message": message}
         self.ledger.finish(attempt_id, "failed", errors=[problem])
