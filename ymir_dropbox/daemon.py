@@ -251,6 +251,7 @@ class Daemon:
             known = self.tracker.candidates[relative]
             if relative not in seen and not known.dispatched:
                 self.tracker.forget(relative)
+        self.reported &= seen  # a name that comes back is reported again
 
     def consider(self, relative: PurePosixPath, info: os.stat_result | None, signal: bool) -> None:
         if relative == PurePosixPath(".") or is_ignored(relative, self.config.watch):
