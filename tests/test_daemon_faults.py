@@ -4,6 +4,7 @@ twice or half, no temporary file left, and the daemon keeps serving."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -253,4 +254,25 @@ def test_500_packages_arriving_while_down_are_all_imported_once(make: Dropboxes)
     dropbox.wait_settled(timeout=120)
     assert len(dropbox.names("done")) == 500
     assert final_statuses(dropbox) == ["imported"] * 500
+    dropbox.assert_invariants()
+
+
+def test_an_import_that_keeps_crashing_goes_to_failed_and_the_daemon_serves_on(
+    make: Dropboxes,
+) -> None:
+    """An unexpected error (a bug) at the store step: retried, then failed as import.crashed."""
+    dropbox = make()
+    dropbox.start(env={"YMIR_DROPBOX_FAIL_AT": "stored"})
+    drop = dropbox.drop_valid("model.tar.gz")
+    dropbox.wait_settled(timeout=60)
+
+    assert dropbox.names("failed") == {"model.tar.gz"}
+    report = json.loads((dropbox.folder("failed") / "model.tar.gz.error.json").read_text())
+    assert [error["code"] for error in report["errors"]] == ["import.crashed"]
+    assert "injected fault at stored" in report["errors"][0]["message"]
+    statuses = [row["status"] for row in dropbox.rows_for(drop)]
+    assert statuses.count("interrupted") == 3 and statuses[-1] == "failed"
+    assert dropbox.running
+    dropbox.stop()
+    # the model file of each crashed try was written before the fault; nothing else is left
     dropbox.assert_invariants()

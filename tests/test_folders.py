@@ -1,0 +1,77 @@
+"""The folder rules: which names are packages, free names, moves that never replace."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from ymir_dropbox.config import load_config
+from ymir_dropbox.folders import free_path, is_ignored, is_package_name, move, split_suffix
+
+
+@pytest.mark.parametrize(
+    ("name", "taken"),
+    [
+        ("model.tar.gz", True),
+        ("model.tgz", True),
+        ("model.zip", False),
+        (".model.tar.gz.Xa12", False),
+        ("model.tar.gz.part", False),
+        ("model.tar.gz~", False),
+        (".hidden/model.tar.gz", False),
+    ],
+)
+def test_which_names_are_packages(name: str, taken: bool) -> None:
+    watch = load_config(None).watch
+    relative = PurePosixPath(name)
+
+    assert (is_package_name(relative, watch) and not is_ignored(relative, watch)) is taken
+
+
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [
+        ("a.tar.gz", ("a", ".tar.gz")),
+        ("a.tgz", ("a", ".tgz")),
+        ("a.b", ("a", ".b")),
+        ("a", ("a", "")),
+    ],
+)
+def test_split_suffix_keeps_compound_suffixes(name: str, parts: tuple[str, str]) -> None:
+    assert split_suffix(name) == parts
+
+
+def test_free_path_skips_taken_names_and_error_reports(tmp_path: Path) -> None:
+    (tmp_path / "m.tar.gz").write_bytes(b"1")
+    (tmp_path / "m.1.tar.gz.error.json").write_text("{}")
+
+    assert free_path(tmp_path, PurePosixPath("m.tar.gz")) == tmp_path / "m.2.tar.gz"
+    assert free_path(tmp_path, PurePosixPath("new.tar.gz")) == tmp_path / "new.tar.gz"
+
+
+def test_move_never_replaces_a_file(tmp_path: Path) -> None:
+    source = tmp_path / "a" / "p.tar.gz"
+    source.parent.mkdir()
+    source.write_bytes(b"incoming")
+    target = tmp_path / "b" / "sub" / "p.tar.gz"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"already here")
+
+    with pytest.raises(FileExistsError):
+        move(source, target)
+    assert target.read_bytes() == b"already here"
+    assert source.read_bytes() == b"incoming"
+
+    target.unlink()
+    move(source, target)
+    assert target.read_bytes() == b"incoming" and not source.exists()
+
+
+def test_move_creates_the_target_folder(tmp_path: Path) -> None:
+    source = tmp_path / "p.tar.gz"
+    source.write_bytes(b"x")
+
+    move(source, tmp_path / "deep" / "er" / "p.tar.gz")
+
+    assert (tmp_path / "deep" / "er" / "p.tar.gz").read_bytes() == b"x"
