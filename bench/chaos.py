@@ -61,10 +61,13 @@ def main() -> None:
     parser.add_argument("--packages", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kill-chance", type=float, default=0.12)
+    parser.add_argument("--mode", choices=["inotify", "polling"], default="inotify")
     arguments = parser.parse_args()
     rng = random.Random(arguments.seed)
     root = Path(tempfile.mkdtemp(prefix="ymir-dropbox-chaos-"))
-    dropbox = Dropbox(root, settle_seconds=1.0, poll_interval=0.2, rescan_interval=2.0)
+    dropbox = Dropbox(
+        root, mode=arguments.mode, settle_seconds=1.0, poll_interval=0.2, rescan_interval=2.0
+    )
     source = root / "source"
     source.mkdir()
     packages: dict[str, bytes] = {}

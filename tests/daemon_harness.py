@@ -415,8 +415,18 @@ class Dropbox:
                         continue
                     if folder == "failed" and name.endswith(ERROR_SUFFIXES):
                         continue
+                    if name.startswith(".ymir-dropbox-") and name.endswith(".tmp"):
+                        continue  # an error report being written; see temporaries()
                     found.add(str(path.relative_to(base)))
         return found
+
+    def temporaries(self) -> list[Path]:
+        """The daemon's own temporary files in the package folders (removed at its start)."""
+        return [
+            path
+            for folder in PACKAGE_FOLDERS
+            for path in self.folder(folder).rglob(".ymir-dropbox-*.tmp")
+        ]
 
     def error_files(self) -> set[str]:
         base = self.folder("failed")
@@ -564,6 +574,7 @@ class Dropbox:
                 problems.append(f"half or foreign file in models/: {path.name}")
         if idle:
             problems += self._idle_problems(rows)
+            problems += [f"temporary file left: {path}" for path in self.temporaries()]
         return problems
 
     def _idle_problems(self, rows: list[dict[str, Any]]) -> list[str]:

@@ -147,6 +147,22 @@ def test_slow_writer_with_pauses_shorter_than_settle_is_imported_not_failed(
     dropbox.assert_invariants()
 
 
+def test_writer_that_holds_the_file_open_through_a_long_pause_is_imported_not_failed(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """Under inotify a write without a close shows the writer is still at work, so a pause
+    longer than settle_seconds does not end its package (up to 10 x settle_seconds)."""
+    dropbox = make(settle_seconds=1.0)
+    dropbox.start()
+    source = tmp_path / "paused.tar.gz"
+    source.write_bytes(valid_package("paused", size=64 * 1024))
+    run_writer(source, dropbox.inbox / "paused.tar.gz", chunks=2, pause=2.5, reopen=False)
+    dropbox.record("paused.tar.gz", source)
+    dropbox.wait_settled()
+    assert statuses(dropbox) == {"paused.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
 def test_abandoned_incomplete_stream_fails_as_truncated_only_after_settle(
     make: Dropboxes,
 ) -> None:

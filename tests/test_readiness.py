@@ -8,6 +8,7 @@ from factory import gzip_bytes, seed_package
 
 from ymir_dropbox.readiness import (
     EMPTY_SETTLE_FACTOR,
+    OPEN_SETTLE_FACTOR,
     Observation,
     ReadinessTracker,
     gzip_complete,
@@ -38,7 +39,7 @@ def written(clocks: Clocks, size: int = 100, ago: float = 0.0) -> Observation:
 def test_a_fresh_file_without_signal_waits_for_settle() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks), signal=False)
+    readiness.observe(NAME, written(clocks))
 
     assert readiness.ready(10) == []
     clocks.advance(SETTLE)
@@ -49,7 +50,7 @@ def test_a_fresh_file_without_signal_waits_for_settle() -> None:
 def test_a_signal_makes_it_a_candidate_at_once_but_not_quiet() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks), signal=True)
+    readiness.observe(NAME, written(clocks), hint="done")
 
     (ready,) = readiness.ready(10)
     assert not ready.quiet  # the worker still checks the gzip stream
@@ -58,9 +59,9 @@ def test_a_signal_makes_it_a_candidate_at_once_but_not_quiet() -> None:
 def test_a_change_restarts_the_settle_time() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks), signal=False)
+    readiness.observe(NAME, written(clocks))
     clocks.advance(SETTLE - 1)
-    readiness.observe(NAME, written(clocks, size=200), signal=False)
+    readiness.observe(NAME, written(clocks, size=200))
     clocks.advance(SETTLE - 1)
 
     assert readiness.ready(10) == []
@@ -71,7 +72,7 @@ def test_an_old_mtime_is_a_candidate_at_once_but_checked_for_completeness() -> N
     come from another machine's clock, so only quiet that we watched skips the check."""
     clocks = Clocks()
     readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks, ago=3600), signal=False)
+    readiness.observe(NAME, written(clocks, ago=3600))
 
     (ready,) = readiness.ready(10)
     assert not ready.quiet
@@ -86,7 +87,7 @@ def test_an_old_mtime_is_a_candidate_at_once_but_checked_for_completeness() -> N
 def test_an_empty_file_waits_much_longer_than_settle() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks, size=0), signal=True)
+    readiness.observe(NAME, written(clocks, size=0), hint="done")
 
     clocks.advance(SETTLE * (EMPTY_SETTLE_FACTOR - 1))
     assert readiness.ready(10) == []
@@ -97,7 +98,7 @@ def test_an_empty_file_waits_much_longer_than_settle() -> None:
 def test_back_off_doubles_up_to_the_maximum() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks), signal=True)
+    readiness.observe(NAME, written(clocks), hint="done")
     readiness.ready(10)
 
     delays = [readiness.back_off(NAME, maximum=30.0) for _ in range(5)]
@@ -112,7 +113,7 @@ def test_ready_respects_the_limit_and_takes_the_oldest_first() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
     for index in range(5):
-        readiness.observe(PurePosixPath(f"p{index}.tar.gz"), written(clocks), signal=True)
+        readiness.observe(PurePosixPath(f"p{index}.tar.gz"), written(clocks), hint="done")
         clocks.advance(0.1)
 
     first = readiness.ready(2)
@@ -142,3 +143,27 @@ def test_gzip_complete_stops_early_on_a_bomb(tmp_path: Path) -> None:
         bomb, max_ratio=10
     )  # past the ratio it is "complete": validation refuses it
     assert not gzip_complete(bomb, max_ratio=100_000)
+
+
+def test_a_file_its_writer_holds_open_waits_out_a_long_pause() -> None:
+    """Under inotify a write without a close means the writer is still at work."""
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), hint="writing")
+
+    clocks.advance(SETTLE * 3)  # a pause far longer than settle_seconds
+    assert readiness.ready(10) == []
+
+    readiness.observe(NAME, written(clocks, size=200), hint="done")  # it finished and closed
+    (ready,) = readiness.ready(10)
+    assert not ready.quiet
+
+
+def test_an_abandoned_open_file_is_taken_in_the_end() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), hint="writing")
+
+    clocks.advance(SETTLE * OPEN_SETTLE_FACTOR)
+
+    assert [ready.relative for ready in readiness.ready(10)] == [NAME]

@@ -48,7 +48,7 @@ from ymir_dropbox.metrics import Metrics
 from ymir_dropbox.readiness import Observation, ReadinessTracker, Ready, gzip_complete
 from ymir_dropbox.sdnotify import notify, watchdog_interval
 from ymir_dropbox.store import remove_temporaries
-from ymir_dropbox.watching import FileEvent, InboxWatcher
+from ymir_dropbox.watching import FileEvent, Hint, InboxWatcher
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
@@ -238,22 +238,24 @@ class Daemon:
         if event.folder:
             if path.is_dir() and not path.is_symlink() and self.config.watch.recursive:
                 for inner, info in walk_inbox(path, True):
-                    self.consider(relative / inner, info, signal=True)
+                    self.consider(relative / inner, info, hint="done")
             return
-        self.consider(relative, None, signal=event.signal)
+        self.consider(relative, None, hint=event.hint)
 
     def rescan(self) -> None:
         seen = set()
         for relative, info in walk_inbox(self.paths.inbox, self.config.watch.recursive):
             seen.add(relative)
-            self.consider(relative, info, signal=False)
+            self.consider(relative, info)
         for relative in list(self.tracker.candidates):
             known = self.tracker.candidates[relative]
             if relative not in seen and not known.dispatched:
                 self.tracker.forget(relative)
         self.reported &= seen  # a name that comes back is reported again
 
-    def consider(self, relative: PurePosixPath, info: os.stat_result | None, signal: bool) -> None:
+    def consider(
+        self, relative: PurePosixPath, info: os.stat_result | None, hint: Hint = None
+    ) -> None:
         if relative == PurePosixPath(".") or is_ignored(relative, self.config.watch):
             return
         if info is None:
@@ -269,7 +271,7 @@ class Daemon:
             self.tracker.forget(relative)
             self.report_once(relative, info)
             return
-        self.tracker.observe(relative, Observation.of(info), signal)
+        self.tracker.observe(relative, Observation.of(info), hint)
 
     def report_once(self, relative: PurePosixPath, info: os.stat_result) -> None:
         if relative in self.reported:
@@ -286,7 +288,7 @@ class Daemon:
     def restat_settling(self) -> None:
         """Without events (polling, NFS) settle is seen only by looking again."""
         for relative in self.tracker.settling():
-            self.consider(relative, None, signal=False)
+            self.consider(relative, None)
 
     def dispatch(self) -> None:
         room = 2 * self.config.import_.workers - len(self.running)
@@ -335,7 +337,7 @@ class Daemon:
                 self.failures.pop(relative, None)
                 self.crashes.pop(relative, None)
                 self.tracker.forget(relative)
-                self.consider(relative, None, signal=False)
+                self.consider(relative, None)
             case "not_ready" | "changed":
                 self.tracker.not_yet(relative)
             case "gone" | "ignored":

@@ -22,8 +22,12 @@ from pathlib import Path, PurePosixPath
 from isal import igzip
 
 from ymir_dropbox.archive import CHUNK, GZIP_MAGIC, ISAL_ERROR, RATIO_GRACE_BYTES, open_package
+from ymir_dropbox.watching import Hint
 
 EMPTY_SETTLE_FACTOR = 10
+# A file whose writer has not closed it (seen under inotify) is complete only after this many
+# times settle_seconds of silence: a writer that pauses keeps its package.
+OPEN_SETTLE_FACTOR = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,8 @@ class Candidate:
     observation: Observation
     changed_at: float  # when it last changed, as far as we know (first sight: from its mtime)
     seen_since: float  # since when we have seen it unchanged ourselves
-    signalled: bool = False
+    signalled: bool = False  # a writer finished with it (closed, renamed in)
+    writing: bool = False  # a writer opened it for writing and has not closed it
     not_before: float = 0.0
     failures: int = 0
     dispatched: bool = False
@@ -72,7 +77,7 @@ class ReadinessTracker:
         self.wall_clock = wall_clock
         self.candidates: dict[PurePosixPath, Candidate] = {}
 
-    def observe(self, relative: PurePosixPath, observation: Observation, signal: bool) -> None:
+    def observe(self, relative: PurePosixPath, observation: Observation, hint: Hint = None) -> None:
         """Record what a scan or an event saw; a change restarts the settle time."""
         now = self.clock()
         known = self.candidates.get(relative)
@@ -81,13 +86,15 @@ class ReadinessTracker:
             # been quiet, so files that arrived while we were down are not made to wait.
             age = max(0.0, self.wall_clock() - observation.mtime_ns / 1e9)
             changed_at = now - min(age, EMPTY_SETTLE_FACTOR * self.settle_seconds)
-            self.candidates[relative] = Candidate(observation, changed_at, now, signal)
+            known = self.candidates[relative] = Candidate(observation, changed_at, now)
         elif known.observation != observation:
             known.observation = observation
             known.changed_at = known.seen_since = now
-            known.signalled = signal
-        elif signal:
-            known.signalled = True
+            known.signalled = False
+        if hint == "done":
+            known.signalled, known.writing = True, False
+        elif hint == "writing":
+            known.signalled, known.writing = False, True
 
     def forget(self, relative: PurePosixPath) -> None:
         self.candidates.pop(relative, None)
@@ -124,6 +131,8 @@ class ReadinessTracker:
                     known.dispatched = True
                     found.append(Ready(relative, known.observation, quiet=True))
                 continue
+            if known.writing and known.quiet_for(now) < OPEN_SETTLE_FACTOR * self.settle_seconds:
+                continue  # its writer still has it open: a pause is not the end
             if known.quiet_for(now) >= self.settle_seconds or known.signalled:
                 # Quiet only by its mtime (another machine's clock, on NFS or SMB) is not
                 # enough to skip the completeness check: quiet while we watched is.

@@ -11,6 +11,7 @@ import os
 import queue
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -27,14 +28,18 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )  # fmt: skip
 MOUNTINFO = Path("/proc/self/mountinfo")
+Hint = Literal["done", "writing"] | None
+HINTS: dict[str, Hint] = {"closed": "done", "created": "writing", "modified": "writing"}
 
 
 @dataclass(frozen=True, slots=True)
 class FileEvent:
-    """A path the watcher saw change. ``signal``: a writer finished (closed or renamed it in)."""
+    """A path the watcher saw change, and what it says of the writer: ``"done"`` (it closed
+    the file after writing, or renamed it in), ``"writing"`` (it created or wrote it and has
+    not closed it yet), or None."""
 
     path: str
-    signal: bool = False
+    hint: Hint = None
     folder: bool = False
 
 
@@ -79,11 +84,13 @@ class _Enqueue(FileSystemEventHandler):
             return
         if event.is_directory and kind not in {"created", "moved"}:
             return  # a folder's own "modified" fires for every entry added or removed
+        hint: Hint = None
         if kind == "moved":
-            path, signal = os.fsdecode(event.dest_path), True
+            path, hint = os.fsdecode(event.dest_path), "done"
         else:
-            path, signal = os.fsdecode(event.src_path), kind == "closed"
-        self.events.put(FileEvent(path, signal=signal, folder=event.is_directory))
+            path = os.fsdecode(event.src_path)
+            hint = HINTS.get(kind)
+        self.events.put(FileEvent(path, hint=hint, folder=event.is_directory))
 
 
 class InboxWatcher:
