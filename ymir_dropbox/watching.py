@@ -29,14 +29,16 @@ NETWORK_FILESYSTEMS = frozenset(
 )  # fmt: skip
 MOUNTINFO = Path("/proc/self/mountinfo")
 Hint = Literal["done", "writing"] | None
-HINTS: dict[str, Hint] = {"closed": "done", "created": "writing", "modified": "writing"}
+# "created" says nothing of the writer: a file renamed in from outside the inbox arrives
+# complete, as a creation.
+HINTS: dict[str, Hint] = {"closed": "done", "modified": "writing"}
 
 
 @dataclass(frozen=True, slots=True)
 class FileEvent:
     """A path the watcher saw change, and what it says of the writer: ``"done"`` (it closed
-    the file after writing, or renamed it in), ``"writing"`` (it created or wrote it and has
-    not closed it yet), or None."""
+    the file after writing, or renamed it in), ``"writing"`` (it wrote to it and has not
+    closed it yet), or None."""
 
     path: str
     hint: Hint = None
