@@ -7,8 +7,6 @@ ever overwritten or deleted. Relative paths under the inbox are kept in every fo
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fnmatch
 import json
 import os
@@ -19,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config, WatchConfig
+from ymir_dropbox.linux import rename_noreplace
 from ymir_dropbox.problems import DropboxError
 from ymir_dropbox.store import TEMP_PREFIX, TEMP_SUFFIX, fsync_folder
 
@@ -91,29 +90,6 @@ def move(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     rename_noreplace(source, target)
     fsync_folder(target.parent)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
-def rename_noreplace(source: Path, target: Path) -> None:
-    """``rename`` that fails with FileExistsError instead of replacing ``target``, atomically
-    where the kernel and filesystem offer ``renameat2(RENAME_NOREPLACE)``."""
-    renameat2 = getattr(_libc, "renameat2", None)
-    if renameat2 is not None:
-        done = renameat2(
-            _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
-        )
-        if done == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(code, os.strerror(code), str(source), None, str(target))
-    if target.exists() or target.is_symlink():
-        raise FileExistsError(errno.EEXIST, "not replacing an existing file", str(target))
-    os.rename(source, target)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

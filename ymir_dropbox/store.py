@@ -22,6 +22,7 @@ from typing import BinaryIO
 from isal import igzip
 
 from ymir_dropbox.archive import INFO_NAME
+from ymir_dropbox.linux import start_writeback
 from ymir_dropbox.normalization import dump_info
 from ymir_dropbox.validation import ValidationReport
 
@@ -31,6 +32,7 @@ COPY_CHUNK = 1024 * 1024
 QUEUE_CHUNKS = 4
 # Below this, starting a thread costs more than it saves.
 THREAD_ABOVE_BYTES = 8 * 1024 * 1024
+WRITEBACK_BYTES = 16 * 1024 * 1024
 
 
 class _HashingWriter:
@@ -42,6 +44,12 @@ class _HashingWriter:
 
     def __init__(self, target: BinaryIO, threaded: bool) -> None:
         self.target = target
+        self.written = 0
+        self.flushed = 0
+        try:
+            self.fd: int | None = target.fileno()
+        except (AttributeError, OSError):  # not a file (io.BytesIO)
+            self.fd = None
         self.sha1 = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self.error: BaseException | None = None
@@ -54,15 +62,24 @@ class _HashingWriter:
         while (chunk := self.chunks.get()) is not None:
             if self.error is None:
                 try:
-                    self.sha1.update(chunk)
-                    self.target.write(chunk)
+                    self._write(chunk)
                 except BaseException as error:
                     self.error = error
 
+    def _write(self, data: bytes) -> int:
+        self.sha1.update(data)
+        count = self.target.write(data)
+        self.written += count
+        if self.fd is not None and self.written - self.flushed >= WRITEBACK_BYTES:
+            # Start the disk on what is written so far; the final fsync waits for less.
+            self.target.flush()
+            start_writeback(self.fd, self.flushed, self.written - self.flushed)
+            self.flushed = self.written
+        return count
+
     def write(self, data: bytes) -> int:
         if self.thread is None:
-            self.sha1.update(data)
-            return self.target.write(data)
+            return self._write(data)
         if self.error is not None:
             raise self.error
         self.chunks.put(bytes(data))
