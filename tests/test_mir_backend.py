@@ -7,11 +7,10 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import dropboxes
+from daemon_harness import dropboxes, wait_until
 from factory import legacy_package, seed_info, seed_package, ymir_layout_package
 
 pytestmark = pytest.mark.mir
@@ -180,14 +179,6 @@ def test_start_up_refuses_a_missing_mir(tmp_path: Path, mir_repo: Path) -> None:
 
     assert result.returncode == 1
     assert "mir executable" in result.stderr and "not found" in result.stderr
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_daemon_imports_each_format_into_the_repository(
