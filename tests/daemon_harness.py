@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import pytest
 from factory import Entry, file_bytes, gzip_bytes, info_yaml, seed_entries, seed_info, tar_bytes
 
-from ymir_dropbox.ledger import as_text
+from ymir_dropbox.storing.ledger import as_text
 
 PACKAGE_FOLDERS = ("inbox", "processing", "done", "failed")
 FOLDERS = (*PACKAGE_FOLDERS, "models", "work")

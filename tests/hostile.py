@@ -32,7 +32,8 @@ from factory import (
     write_package,
 )
 
-from ymir_dropbox.config import DEFAULTS, Limits
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.limits import Limits
 
 Builder = Callable[[Path], Path]
 DELETE = object()

@@ -13,14 +13,15 @@ import pytest
 from factory import Entry, gzip_bytes, seed_entries, seed_package, tar_bytes, write_package
 from hostile import member_bytes
 
-from ymir_dropbox.archive import (
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.archive import (
     INFO_NAME,
     PackageUnreadable,
     clean_member_name,
     open_package,
     scan_package,
 )
-from ymir_dropbox.config import DEFAULTS, Limits
+from ymir_dropbox.reading.limits import Limits
 
 LIMITS = Limits(**DEFAULTS["limits"])
 

@@ -18,10 +18,10 @@ import pytest
 from conftest import mir_executable
 from factory import VALID_PACKAGES, seed_info, seed_package
 
-from ymir_dropbox.backends import make_backend
 from ymir_dropbox.config import load_config
-from ymir_dropbox.importer import Importer
-from ymir_dropbox.ledger import Ledger
+from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.importer import Importer
+from ymir_dropbox.storing.ledger import Ledger
 
 pytestmark = pytest.mark.mir
 

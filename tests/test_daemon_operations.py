@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import Dropboxes, daemon_command, dropboxes, valid_package, wait_until
 
-from ymir_dropbox.watching import choose_mode, filesystem_type
+from ymir_dropbox.running.watching import choose_mode, filesystem_type
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import datetime
 import pytest
 from factory import info_yaml, seed_info
 
-from ymir_dropbox.info_yaml import MAX_DEPTH, MAX_NODES, load_info
+from ymir_dropbox.reading.info_yaml import MAX_DEPTH, MAX_NODES, load_info
 
 
 def codes_and_fields(text: str | bytes) -> list[tuple[str, str]]:

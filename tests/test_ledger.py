@@ -11,10 +11,16 @@ from typing import Any
 import pytest
 from factory import run_dropbox, seed_entries, seed_package, write_config, write_package
 
-from ymir_dropbox.backends import make_backend
 from ymir_dropbox.config import Config
-from ymir_dropbox.importer import Importer
-from ymir_dropbox.ledger import SCHEMA_VERSION, DuplicateImport, Ledger, LedgerError, _Transaction
+from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.importer import Importer
+from ymir_dropbox.storing.ledger import (
+    SCHEMA_VERSION,
+    DuplicateImport,
+    Ledger,
+    LedgerError,
+    _Transaction,
+)
 
 
 def pragma(path: Path, name: str) -> Any:

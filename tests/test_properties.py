@@ -19,12 +19,13 @@ from factory import Entry, gzip_bytes, info_yaml, seed_entries, seed_info, tar_b
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from ymir_dropbox.archive import clean_member_name
-from ymir_dropbox.config import DEFAULTS, Limits
-from ymir_dropbox.info_yaml import load_info
-from ymir_dropbox.problems import CODES
-from ymir_dropbox.rules import is_path_component
-from ymir_dropbox.validation import ValidationReport, validate_package
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.archive import clean_member_name
+from ymir_dropbox.reading.info_yaml import load_info
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.problems import CODES
+from ymir_dropbox.reading.rules import is_path_component
+from ymir_dropbox.reading.validation import ValidationReport, validate_package
 
 LIMITS = Limits(**{**DEFAULTS["limits"], "max_members": 64, "max_unpacked_bytes": 1 << 20})
 PROPERTY = settings(

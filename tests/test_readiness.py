@@ -6,12 +6,12 @@ from pathlib import Path, PurePosixPath
 
 from factory import gzip_bytes, seed_package
 
-from ymir_dropbox.readiness import (
+from ymir_dropbox.reading.archive import gzip_complete
+from ymir_dropbox.running.readiness import (
     EMPTY_SETTLE_FACTOR,
     OPEN_SETTLE_FACTOR,
     Observation,
     ReadinessTracker,
-    gzip_complete,
 )
 
 SETTLE = 5.0

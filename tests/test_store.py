@@ -34,9 +34,11 @@ from factory import (
     ymir_layout_package,
 )
 
-from ymir_dropbox.config import DEFAULTS, Limits
-from ymir_dropbox.store import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries, store_package
-from ymir_dropbox.validation import validate_package
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.validation import validate_package
+from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries
+from ymir_dropbox.storing.store import store_package
 
 LIMITS = Limits(**DEFAULTS["limits"])
 HASH_NAME = re.compile(r"[0-9a-f]{40}")
@@ -244,9 +246,10 @@ def test_no_temporary_file_is_left_in_models(tmp_path: Path) -> None:
 CRASH_SCRIPT = r"""
 import resource, signal, sys, tempfile
 from pathlib import Path
-from ymir_dropbox.config import DEFAULTS, Limits
-from ymir_dropbox.store import store_package
-from ymir_dropbox.validation import validate_package
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.storing.store import store_package
+from ymir_dropbox.reading.validation import validate_package
 
 package, models, on_signal, limit = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 with tempfile.TemporaryFile() as spool:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ymir_dropbox.problems import ConfigError
-from ymir_dropbox.rules import StrictValidator, schema_errors
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.problems import ConfigError
+from ymir_dropbox.reading.rules import StrictValidator, schema_errors
 
 ENV_VAR = "YMIR_DROPBOX_CONFIG"
 DEFAULT_BASE_DIR = "./dropbox"
@@ -139,14 +140,6 @@ class ImportConfig:
     workers: int
     compression_level: int
     mir: MirConfig
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_package_bytes: int
-    max_unpacked_bytes: int
-    max_members: int
-    max_ratio: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import queue
 import tarfile
-import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
 
 from isal import igzip
 
-from ymir_dropbox.archive import INFO_NAME
-from ymir_dropbox.linux import start_writeback
-from ymir_dropbox.normalization import dump_info
-from ymir_dropbox.validation import ValidationReport
+from ymir_dropbox.reading.archive import INFO_NAME
+from ymir_dropbox.reading.normalization import dump_info
+from ymir_dropbox.reading.validation import ValidationReport
+from ymir_dropbox.storing.durable import finish_file, temporary_file
+from ymir_dropbox.storing.linux import start_writeback
 
-TEMP_PREFIX = ".ymir-dropbox-"
-TEMP_SUFFIX = ".tmp"
 COPY_CHUNK = 1024 * 1024
 QUEUE_CHUNKS = 4
 # Below this, starting a thread costs more than it saves.
@@ -137,39 +134,11 @@ def store_package(
 ) -> tuple[str, Path]:
     """Write the stored file under a temporary name, fsync, and rename it to its hash.
 
-    A crash leaves at most a temporary file (removed by :func:`remove_temporaries` at start),
+    A crash leaves at most a temporary file (removed by ``remove_temporaries`` at start),
     never a half file under a hash name. Returns the model hash and the stored path.
     """
-    fd, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=models)
-    try:
-        with os.fdopen(fd, "wb", buffering=COPY_CHUNK) as target:
-            model_hash = write_tar(report, spool, target, level)
-            target.flush()
-            os.fchmod(target.fileno(), 0o644)
-            os.fsync(target.fileno())
+    with temporary_file(models) as (target, temporary):
+        model_hash = write_tar(report, spool, target, level)
         stored = models / model_hash
-        os.replace(temporary, stored)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_folder(models)
+        finish_file(target, temporary, stored)
     return model_hash, stored
-
-
-def fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
-    """Remove our own leftover temporary files from a crash (never anything else)."""
-    removed = []
-    pattern = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
-    for path in folder.rglob(pattern) if recursive else folder.glob(pattern):
-        if path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

@@ -25,9 +25,9 @@ from typing import BinaryIO, cast
 
 from isal import igzip, isal_zlib
 
-from ymir_dropbox.config import Limits
-from ymir_dropbox.problems import Problem
-from ymir_dropbox.rules import SLASH_LOOKALIKES
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.names import SLASH_LOOKALIKES
+from ymir_dropbox.reading.problems import Problem
 
 # isal raises its own error for bad deflate data where zlib raises zlib.error
 ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
@@ -352,3 +352,30 @@ def _check_tail(reader: _Reader, scan: ArchiveScan) -> None:
                 "data follows the end of the tar archive (a second archive appended?)",
             )
             return
+
+
+def gzip_complete(path: Path, max_ratio: float) -> bool:
+    """Whether the gzip stream reaches its end marker (a writer may still be appending).
+
+    A damaged stream counts as complete: it will not get better by waiting, and validation
+    reports it with its reason. So does one that unpacks past ``max_ratio`` times its size
+    (a bomb): reading on would only cost, and validation refuses it.
+    """
+    with open_package(path) as raw:
+        head = raw.read(2)
+        if len(head) == 2 and head != GZIP_MAGIC:
+            return True
+        raw.seek(0)
+        ceiling = max(max_ratio * os.fstat(raw.fileno()).st_size, RATIO_GRACE_BYTES)
+        stream = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        unpacked = 0
+        try:
+            while chunk := stream.read(CHUNK):
+                unpacked += len(chunk)
+                if unpacked > ceiling:
+                    return True
+        except EOFError:
+            return False
+        except (OSError, zlib.error, ISAL_ERROR, ValueError):
+            return True
+    return True

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.problems import DropboxError, Problem
-from ymir_dropbox.validation import ValidationReport
+from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.reading.validation import ValidationReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,8 @@ class Backend(Protocol):
 
 
 def make_backend(config: Config) -> Backend:
-    from ymir_dropbox.backends.embedded import EmbeddedBackend
-    from ymir_dropbox.backends.mir import MirBackend
+    from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
+    from ymir_dropbox.storing.backends.mir import MirBackend
 
     factories: dict[str, Callable[[Config], Backend]] = {
         "embedded": EmbeddedBackend,

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ymir_dropbox.problems import DropboxError
+from ymir_dropbox.reading.problems import DropboxError
 
 IN_FLIGHT = ("claimed", "importing")
 FINAL = ("imported", "failed", "duplicate", "interrupted")

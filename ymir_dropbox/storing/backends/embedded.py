@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ymir_dropbox.backends import ImportResult, PreparedPackage
 from ymir_dropbox.config import Config
-from ymir_dropbox.problems import DropboxError
-from ymir_dropbox.store import store_package
+from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.storing.backends import ImportResult, PreparedPackage
+from ymir_dropbox.storing.store import store_package
 
 
 class EmbeddedBackend:

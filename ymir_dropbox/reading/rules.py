@@ -7,7 +7,6 @@ belongs is a mistake, so ``integer`` and ``number`` refuse bools here.
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,29 +14,13 @@ from typing import Any
 from cerberus import TypeDefinition, Validator
 from cerberus import errors as cerberus_errors
 
+from ymir_dropbox.reading.names import is_path_component
+
 # Errors of our named rules: cerberus files them under ``check_with``; the first item of
 # their info says which rule failed (see ``schema_errors``).
 CHECK_FAILED = cerberus_errors.ErrorDefinition(
     0x4F, "check_with"
 )  # a value error, like min and max
-
-MAX_NAME_BYTES = 255
-# Characters that mean "/" to a person or after folding; "\\" is a separator on Windows.
-SLASH_LOOKALIKES = str.maketrans({"\\": "/", "\u2215": "/", "\u2044": "/", "\u29f8": "/"})
-
-
-def is_path_component(name: str) -> bool:
-    """A name we may use as one folder or file name: no separators, no climbing, no controls,
-    also once Unicode look-alikes are folded (``．．``, ``a∕b``), as member names are checked."""
-    folded = unicodedata.normalize("NFKC", name).translate(SLASH_LOOKALIKES)
-    return (
-        bool(name)
-        and not {name, folded} & {".", ".."}
-        and "/" not in folded
-        and not any(ord(char) < 32 or ord(char) == 127 for char in name)
-        and not any(0xD800 <= ord(char) <= 0xDFFF for char in name)
-        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
-    )
 
 
 class StrictValidator(Validator):  # type: ignore[misc]

@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from ymir_dropbox.archive import INFO_NAME
-from ymir_dropbox.problems import Problem
+from ymir_dropbox.reading.archive import INFO_NAME
+from ymir_dropbox.reading.problems import Problem
 
 MAX_NODES = 100_000
 MAX_DEPTH = 64

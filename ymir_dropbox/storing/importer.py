@@ -16,12 +16,12 @@ from pathlib import Path
 
 import structlog
 
-from ymir_dropbox.backends import Backend, ImportFailed, ImportResult, PreparedPackage
 from ymir_dropbox.config import Config
-from ymir_dropbox.faults import crash_point
-from ymir_dropbox.ledger import DuplicateImport, Ledger, now
-from ymir_dropbox.problems import Problem
-from ymir_dropbox.validation import ValidationReport, validate_package
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.validation import ValidationReport, validate_package
+from ymir_dropbox.storing.backends import Backend, ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.storing.faults import crash_point
+from ymir_dropbox.storing.ledger import DuplicateImport, Ledger, now
 
 log = structlog.get_logger(__name__)
 

@@ -11,19 +11,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ymir_dropbox.archive import INFO_NAME, ArchiveScan, Member, PackageUnreadable, scan_package
-from ymir_dropbox.config import Limits
-from ymir_dropbox.info_schema import (
+from ymir_dropbox.reading.archive import (
+    INFO_NAME,
+    ArchiveScan,
+    Member,
+    PackageUnreadable,
+    scan_package,
+)
+from ymir_dropbox.reading.info_schema import (
     KNOWN_VERSIONS,
     LEGACY_VERSION,
     RULE_CODES,
     SCHEMA_LEGACY,
     SCHEMA_V2,
 )
-from ymir_dropbox.info_yaml import load_info
-from ymir_dropbox.normalization import migrate_legacy, normalize
-from ymir_dropbox.problems import Problem
-from ymir_dropbox.rules import SchemaError, StrictValidator, schema_errors
+from ymir_dropbox.reading.info_yaml import load_info
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.normalization import migrate_legacy, normalize
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.rules import SchemaError, StrictValidator, schema_errors
 
 ATTACHMENTS = "attachments"
 RESERVED_NAMES = frozenset({INFO_NAME, ATTACHMENTS})

@@ -22,10 +22,10 @@ from typing import Any
 
 import structlog
 
-from ymir_dropbox.backends import ImportFailed, ImportResult, PreparedPackage
 from ymir_dropbox.config import Config
-from ymir_dropbox.problems import DropboxError, Problem
-from ymir_dropbox.store import write_tar
+from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.storing.backends import ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.storing.store import write_tar
 
 log = structlog.get_logger(__name__)
 PACK_SUCCESS = re.compile(r"Pack success, model hash: ([0-9a-f]{40})")

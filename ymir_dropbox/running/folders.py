@@ -11,15 +11,14 @@ import fnmatch
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config, WatchConfig
-from ymir_dropbox.linux import rename_noreplace
-from ymir_dropbox.problems import DropboxError
-from ymir_dropbox.store import TEMP_PREFIX, TEMP_SUFFIX, fsync_folder
+from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.storing.durable import fsync_folder, write_atomically
+from ymir_dropbox.storing.linux import rename_noreplace
 
 COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
 
@@ -90,21 +89,6 @@ def move(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     rename_noreplace(source, target)
     fsync_folder(target.parent)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fchmod(stream.fileno(), 0o644)
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
 
 
 def error_files(package: Path) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ymir_dropbox.info_schema import COUNTS, CURRENT_VERSION, METRICS
+from ymir_dropbox.reading.info_schema import COUNTS, CURRENT_VERSION, METRICS
 
 LEGACY_STAGE = "default_best_stage"
 DETECTION = 2

@@ -27,11 +27,9 @@ from typing import Any
 
 import structlog
 
-from ymir_dropbox.archive import open_package
-from ymir_dropbox.backends import make_backend
 from ymir_dropbox.config import Config
-from ymir_dropbox.faults import crash_point
-from ymir_dropbox.folders import (
+from ymir_dropbox.reading.archive import gzip_complete, open_package
+from ymir_dropbox.running.folders import (
     check_same_filesystem,
     free_path,
     is_ignored,
@@ -41,14 +39,16 @@ from ymir_dropbox.folders import (
     walk_inbox,
     write_error_files,
 )
-from ymir_dropbox.importer import Importer
-from ymir_dropbox.ledger import IN_FLIGHT, DuplicateImport, Ledger, as_text
-from ymir_dropbox.lock import acquire_lock
-from ymir_dropbox.metrics import Metrics
-from ymir_dropbox.readiness import Observation, ReadinessTracker, Ready, gzip_complete
-from ymir_dropbox.sdnotify import notify, watchdog_interval
-from ymir_dropbox.store import remove_temporaries
-from ymir_dropbox.watching import FileEvent, Hint, InboxWatcher
+from ymir_dropbox.running.lock import acquire_lock
+from ymir_dropbox.running.metrics import Metrics
+from ymir_dropbox.running.readiness import Observation, ReadinessTracker, Ready
+from ymir_dropbox.running.sdnotify import notify, watchdog_interval
+from ymir_dropbox.running.watching import FileEvent, Hint, InboxWatcher
+from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.durable import remove_temporaries
+from ymir_dropbox.storing.faults import crash_point
+from ymir_dropbox.storing.importer import Importer
+from ymir_dropbox.storing.ledger import IN_FLIGHT, DuplicateImport, Ledger, as_text
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.folders import is_ignored, is_package_name, walk_inbox
-from ymir_dropbox.ledger import Ledger
-from ymir_dropbox.lock import lock_held
+from ymir_dropbox.running.folders import is_ignored, is_package_name, walk_inbox
+from ymir_dropbox.running.lock import lock_held
+from ymir_dropbox.storing.ledger import Ledger
 
 
 def collect_status(config: Config) -> dict[str, Any]:

@@ -7,9 +7,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ymir_dropbox.archive import scan_package
-from ymir_dropbox.config import Limits
-from ymir_dropbox.validation import ValidationReport, validate_scan
+from ymir_dropbox.reading.archive import scan_package
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.validation import ValidationReport, validate_scan
 
 
 def pack_folder(folder: Path, output: Path, limits: Limits) -> ValidationReport:

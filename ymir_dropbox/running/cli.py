@@ -16,8 +16,8 @@ import structlog
 
 from ymir_dropbox import __version__
 from ymir_dropbox.config import Config, config_path, load_config
-from ymir_dropbox.logs import configure_logging
-from ymir_dropbox.problems import ConfigError, DropboxError
+from ymir_dropbox.reading.problems import ConfigError, DropboxError
+from ymir_dropbox.running.logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LEDGER_COLUMNS = (
@@ -109,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.validation import ValidationReport, validate_package
+    from ymir_dropbox.reading.validation import ValidationReport, validate_package
 
     worst = EXIT_OK
     for path in arguments.packages:
         try:
             report = validate_package(path, config.limits)
         except OSError as error:
-            from ymir_dropbox.problems import Problem
+            from ymir_dropbox.reading.problems import Problem
 
             report = ValidationReport(
                 path.name,
@@ -147,9 +147,9 @@ def _print_report(summary: dict[str, Any]) -> None:
 
 
 def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.backends import make_backend
-    from ymir_dropbox.importer import Importer
-    from ymir_dropbox.ledger import Ledger
+    from ymir_dropbox.storing.backends import make_backend
+    from ymir_dropbox.storing.importer import Importer
+    from ymir_dropbox.storing.ledger import Ledger
 
     config.ensure_folders()
     backend = make_backend(config)
@@ -197,7 +197,7 @@ def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.ledger import Ledger
+    from ymir_dropbox.storing.ledger import Ledger
 
     if not config.paths.ledger.exists():
         raise DropboxError(f"no ledger at {config.paths.ledger} yet")
@@ -253,7 +253,7 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.packing import pack_folder
+    from ymir_dropbox.running.packing import pack_folder
 
     if not (arguments.folder / "ymir-info.yaml").is_file():
         print(f"{arguments.folder}: no ymir-info.yaml in this folder", file=sys.stderr)
@@ -272,13 +272,13 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.daemon import run_daemon
+    from ymir_dropbox.running.daemon import run_daemon
 
     return run_daemon(config)
 
 
 def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.status import collect_status, render_status
+    from ymir_dropbox.running.status import collect_status, render_status
 
     status = collect_status(config)
     if arguments.json:
@@ -289,8 +289,8 @@ def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.ledger import Ledger
-    from ymir_dropbox.retry import retry_failed
+    from ymir_dropbox.running.retry import retry_failed
+    from ymir_dropbox.storing.ledger import Ledger
 
     if not arguments.ids and not arguments.all_failed:
         raise ConfigError("retry needs attempt IDs or --all-failed")

@@ -1,8 +1,8 @@
 """The schema of ``ymir-info.yaml`` as data (cerberus), for the 2.0.x format and legacy 1.1.0.
 
 Rules with names (``unit_interval``, ``unique_strings``, ``path_component``) live in
-:mod:`ymir_dropbox.rules`. Names used as folder or file names inside the stored package must be
-plain single path components, so a package can never make us write outside a folder.
+:mod:`ymir_dropbox.reading.rules`. Names used as folder or file names inside the stored
+package must be plain single path components, so a package can never make us write outside a folder.
 """
 
 from __future__ import annotations

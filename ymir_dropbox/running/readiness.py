@@ -3,7 +3,8 @@
 Signals that a writer finished (closed after writing, renamed into the inbox) make a file a
 candidate at once; without a signal (polling, NFS, SMB) it must keep the same size and mtime
 for ``settle_seconds``. A signal is not proof: the worker also checks that the gzip stream is
-complete (see :func:`gzip_complete`) unless the file has been quiet for ``settle_seconds``.
+complete (``reading.archive.gzip_complete``) unless the file has been quiet for
+``settle_seconds``.
 An empty file is a placeholder that content has not reached yet: it is taken (and fails) only
 when it has stayed empty for ``EMPTY_SETTLE_FACTOR`` times ``settle_seconds``.
 
@@ -14,15 +15,11 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from isal import igzip
-
-from ymir_dropbox.archive import CHUNK, GZIP_MAGIC, ISAL_ERROR, RATIO_GRACE_BYTES, open_package
-from ymir_dropbox.watching import Hint
+from ymir_dropbox.running.watching import Hint
 
 EMPTY_SETTLE_FACTOR = 10
 # A file whose writer has not closed it (seen under inotify) is complete only after this many
@@ -159,30 +156,3 @@ class ReadinessTracker:
         known.not_before = self.clock() + delay
         known.dispatched = False
         return delay
-
-
-def gzip_complete(path: Path, max_ratio: float) -> bool:
-    """Whether the gzip stream reaches its end marker (a writer may still be appending).
-
-    A damaged stream counts as complete: it will not get better by waiting, and validation
-    reports it with its reason. So does one that unpacks past ``max_ratio`` times its size
-    (a bomb): reading on would only cost, and validation refuses it.
-    """
-    with open_package(path) as raw:
-        head = raw.read(2)
-        if len(head) == 2 and head != GZIP_MAGIC:
-            return True
-        raw.seek(0)
-        ceiling = max(max_ratio * os.fstat(raw.fileno()).st_size, RATIO_GRACE_BYTES)
-        stream = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
-        unpacked = 0
-        try:
-            while chunk := stream.read(CHUNK):
-                unpacked += len(chunk)
-                if unpacked > ceiling:
-                    return True
-        except EOFError:
-            return False
-        except (OSError, zlib.error, ISAL_ERROR, ValueError):
-            return True
-    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ymir_dropbox.problems import ConfigError
+from ymir_dropbox.reading.problems import ConfigError
 
 
 class Metrics:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.folders import free_path, move, remove_error_files
-from ymir_dropbox.ledger import Ledger
-from ymir_dropbox.problems import DropboxError
+from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.running.folders import free_path, move, remove_error_files
+from ymir_dropbox.storing.ledger import Ledger
 
 
 def retry_failed(

@@ -1,0 +1,26 @@
+"""Which names are safe: a single path component, also once Unicode look-alikes are folded.
+
+Used for member names in the archive and for stage, file and section names in the YAML.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_NAME_BYTES = 255
+# Characters that mean "/" to a person or after folding; "\\" is a separator on Windows.
+SLASH_LOOKALIKES = str.maketrans({"\\": "/", "\u2215": "/", "\u2044": "/", "\u29f8": "/"})
+
+
+def is_path_component(name: str) -> bool:
+    """A name we may use as one folder or file name: no separators, no climbing, no controls,
+    also once Unicode look-alikes are folded (``．．``, ``a∕b``), as member names are checked."""
+    folded = unicodedata.normalize("NFKC", name).translate(SLASH_LOOKALIKES)
+    return (
+        bool(name)
+        and not {name, folded} & {".", ".."}
+        and "/" not in folded
+        and not any(ord(char) < 32 or ord(char) == 127 for char in name)
+        and not any(0xD800 <= ord(char) <= 0xDFFF for char in name)
+        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+    )

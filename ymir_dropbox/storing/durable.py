@@ -1,0 +1,101 @@
+"""Durable files: written under a temporary name, fsynced, renamed, the folder fsynced.
+
+A temporary file carries its writer's pid in its name and is flocked by its writer while it
+is written, so that a daemon starting beside a running ``ymir-dropbox import`` removes only
+the leftovers of writers that are gone, never a file still being written.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_PREFIX = ".ymir-dropbox-"
+TEMP_SUFFIX = ".tmp"
+BUFFER_BYTES = 1024 * 1024
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def temporary_file(folder: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new temporary file in ``folder``, locked as ours until closed; removed on error.
+
+    The caller renames it into place before the block ends (or leaves it to be removed).
+    """
+    fd, name = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder
+    )
+    path = Path(name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(fd, "wb", buffering=BUFFER_BYTES) as stream:
+            yield stream, path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def finish_file(stream: BinaryIO, temporary: Path, target: Path, mode: int = 0o644) -> None:
+    """Flush, fsync and rename a temporary file to ``target`` (replacing it); fsync the folder."""
+    stream.flush()
+    os.fchmod(stream.fileno(), mode)
+    os.fsync(stream.fileno())
+    os.replace(temporary, target)
+    fsync_folder(target.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` afterwards, or its old content after any crash."""
+    with temporary_file(path.parent) as (stream, temporary):
+        stream.write(data)
+        finish_file(stream, temporary, path)
+
+
+def _writer_gone(path: Path) -> bool:
+    """Whether the process that wrote this temporary file is gone (or, for our own pid after
+    a re-exec and for names without a pid, whether nobody holds its lock)."""
+    pid_text = path.name[len(TEMP_PREFIX) :].partition("-")[0]
+    if pid_text.isdigit() and int(pid_text) != os.getpid():
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return True
+        return False  # alive (ours to judge or not): never take a file from a live writer
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False  # its writer is at work
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
+    """Remove our own leftover temporary files from a crash (never anything else, and never
+    one whose writer is still at work)."""
+    removed = []
+    pattern = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
+    for path in folder.rglob(pattern) if recursive else folder.glob(pattern):
+        if path.is_file() and not path.is_symlink() and _writer_gone(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
