@@ -116,10 +116,17 @@ def test_two_openers_of_a_new_ledger_both_succeed(tmp_path: Path) -> None:
 # -- rows -------------------------------------------------------------------------------------
 
 
+def importing(ledger: Ledger, **fields: Any) -> int:
+    """A new attempt, as far as the import step."""
+    attempt = ledger.begin(**fields)
+    ledger.start_import(attempt, "embedded")
+    return attempt
+
+
 def test_only_one_imported_row_per_sha256(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    first = ledger.begin(package="a.tar.gz", sha256="ab" * 32)
-    second = ledger.begin(package="b.tar.gz", sha256="ab" * 32)
+    first = importing(ledger, package="a.tar.gz", sha256="ab" * 32)
+    second = importing(ledger, package="b.tar.gz", sha256="ab" * 32)
     ledger.finish(first, "imported")
 
     with pytest.raises(DuplicateImport):
@@ -139,10 +146,10 @@ def test_the_unique_index_holds_for_raw_sql_too(tmp_path: Path) -> None:
 def test_many_failed_rows_for_one_sha256_are_fine(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
     for _ in range(3):
-        ledger.finish(ledger.begin(package="a", sha256="cafe"), "failed")
-    ledger.finish(ledger.begin(package="a", sha256="cafe"), "imported")
+        ledger.finish(importing(ledger, package="a", sha256="cafe"), "failed")
+    ledger.finish(importing(ledger, package="a", sha256="cafe"), "imported")
 
-    assert ledger.scalar("SELECT count(*) FROM attempts WHERE sha256 = 'cafe'") == 4
+    assert ledger.count(sha256="cafe") == 4
 
 
 def test_lists_are_stored_as_json_and_read_back(tmp_path: Path) -> None:
@@ -153,7 +160,7 @@ def test_lists_are_stored_as_json_and_read_back(tmp_path: Path) -> None:
 
 
 def import_once(config: Config, ledger: Ledger, package: Path) -> Any:
-    attempt = ledger.begin(package=package.name, source=str(package))
+    attempt = ledger.begin(package=package.name, source=package)
     return Importer(config, ledger, make_backend(config)).run(package, attempt)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from factory import gzip_bytes, seed_package
 
 from ymir_dropbox.reading.archive import gzip_complete
+from ymir_dropbox.running.daemon.policy import JobEnd, JobResult, RetryPolicy
 from ymir_dropbox.running.readiness import (
     EMPTY_SETTLE_FACTOR,
     OPEN_SETTLE_FACTOR,
@@ -98,12 +99,14 @@ def test_an_empty_file_waits_much_longer_than_settle() -> None:
 def test_back_off_doubles_up_to_the_maximum() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
+    policy = RetryPolicy(SETTLE, 30.0, clock=lambda: clocks.monotonic)
     readiness.observe(NAME, written(clocks), hint="done")
     readiness.ready(10)
 
-    delays = [readiness.back_off(NAME, maximum=30.0) for _ in range(5)]
+    decisions = [policy.decide(JobResult(JobEnd.TRANSIENT, NAME)) for _ in range(5)]
+    readiness.defer(NAME, decisions[-1].at)
 
-    assert delays == [5.0, 10.0, 20.0, 30.0, 30.0]
+    assert [decision.delay for decision in decisions] == [5.0, 10.0, 20.0, 30.0, 30.0]
     assert readiness.ready(10) == []
     clocks.advance(30.0)
     assert len(readiness.ready(10)) == 1

@@ -18,6 +18,7 @@ from ymir_dropbox import __version__
 from ymir_dropbox.config import Config, config_path, load_config
 from ymir_dropbox.reading.problems import ConfigError, DropboxError
 from ymir_dropbox.running.logs import configure_logging
+from ymir_dropbox.storing.ledger import for_people
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LEDGER_COLUMNS = (
@@ -150,26 +151,20 @@ def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.storing.backends import make_backend
     from ymir_dropbox.storing.importer import Importer
     from ymir_dropbox.storing.ledger import Ledger
+    from ymir_dropbox.storing.lifecycle import Place
 
     config.ensure_folders()
     backend = make_backend(config)
     backend.check()
     ledger = Ledger(config.paths.ledger)
     path: Path = arguments.package
-    attempt_id = ledger.begin(package=path.name, source=str(path.absolute()), place="none")
+    attempt_id = ledger.begin(package=path.name, source=path.absolute(), place=Place.NONE)
     try:
         outcome = Importer(config, ledger, backend).run(path, attempt_id)
     except OSError as error:
-        message = f"{path}: {error.strerror or error}"
-        ledger.finish(
-            attempt_id,
-            "interrupted",
-            errors=[{"code": "package.unreadable", "field": "", "message": message}],
-        )
-        raise DropboxError(message) from None
+        raise DropboxError(f"{path}: {error.strerror or error}") from None
     if arguments.json:
-        row = ledger.get(attempt_id)
-        print(json.dumps(row, ensure_ascii=False))
+        print(json.dumps(for_people(ledger.get(attempt_id) or {}), ensure_ascii=False))
     if outcome.status == "imported":
         assert outcome.result is not None and outcome.report is not None
         best = outcome.report.best_stage
@@ -199,13 +194,11 @@ def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
 def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.storing.ledger import Ledger
 
-    if not config.paths.ledger.exists():
-        raise DropboxError(f"no ledger at {config.paths.ledger} yet")
-    ledger = Ledger(config.paths.ledger)
+    ledger = Ledger.open_for_reading(config.paths.ledger)
     if arguments.show:
         if not arguments.key:
             raise ConfigError("ledger show needs an ID, a SHA256 prefix or a MODEL-HASH prefix")
-        rows = ledger.find(arguments.key)
+        rows = [for_people(row) for row in ledger.find(arguments.key)]
         if not rows:
             print(f"no attempt matches {arguments.key!r}", file=sys.stderr)
             return EXIT_FAILED
@@ -221,7 +214,9 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
                     print(f"{key:<{width}}  {shown}")
                 print()
         return EXIT_OK
-    rows = ledger.recent(limit=arguments.limit, status=arguments.status)
+    rows = [
+        for_people(row) for row in ledger.recent(limit=arguments.limit, status=arguments.status)
+    ]
     if arguments.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))

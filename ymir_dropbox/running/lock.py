@@ -10,6 +10,8 @@ from typing import IO
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.problems import DropboxError
 
+INHERITED_ENV_VAR = "YMIR_DROPBOX_LOCK_FD"
+
 
 def lock_path(config: Config) -> Path:
     return config.paths.ledger.with_name(config.paths.ledger.name + ".lock")
@@ -18,7 +20,7 @@ def lock_path(config: Config) -> Path:
 def acquire_lock(config: Config) -> IO[str]:
     """One daemon per set of folders: an exclusive flock beside the ledger, held until exit."""
     path = lock_path(config)
-    stream = path.open("a+")
+    stream = _inherited(path) or path.open("a+")
     try:
         fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -34,6 +36,22 @@ def acquire_lock(config: Config) -> IO[str]:
     stream.write(f"{os.getpid()}\n")
     stream.flush()
     return stream
+
+
+def _inherited(path: Path) -> IO[str] | None:
+    """The lock a re-executed daemon inherited from itself (``YMIR_DROPBOX_LOCK_FD``)."""
+    text = os.environ.pop(INHERITED_ENV_VAR, "")
+    if not text.isdigit():
+        return None
+    fd = int(text)
+    try:
+        held, wanted = os.fstat(fd), os.stat(path)
+    except OSError:
+        return None
+    if (held.st_dev, held.st_ino) != (wanted.st_dev, wanted.st_ino):
+        return None
+    os.set_inheritable(fd, False)
+    return os.fdopen(fd, "a+")
 
 
 def lock_held(config: Config) -> bool:

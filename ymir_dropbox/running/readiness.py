@@ -48,7 +48,6 @@ class Candidate:
     signalled: bool = False  # a writer finished with it (closed, renamed in)
     writing: bool = False  # a writer opened it for writing and has not closed it
     not_before: float = 0.0
-    failures: int = 0
     dispatched: bool = False
 
     def quiet_for(self, now: float) -> float:
@@ -146,13 +145,9 @@ class ReadinessTracker:
             known.signalled = False
             known.changed_at = max(known.changed_at, known.seen_since)  # judge by what we saw
 
-    def back_off(self, relative: PurePosixPath, maximum: float) -> float:
-        """A passing failure (busy, permission): retry later, doubling the wait each time."""
+    def defer(self, relative: PurePosixPath, until: float) -> None:
+        """A passing failure (busy, permission): not before ``until`` (the policy's backoff)."""
         known = self.candidates.get(relative)
-        if known is None:
-            return 0.0
-        known.failures += 1
-        delay = min(maximum, self.settle_seconds * 2.0 ** (known.failures - 1))
-        known.not_before = self.clock() + delay
-        known.dispatched = False
-        return delay
+        if known is not None:
+            known.not_before = until
+            known.dispatched = False

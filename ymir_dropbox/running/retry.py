@@ -7,7 +7,8 @@ from pathlib import Path, PurePosixPath
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.problems import DropboxError
 from ymir_dropbox.running.folders import free_path, move, remove_error_files
-from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.ledger import Ledger, path_of
+from ymir_dropbox.storing.lifecycle import Place
 
 
 def retry_failed(
@@ -18,7 +19,7 @@ def retry_failed(
     Not under their old relative path: uploaders own the inbox's folders, and one of them
     may by now be a symlink leading out of it.
     """
-    rows = ledger.in_place("failed")
+    rows = ledger.in_place(Place.FAILED)
     if ids is not None:
         wanted = set(ids)
         rows = [row for row in rows if row["id"] in wanted]
@@ -28,8 +29,8 @@ def retry_failed(
             raise DropboxError(f"no failed package in failed/ for attempt(s) {listed}")
     moved = []
     for row in rows:
-        source = Path(row["final_path"])
-        if not source.is_file() or source.is_symlink():
+        source = path_of(row, "final_path")
+        if source is None or not source.is_file() or source.is_symlink():
             continue
         while True:
             target = free_path(config.paths.inbox, PurePosixPath(source.name))
@@ -39,6 +40,6 @@ def retry_failed(
             except FileExistsError:  # an uploader took the name meanwhile
                 continue
         remove_error_files(source)
-        ledger.update(row["id"], place="retried")
+        ledger.move(row["id"], Place.RETRIED)
         moved.append((int(row["id"]), source, target))
     return moved

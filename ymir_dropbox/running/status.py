@@ -11,6 +11,7 @@ from ymir_dropbox.config import Config
 from ymir_dropbox.running.folders import is_ignored, is_package_name, walk_inbox
 from ymir_dropbox.running.lock import lock_held
 from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.lifecycle import Status
 
 
 def collect_status(config: Config) -> dict[str, Any]:
@@ -37,31 +38,23 @@ def collect_status(config: Config) -> dict[str, Any]:
     }
     if not config.paths.ledger.exists():
         return {**result, "today": {}, "total": {}, "last_import": None, "last_error": None}
-    ledger = Ledger(config.paths.ledger)
+    ledger = Ledger.open_for_reading(config.paths.ledger)
     today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00")
-
-    def counts(since: str) -> dict[str, int]:
-        rows = ledger.query(
-            "SELECT status, count(*) AS n FROM attempts WHERE finished_at >= ? GROUP BY status",
-            [since],
-        )
-        found = {row["status"]: int(row["n"]) for row in rows}
-        return {status: found.get(status, 0) for status in ("imported", "duplicate", "failed")}
-
-    def last(status: str) -> dict[str, Any] | None:
-        rows = list(
-            ledger.query(
-                "SELECT id, package, sha256, model_hash, best_stage_name, mAP, errors, finished_at "
-                "FROM attempts WHERE status = ? ORDER BY id DESC LIMIT 1",
-                [status],
-            )
-        )
-        return rows[0] if rows else None
-
-    result.update(today=counts(today), total=counts(""), last_import=last("imported"))
-    result["last_error"] = last("failed")
+    last_import = ledger.latest(Status.IMPORTED)
+    last_error = ledger.latest(Status.FAILED)
+    result.update(
+        today=ledger.counts_since(today),
+        total=ledger.counts_since(""),
+        last_import=_brief(last_import[0]) if last_import else None,
+        last_error=_brief(last_error[0]) if last_error else None,
+    )
     ledger.close()
     return result
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "package", "sha256", "model_hash", "best_stage_name", "mAP", "errors")
+    return {key: row.get(key) for key in (*keys, "finished_at")}
 
 
 def render_status(status: dict[str, Any]) -> str:

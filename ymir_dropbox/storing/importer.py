@@ -21,7 +21,8 @@ from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_package
 from ymir_dropbox.storing.backends import Backend, ImportFailed, ImportResult, PreparedPackage
 from ymir_dropbox.storing.faults import crash_point
-from ymir_dropbox.storing.ledger import DuplicateImport, Ledger, now
+from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
+from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Status
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +63,31 @@ class Importer:
                 self._changed.notify_all()
 
     def run(self, path: Path, attempt_id: int) -> Outcome:
+        """The transaction of one import, for the daemon's workers and ``ymir-dropbox import``.
+
+        Whatever stops it is recorded before it propagates: ``OSError`` (the machine's fault:
+        the file cannot be read, the store cannot be written) as ``import.io_error``, anything
+        else (a bug) as ``import.crashed``; the attempt is then ``interrupted`` and the package
+        is the next attempt's.
+        """
+        try:
+            return self._run(path, attempt_id)
+        except OSError as error:
+            reason = describe_os_error(error)
+            self._interrupt(attempt_id, Problem("import.io_error", "", reason))
+            log.error("import_io_error", attempt=attempt_id, package=path.name, error=reason)
+            raise
+        except Exception as error:
+            log.exception("import_crashed", attempt=attempt_id, package=path.name)
+            self._interrupt(attempt_id, Problem("import.crashed", "", repr(error)))
+            raise
+
+    def _interrupt(self, attempt_id: int, problem: Problem) -> None:
+        row = self.ledger.get(attempt_id)
+        if row is not None and row["status"] in IN_FLIGHT:
+            self.ledger.finish(attempt_id, Status.INTERRUPTED, errors=[problem.as_dict()])
+
+    def _run(self, path: Path, attempt_id: int) -> Outcome:
         """Import the package at ``path`` for the attempt ``attempt_id`` (already in the ledger).
 
         Raises ``OSError`` when the file cannot be read or the store cannot be written: not the
@@ -69,9 +95,7 @@ class Importer:
         """
         started = time.monotonic()
         bound = log.bind(attempt=attempt_id, package=path.name)
-        self.ledger.update(
-            attempt_id, status="importing", started_at=now(), backend=self.backend.name
-        )
+        self.ledger.start_import(attempt_id, self.backend.name)
 
         def finish(status: str, **fields: object) -> float:
             duration = round(time.monotonic() - started, 3)
@@ -83,7 +107,7 @@ class Importer:
             report = validate_package(path, self.config.limits, spool)
             spool.flush()
             sha256 = report.sha256
-            self.ledger.update(attempt_id, sha256=sha256, size=report.package_bytes)
+            self.ledger.record(attempt_id, sha256=sha256, size=report.package_bytes)
             crash_point("validated")
             bound = bound.bind(sha256=sha256, size=report.package_bytes)
             bound.info(
@@ -115,7 +139,7 @@ class Importer:
                     )
                 reference = self.backend.reference(attempt_id)
                 if reference is not None:
-                    self.ledger.update(attempt_id, dst_rev=reference)
+                    self.ledger.record(attempt_id, dst_rev=reference)
                 try:
                     result = self.backend.import_package(
                         PreparedPackage(path, sha256, attempt_id, report, spool)
@@ -181,3 +205,9 @@ def _describe(report: ValidationReport) -> dict[str, object]:
 
 def _dicts(problems: tuple[Problem, ...] | list[Problem]) -> list[dict[str, object]]:
     return [problem.as_dict() for problem in problems]
+
+
+def describe_os_error(error: OSError) -> str:
+    """``No space left on device: /srv/models/x``: the reason, and the file when known."""
+    filename = getattr(error, "filename", "") or ""
+    return f"{error.strerror or error}: {filename}".rstrip(": ")

@@ -8,21 +8,33 @@ unique index makes "imported twice" impossible: one ``imported`` row per package
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from enum import StrEnum
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from sqlite_utils import Database
 
 from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.storing.lifecycle import (
+    FINAL,
+    FIRST_PLACES,
+    SETTLED,
+    IllegalTransition,
+    Place,
+    Status,
+    check_place,
+    check_status,
+)
 
-IN_FLIGHT = ("claimed", "importing")
-FINAL = ("imported", "failed", "duplicate", "interrupted")
 JSON_COLUMNS = ("class_names", "errors", "warnings", "notes")
 BUSY_TIMEOUT_SECONDS = 30.0
+MIN_PREFIX = 4  # characters of a sha256 or model hash prefix that `ledger show` accepts
+CRASHED = "import.crashed"
 
 COLUMNS: dict[str, type] = {
     "id": int,
@@ -51,6 +63,10 @@ COLUMNS: dict[str, type] = {
     "duration": float,
     "notes": str,
 }
+# Columns added by later migrations (the first release created the ones above, in _v1).
+RAW_PATH_COLUMNS = ("source_raw", "processing_path_raw", "final_path_raw")
+V1_COLUMNS = dict(COLUMNS)
+COLUMNS.update(dict.fromkeys(RAW_PATH_COLUMNS, bytes))
 
 
 class LedgerError(DropboxError):
@@ -66,7 +82,7 @@ def _v1(db: Database) -> None:
     sqlite_types = {int: "INTEGER", str: "TEXT", float: "REAL"}
     columns = ", ".join(
         f"[{name}] {sqlite_types[kind]}" + (" PRIMARY KEY" if name == "id" else "")
-        for name, kind in COLUMNS.items()
+        for name, kind in V1_COLUMNS.items()
     )
     db.execute(f"CREATE TABLE attempts ({columns})")
     for column in ("sha256", "status", "model_hash", "place"):
@@ -76,8 +92,15 @@ def _v1(db: Database) -> None:
     )
 
 
+def _v2(db: Database) -> None:
+    """Paths as their exact bytes, beside the text shown to people."""
+    for column in RAW_PATH_COLUMNS:
+        db.execute(f"ALTER TABLE attempts ADD COLUMN [{column}] BLOB")
+    db.execute("CREATE INDEX attempts_processing_path_raw ON attempts([processing_path_raw])")
+
+
 # Each migration takes the database from version N to N + 1. Append; never edit one that shipped.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -85,43 +108,77 @@ class DuplicateImport(LedgerError):
     """Another attempt recorded an import of the same sha256 first."""
 
 
-class Ledger:
-    """A thread-safe handle on the ledger file."""
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
 
-    def __init__(self, path: Path) -> None:
+
+KEEP: Any = _Keep()  # "leave this column as it is"
+
+
+class Ledger:
+    """A thread-safe handle on the ledger file.
+
+    State changes go through :meth:`begin`, :meth:`start_import`, :meth:`finish` and
+    :meth:`move`, which refuse any step :mod:`lifecycle` does not list. Paths are stored
+    twice: as text for people (bytes that are not UTF-8 shown as ``\\xNN``) and as the exact
+    bytes (``*_raw`` columns), which are the only form ever turned back into a path.
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         try:
-            connection = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False, isolation_level=None
-            )
+            if read_only:
+                # Readers (status, ledger) never write: no WAL switch, no migration.
+                uri = f"{path.absolute().as_uri()}?mode=ro"
+                connection = sqlite3.connect(
+                    uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
+                    isolation_level=None,
+                )  # fmt: skip
+            else:
+                connection = sqlite3.connect(
+                    path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
+                    isolation_level=None,
+                )  # fmt: skip
         except sqlite3.Error as error:
             raise LedgerError(f"{path}: cannot open the ledger: {error}") from None
         self.db = Database(connection)
         self._lock = threading.RLock()
         try:
-            self.db.enable_wal()
-            # In WAL mode NORMAL stays consistent through any crash of the process; only a
-            # power cut can lose the last commits, and the folders (fsynced) still tell.
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            if read_only:
+                self._check_version(self.schema_version)
+            else:
+                self.db.enable_wal()
+                # In WAL mode NORMAL stays consistent through any crash of the process; only a
+                # power cut can lose the last commits, and the folders (fsynced) still tell.
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
         except sqlite3.DatabaseError as error:
             raise LedgerError(f"{path}: cannot use the ledger: {error}") from None
 
+    @classmethod
+    def open_for_reading(cls, path: Path) -> Ledger:
+        """The ledger for a command that only reads it (works with read access alone)."""
+        if not path.exists():
+            raise LedgerError(f"no ledger at {path} yet")
+        return cls(path, read_only=True)
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path}: ledger schema version {version} is newer than this "
+                f"ymir-dropbox understands ({SCHEMA_VERSION}); upgrade ymir-dropbox"
+            )
+
     def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION; one writer at a time, so two openers agree."""
-        with self._transaction():
+        with _Transaction(self.db.conn):
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"{self.path}: ledger schema version {version} is newer than this "
-                    f"ymir-dropbox understands ({SCHEMA_VERSION}); upgrade ymir-dropbox"
-                )
+            self._check_version(version)
             for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
                 migration(self.db)
                 self.db.execute(f"PRAGMA user_version = {target}")
-
-    def _transaction(self) -> Any:
-        return _Transaction(self.db.conn)
 
     @property
     def schema_version(self) -> int:
@@ -132,11 +189,30 @@ class Ledger:
         with self._lock:
             self.db.close()
 
-    # -- writing ------------------------------------------------------------------------------
+    # -- the lifecycle ------------------------------------------------------------------------
 
-    def begin(self, **fields: Any) -> int:
+    def begin(
+        self,
+        *,
+        package: str,
+        place: Place = Place.NONE,
+        source: PurePath | None = None,
+        processing_path: PurePath | None = None,
+        **fields: Any,
+    ) -> int:
         """Record a new attempt (status ``claimed``) and return its id."""
-        record = _encode({"status": "claimed", "received_at": now(), **fields})
+        assert place in FIRST_PLACES, place
+        record = _encode(
+            {
+                "status": Status.CLAIMED,
+                "place": place,
+                "received_at": now(),
+                "package": package,
+                **_path_fields("source", source),
+                **_path_fields("processing_path", processing_path),
+                **fields,
+            }
+        )
         names = ", ".join(f"[{name}]" for name in record)
         marks = ", ".join("?" for _ in record)
         with self._lock:
@@ -147,10 +223,59 @@ class Ledger:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def update(self, attempt_id: int, **fields: Any) -> None:
-        record = _encode(fields)
-        assignments = ", ".join(f"[{name}] = ?" for name in record)
-        with self._lock:
+    def start_import(self, attempt_id: int, backend: str) -> None:
+        self._step(attempt_id, Status.IMPORTING, {"started_at": now(), "backend": backend})
+
+    def finish(self, attempt_id: int, status: Status | str, **fields: Any) -> None:
+        """Record the final status of an attempt.
+
+        An ``interrupted`` attempt gives up its package: whichever attempt comes next owns
+        the file, so the row no longer claims a place.
+        """
+        status = Status(status)
+        assert status in FINAL, status
+        changes: dict[str, Any] = {"finished_at": now(), **fields}
+        self._step(
+            attempt_id, status, changes, place=None if status is Status.INTERRUPTED else KEEP
+        )
+
+    def move(
+        self, attempt_id: int, place: Place | None, final_path: PurePath | object | None = KEEP
+    ) -> None:
+        """Record where the package file is now (or is about to be)."""
+        changes = {} if final_path is KEEP else _path_fields("final_path", final_path)  # type: ignore[arg-type]
+        self._step(attempt_id, KEEP, changes, place=place)
+
+    def plan(self, attempt_id: int, final_path: PurePath) -> None:
+        """Record the name the package will be filed under, before it is filed."""
+        self.record(attempt_id, **_path_fields("final_path", final_path))
+
+    def record(self, attempt_id: int, **fields: Any) -> None:
+        """Facts about an attempt that are not steps of its lifecycle (sha256, size, ...)."""
+        assert not {"status", "place"} & set(fields), "use finish() or move()"
+        self._step(attempt_id, KEEP, fields)
+
+    def _step(
+        self, attempt_id: int, status: Status | object, fields: dict[str, Any], place: Any = KEEP
+    ) -> None:
+        changes = dict(fields)
+        with self._lock, _Transaction(self.db.conn):
+            if status is not KEEP or place is not KEEP:
+                current = self.db.execute(
+                    "SELECT status, place FROM attempts WHERE id = ?", [attempt_id]
+                ).fetchone()
+                if current is None:
+                    raise IllegalTransition(f"attempt {attempt_id} does not exist")
+                if status is not KEEP:
+                    check_status(current[0], status)  # type: ignore[arg-type]
+                    changes["status"] = status
+                if place is not KEEP:
+                    check_place(current[1], place)
+                    changes["place"] = place
+            record = _encode(changes)
+            if not record:
+                return
+            assignments = ", ".join(f"[{name}] = ?" for name in record)
             try:
                 self.db.execute(
                     f"UPDATE attempts SET {assignments} WHERE id = ?",  # noqa: S608 - known columns
@@ -159,30 +284,15 @@ class Ledger:
             except sqlite3.IntegrityError as error:
                 raise DuplicateImport(str(error)) from None
 
-    def finish(self, attempt_id: int, status: str, **fields: Any) -> None:
-        """Record the final status of an attempt.
-
-        An ``interrupted`` attempt gives up its package: whichever attempt comes next owns
-        the file, so the row no longer claims a place.
-        """
-        assert status in FINAL, status
-        if status == "interrupted":
-            fields["place"] = None
-        self.update(attempt_id, status=status, finished_at=now(), **fields)
-
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, attempt_id: int) -> dict[str, Any] | None:
-        rows = list(self.query("SELECT * FROM attempts WHERE id = ?", [attempt_id]))
-        return rows[0] if rows else None
+        return self._first("SELECT * FROM attempts WHERE id = ?", [attempt_id])
 
     def imported_by_sha256(self, sha256: str) -> dict[str, Any] | None:
-        rows = list(
-            self.query(
-                "SELECT * FROM attempts WHERE sha256 = ? AND status = 'imported' LIMIT 1", [sha256]
-            )
+        return self._first(
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = 'imported' LIMIT 1", [sha256]
         )
-        return rows[0] if rows else None
 
     def find(self, key: str) -> list[dict[str, Any]]:
         """Attempts matching an id, a sha256 prefix or a model hash prefix."""
@@ -190,52 +300,146 @@ class Ledger:
             row = self.get(int(key))
             if row is not None:
                 return [row]
-        if len(key) < 4:
+        if len(key) < MIN_PREFIX:
             return []
         pattern = key.lower() + "%"
-        return list(
-            self.query(
-                "SELECT * FROM attempts WHERE sha256 LIKE ? OR model_hash LIKE ? ORDER BY id",
-                [pattern, pattern],
-            )
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 LIKE ? OR model_hash LIKE ? ORDER BY id",
+            [pattern, pattern],
         )
 
     def recent(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE status = ?", [status]) if status else ("", [])
-        rows = self.query(
+        return self._all(
             f"SELECT * FROM attempts {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
             [*params, limit],
         )
-        return list(rows)
 
-    def in_place(self, place: str) -> list[dict[str, Any]]:
-        return list(self.query("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place]))
+    def in_place(self, place: Place) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])
 
-    def query(self, sql: str, params: list[Any] | None = None) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            rows = list(self.db.query(sql, params or []))
+    def in_flight(self) -> list[dict[str, Any]]:
+        """Attempts that had not finished: after a start, the ones a stop or crash cut short."""
+        return self._all(
+            "SELECT * FROM attempts WHERE status IN (?, ?) ORDER BY id",
+            [Status.CLAIMED, Status.IMPORTING],
+        )
+
+    def settled_in_processing(self, relative: PurePath) -> dict[str, Any] | None:
+        """The attempt that finished the package at ``processing/relative`` but did not move it."""
+        return self._first(
+            f"SELECT * FROM attempts WHERE place = 'processing' AND {PROCESSING_PATH_IS} "  # noqa: S608
+            "AND status IN ('imported', 'duplicate', 'failed') ORDER BY id DESC LIMIT 1",
+            _path_params(relative),
+        )
+
+    def crashes_in_a_row(self, relative: PurePath) -> int:
+        """How many of the latest attempts on ``processing/relative`` ended in a crash."""
+        rows = self._all(
+            f"SELECT status, errors FROM attempts WHERE {PROCESSING_PATH_IS} "  # noqa: S608
+            "ORDER BY id DESC LIMIT 20",
+            _path_params(relative),
+        )
+        count = 0
         for row in rows:
-            yield _decode(row)
+            codes = {problem.get("code") for problem in row.get("errors") or []}
+            if row["status"] in SETTLED:
+                break
+            if row["status"] == Status.INTERRUPTED and CRASHED in codes:
+                count += 1
+        return count
 
-    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+    def counts_since(self, since: str) -> dict[str, int]:
+        """Final outcomes of the attempts finished since ``since`` (an ISO timestamp)."""
+        found = {
+            row["status"]: int(row["n"])
+            for row in self._all(
+                "SELECT status, count(*) AS n FROM attempts WHERE finished_at >= ? GROUP BY status",
+                [since],
+            )
+        }
+        return {status: found.get(status, 0) for status in ("imported", "duplicate", "failed")}
+
+    def latest(self, status: Status, limit: int = 1) -> list[dict[str, Any]]:
+        return self._all(
+            "SELECT * FROM attempts WHERE status = ? ORDER BY id DESC LIMIT ?", [status, limit]
+        )
+
+    def count(self, **equal: Any) -> int:
+        """How many attempts have these column values (``count(sha256=...)``)."""
+        unknown = set(equal) - set(COLUMNS)
+        assert not unknown, unknown
+        where = " AND ".join(f"[{name}] = ?" for name in equal) or "1"
         with self._lock:
-            return self.db.execute(sql, params or []).fetchone()[0]
+            found: int = self.db.execute(
+                f"SELECT count(*) FROM attempts WHERE {where}",  # noqa: S608 - known columns
+                list(equal.values()),
+            ).fetchone()[0]
+        return found
+
+    def _first(self, sql: str, params: list[Any]) -> dict[str, Any] | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self.db.query(sql, params))
+        return [_decode(row) for row in rows]
+
+
+def path_of(row: dict[str, Any], column: str) -> Path | None:
+    """The exact path an attempt recorded (from its bytes; older rows: from their text)."""
+    raw = row.get(f"{column}_raw")
+    if isinstance(raw, bytes):
+        return Path(os.fsdecode(raw))
+    text = row.get(column)
+    return Path(text) if text else None
+
+
+def for_people(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as ``ledger --json`` shows it: the paths as text only."""
+    return {key: value for key, value in row.items() if key not in RAW_PATH_COLUMNS}
+
+
+def relative_of(row: dict[str, Any]) -> PurePosixPath | None:
+    found = path_of(row, "processing_path")
+    return PurePosixPath(found) if found is not None else None
 
 
 class _Transaction:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
+        self.outer = False
 
     def __enter__(self) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
+        self.outer = not self.connection.in_transaction
+        if self.outer:
+            self.connection.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+        if self.outer:
+            self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 def as_text(value: str) -> str:
     """Text SQLite can store: a file name may be any bytes; those not UTF-8 become \\xNN."""
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _path_fields(column: str, path: PurePath | None) -> dict[str, Any]:
+    if path is None:
+        return {column: None, f"{column}_raw": None}
+    return {column: as_text(str(path)), f"{column}_raw": os.fsencode(path)}
+
+
+# Rows written before paths were kept as bytes have only the text.
+PROCESSING_PATH_IS = (
+    "(processing_path_raw = ? OR (processing_path_raw IS NULL AND processing_path = ?))"
+)
+
+
+def _path_params(path: PurePath) -> list[Any]:
+    return [os.fsencode(path), as_text(str(path))]
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +449,8 @@ def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     for key, value in fields.items():
         if key in JSON_COLUMNS and value is not None:
             value = json.dumps(value)
+        elif isinstance(value, StrEnum):
+            value = str(value)
         encoded[key] = as_text(value) if isinstance(value, str) else value
     return encoded
 

@@ -1,0 +1,87 @@
+"""Claiming: a ready inbox file becomes ours by one rename into processing/.
+
+The attempt's row is written first (place ``inbox``), then the rename, then the place
+``processing``. The file must still be the one readiness judged: any change since is the
+writer at work again, and the file stays in the inbox.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import structlog
+
+from ymir_dropbox.config import Config
+from ymir_dropbox.reading.archive import gzip_complete, open_package
+from ymir_dropbox.running.daemon.policy import JobEnd, JobResult
+from ymir_dropbox.running.folders import move
+from ymir_dropbox.running.readiness import Observation, Ready
+from ymir_dropbox.storing.faults import crash_point
+from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.lifecycle import Place, Status
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    attempt_id: int
+    relative: PurePosixPath
+    observation: Observation  # the file as readiness judged it: the import's baseline
+
+
+def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
+    """Claim the file readiness found complete, or say why it stays in the inbox."""
+    relative = ready.relative
+    path = config.paths.inbox / relative
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return JobResult(JobEnd.GONE, relative)
+    if not stat.S_ISREG(info.st_mode):
+        return JobResult(JobEnd.IGNORED, relative)
+    if Observation.of(info) != ready.observation:
+        return JobResult(JobEnd.CHANGED, relative)
+    try:
+        if not ready.quiet and not gzip_complete(path, config.limits.max_ratio):
+            return JobResult(JobEnd.NOT_READY, relative)
+        with open_package(path):
+            pass
+    except FileNotFoundError:
+        return JobResult(JobEnd.GONE, relative)
+    except OSError as error:
+        return JobResult(JobEnd.TRANSIENT, relative, reason=f"{error.strerror or error}")
+    target = config.paths.processing / relative
+    if target.exists() or target.is_symlink():
+        return JobResult(
+            JobEnd.TRANSIENT, relative, reason="a package of that name is being imported"
+        )
+    attempt_id = ledger.begin(
+        package=relative.name,
+        source=relative,
+        place=Place.INBOX,
+        processing_path=relative,
+        size=info.st_size,
+    )
+    crash_point("claim")
+    try:
+        move(path, target)
+    except OSError as error:
+        ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
+        end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
+        return JobResult(end, relative, reason=str(error))
+    ledger.move(attempt_id, Place.PROCESSING)
+    crash_point("claimed")
+    log.info(
+        "package_claimed",
+        attempt=attempt_id,
+        path=str(relative),
+        size=info.st_size,
+        since_write=round(time.time() - info.st_mtime, 3),
+        step="claim",
+    )
+    return Claimed(attempt_id, relative, ready.observation)

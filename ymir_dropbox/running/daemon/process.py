@@ -1,0 +1,117 @@
+"""The process: the lock, the signals, systemd's notify protocol, and re-execution.
+
+SIGTERM and SIGINT stop: no new work, running imports get ``shutdown_timeout`` seconds, exit 0.
+SIGHUP reloads the systemd way: ``RELOADING=1``, the same drain, then the process re-executes
+itself (same PID, lock kept: its descriptor is inherited) and the new one says ``READY=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+import structlog
+
+from ymir_dropbox.config import Config
+from ymir_dropbox.running.daemon.filing import Filing
+from ymir_dropbox.running.daemon.inbox import InboxView
+from ymir_dropbox.running.daemon.policy import RetryPolicy
+from ymir_dropbox.running.daemon.recovery import recover
+from ymir_dropbox.running.daemon.scheduler import Scheduler
+from ymir_dropbox.running.daemon.worker import Worker
+from ymir_dropbox.running.folders import check_same_filesystem
+from ymir_dropbox.running.lock import INHERITED_ENV_VAR, acquire_lock
+from ymir_dropbox.running.metrics import Metrics
+from ymir_dropbox.running.readiness import ReadinessTracker
+from ymir_dropbox.running.sdnotify import notify
+from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.importer import Importer
+from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.lifecycle import Place, Status
+
+log = structlog.get_logger(__name__)
+
+
+def run_daemon(config: Config) -> int:
+    """``ymir-dropbox run``: returns the exit code (0 after SIGTERM/SIGINT)."""
+    config.ensure_folders()
+    check_same_filesystem(config)
+    lock = acquire_lock(config)
+    ledger = Ledger(config.paths.ledger)
+    backend = make_backend(config)
+    backend.check()
+    metrics = Metrics(config.metrics.listen)
+    filing = Filing(config.paths, ledger)
+    worker = Worker(config, ledger, Importer(config, ledger, backend), filing, metrics)
+    inbox = InboxView(
+        config.paths.inbox, config.watch, ReadinessTracker(config.watch.settle_seconds)
+    )
+    policy = RetryPolicy(config.watch.settle_seconds, config.daemon.retry_max_seconds)
+    scheduler = Scheduler(config, inbox, worker, policy, ledger, metrics)
+    log.info(
+        "daemon_started",
+        pid=os.getpid(),
+        config=str(config.source) if config.source else "built-in defaults",
+        **{name: str(path.absolute()) for name, path in config.paths.folders().items()},
+        ledger=str(config.paths.ledger.absolute()),
+    )
+    reload_requested = False
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        nonlocal reload_requested
+        if number == signal.SIGHUP and not scheduler.stopping.is_set():
+            reload_requested = True
+            notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        scheduler.request_stop()
+
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, on_signal)
+    for relative in recover(config.paths, ledger, backend, filing):
+        scheduler.redo[relative] = 0.0
+    scheduler.serve(backend.name)
+
+    if not reload_requested:
+        notify("STOPPING=1")
+    log.info("daemon_stopping", running=len(scheduler.running), reload=reload_requested)
+    unfinished = scheduler.shutdown(config.daemon.shutdown_timeout)
+    if unfinished:
+        _give_up(ledger)
+        log.warning(
+            "shutdown_timeout",
+            unfinished=[str(relative) for relative in unfinished],
+            note="left in processing/; redone at next start",
+        )
+        ledger.close()
+        sys.stderr.flush()
+        if reload_requested:
+            reexec(lock.fileno())
+        os._exit(0)  # the unfinished jobs' threads cannot be joined
+    ledger.close()
+    if reload_requested:
+        reexec(lock.fileno())
+    lock.close()
+    log.info("daemon_stopped")
+    return 0
+
+
+def _give_up(ledger: Ledger) -> None:
+    """Attempts a stop cut short are interrupted by the stop, not crashed: say so."""
+    for row in ledger.in_flight():
+        if row["place"] != Place.NONE:
+            ledger.finish(
+                row["id"],
+                Status.INTERRUPTED,
+                notes=[*(row.get("notes") or []), "stopped before the import finished"],
+            )
+
+
+def reexec(lock_fd: int) -> None:
+    """SIGHUP: the same command again, in this process, so systemd keeps its PID, and with
+    the lock's descriptor inherited, so no other daemon can start in between."""
+    log.info("daemon_reexec", reason="SIGHUP: reloading the configuration")
+    os.set_inheritable(lock_fd, True)
+    os.environ[INHERITED_ENV_VAR] = str(lock_fd)
+    os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606

@@ -1,0 +1,158 @@
+"""What a worker thread does with one package: claim it, import it, file it.
+
+Each job returns a :class:`JobResult`; the scheduler asks the policy what follows. A job
+never decides about retries itself, and never leaves a package between folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from pathlib import PurePosixPath
+
+import structlog
+
+from ymir_dropbox.config import Config
+from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.running.daemon.claiming import Claimed, claim
+from ymir_dropbox.running.daemon.filing import Filing
+from ymir_dropbox.running.daemon.policy import MAX_CRASHES, JobEnd, JobResult
+from ymir_dropbox.running.metrics import Metrics
+from ymir_dropbox.running.readiness import Observation, Ready
+from ymir_dropbox.storing.importer import Importer, describe_os_error
+from ymir_dropbox.storing.ledger import Ledger, relative_of
+from ymir_dropbox.storing.lifecycle import SETTLED, Place, Status
+
+log = structlog.get_logger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        importer: Importer,
+        filing: Filing,
+        metrics: Metrics,
+        max_crashes: int = MAX_CRASHES,
+    ) -> None:
+        self.config = config
+        self.paths = config.paths
+        self.ledger = ledger
+        self.importer = importer
+        self.filing = filing
+        self.metrics = metrics
+        self.max_crashes = max_crashes
+
+    def take(self, ready: Ready) -> JobResult:
+        """Claim a ready inbox file and import it."""
+        claimed = claim(ready, self.config, self.ledger)
+        if isinstance(claimed, JobResult):
+            return claimed
+        return self._import(claimed)
+
+    def redo(self, relative: PurePosixPath) -> JobResult:
+        """Import a package found in processing/ again (after a crash, or a deferral)."""
+        path = self.paths.processing / relative
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return JobResult(JobEnd.GONE, relative)
+        settled = self.ledger.settled_in_processing(relative)
+        if settled is not None:  # imported or failed already; only the filing went wrong
+            return self._file(settled["id"], relative, Status(settled["status"]))
+        self._give_up_earlier_attempts(relative)
+        crashes = self.ledger.crashes_in_a_row(relative)
+        if crashes >= self.max_crashes:
+            return self.fail_crashed(relative, f"{crashes} crashes in a row")
+        attempt_id = self.ledger.begin(
+            package=relative.name,
+            source=relative,
+            place=Place.PROCESSING,
+            processing_path=relative,
+            size=info.st_size,
+            notes=[f"redo of a claimed package (crashes so far: {crashes})"],
+        )
+        return self._import(Claimed(attempt_id, relative, Observation.of(info)))
+
+    def fail_crashed(self, relative: PurePosixPath, reason: str) -> JobResult:
+        """A claimed package whose import keeps crashing: failed/, with the error."""
+        path = self.paths.processing / relative
+        try:
+            with open_package(path) as stream:
+                sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+        except FileNotFoundError:
+            return JobResult(JobEnd.GONE, relative)
+        attempt_id = self.ledger.begin(
+            package=relative.name,
+            source=relative,
+            place=Place.PROCESSING,
+            processing_path=relative,
+            sha256=sha256,
+        )
+        message = f"the import failed {self.max_crashes} times with an unexpected error: {reason}"
+        problem = Problem("import.crashed", "", message)
+        self.ledger.finish(attempt_id, Status.FAILED, errors=[problem.as_dict()])
+        return self._file(attempt_id, relative, Status.FAILED)
+
+    def _give_up_earlier_attempts(self, relative: PurePosixPath) -> None:
+        """An attempt whose ending could not be written (ledger locked) gives up the file."""
+        for row in self.ledger.in_flight():
+            if relative_of(row) == relative and row["place"] == Place.PROCESSING:
+                self.ledger.finish(row["id"], Status.INTERRUPTED, notes=["superseded by a redo"])
+
+    def _import(self, claimed: Claimed) -> JobResult:
+        relative, attempt_id = claimed.relative, claimed.attempt_id
+        path = self.paths.processing / relative
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            problem = Problem(
+                "package.not_regular",
+                "",
+                f"{relative} is not a regular file (replaced by a link or special file)",
+            )
+            self.ledger.finish(attempt_id, Status.FAILED, errors=[problem.as_dict()])
+            return self._file(attempt_id, relative, Status.FAILED)
+        if Observation.of(info) != claimed.observation:
+            # Written again between the readiness check and the claim: judge it later, whole.
+            self.ledger.finish(
+                attempt_id, Status.INTERRUPTED, notes=["changed while it was claimed"]
+            )
+            return JobResult(JobEnd.DEFERRED, relative, reason="changed while it was claimed")
+        try:
+            outcome = self.importer.run(path, attempt_id)
+        except OSError as error:
+            return JobResult(JobEnd.DEFERRED, relative, reason=describe_os_error(error))
+        except Exception as error:
+            crashes = self.ledger.crashes_in_a_row(relative)
+            return JobResult(JobEnd.CRASHED, relative, reason=repr(error), crashes=crashes)
+        result = self._file(attempt_id, relative, Status(outcome.status), claimed.observation)
+        if result.end is JobEnd.SETTLED:
+            row = self.ledger.get(attempt_id) or {}
+            self.metrics.record(
+                outcome.status, outcome.duration, int(row.get("size") or 0), time.time()
+            )
+        return result
+
+    def _file(
+        self,
+        attempt_id: int,
+        relative: PurePosixPath,
+        status: Status,
+        imported: Observation | None = None,
+    ) -> JobResult:
+        """File a package whose verdict is recorded; a failure to file is the machine's, and
+        the filing is retried with the verdict kept."""
+        assert status in SETTLED, status
+        try:
+            filed = self.filing.file(attempt_id, relative, status, imported)
+        except (OSError, DropboxError) as error:
+            reason = describe_os_error(error) if isinstance(error, OSError) else str(error)
+            log.error("filing_failed", attempt=attempt_id, path=str(relative), error=reason)
+            return JobResult(JobEnd.DEFERRED, relative, reason=f"filing failed: {reason}")
+        if not filed:
+            return JobResult(JobEnd.DEFERRED, relative, reason="replaced while imported")
+        return JobResult(JobEnd.SETTLED, relative, str(status))
