@@ -36,6 +36,7 @@ ERROR_SUFFIXES = (".error.json", ".error.txt")
 IN_FLIGHT = ("claimed", "importing")
 FINISHED = ("imported", "duplicate", "failed")
 CRASH_ENV = "YMIR_DROPBOX_CRASH_AT"
+PAUSE_ENV = "YMIR_DROPBOX_PAUSE_AT"
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -256,7 +257,8 @@ class Dropbox:
         environment = {
             key: value
             for key, value in os.environ.items()
-            if key not in {CRASH_ENV, "YMIR_DROPBOX_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC"}
+            if key
+            not in {CRASH_ENV, PAUSE_ENV, "YMIR_DROPBOX_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC"}
         }
         environment.update(env or {})
         with self.log_path.open("wb") as log:
@@ -272,6 +274,15 @@ class Dropbox:
         if wait:
             self.wait_ready(timeout=timeout)
         return self.process
+
+    def pause_at(self, point: str, package: str) -> dict[str, str]:
+        """The environment that makes ``package`` wait at ``point`` until :meth:`release`."""
+        self.gate = self.root / f"gate-{point}"
+        self.gate.touch()
+        return {PAUSE_ENV: f"{point}:{package}:{self.gate}"}
+
+    def release(self) -> None:
+        self.gate.unlink(missing_ok=True)
 
     def log_text(self, path: Path | None = None) -> str:
         try:

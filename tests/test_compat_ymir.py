@@ -212,26 +212,31 @@ def run_ymir_check(*stored: Path) -> dict[str, Any]:
     return result
 
 
-def test_a_stage_named_like_the_info_file_is_refused_or_readable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reserved", ["ymir-info.yaml", "attachments"])
+def test_a_stage_named_like_what_the_stored_package_uses_itself_is_refused(
+    tmp_path: Path, reserved: str
+) -> None:
+    """YMIR would read such a stage's folder as its own info file or attachments: refuse it."""
     info = seed_info()
     stage = info["stages"].pop("stage_1000")
-    stage["stage_name"] = "ymir-info.yaml"
-    info["stages"]["ymir-info.yaml"] = stage
+    stage["stage_name"] = reserved
+    info["stages"][reserved] = stage
+    info["best_stage_name"] = reserved
     (tmp_path / "config.toml").write_text('base_dir = "box"\n[log]\nlevel = "error"\n')
     config = load_config(tmp_path / "config.toml")
     config.ensure_folders()
     package = seed_package(tmp_path / "p.tar.gz", info)
     ledger = Ledger(config.paths.ledger)
+
     outcome = Importer(config, ledger, make_backend(config)).run(
         package, ledger.begin(package=package.name)
     )
-    if outcome.status == "failed":
-        return
-    assert outcome.result is not None
 
-    ymir = run_ymir_check(outcome.result.stored_path)
-
-    assert ymir["ok"], ymir.get("error", "")[-500:]
+    assert outcome.status == "failed"
+    assert ("info.bad_file_name", f"stages.{reserved}") in {
+        (problem.code, problem.field) for problem in outcome.errors
+    }
+    assert list(config.paths.models.iterdir()) == []
 
 
 def test_stored_attachments_are_where_ymir_looks(checked: dict[str, Any]) -> None:

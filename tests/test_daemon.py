@@ -7,7 +7,6 @@ invariants (nothing lost, nothing imported twice, nothing half-written, nothing 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import (
+    Drop,
     Dropbox,
     Dropboxes,
     dropboxes,
     invalid_package,
     valid_package,
     wait_until,
-    write_large_package,
 )
 
 
@@ -330,68 +329,53 @@ def test_non_matching_and_ignored_names_stay_in_the_inbox_untouched(make: Dropbo
 # -- signals, crashes and a second daemon ---------------------------------------------------
 
 
-LARGE_BYTES = 200 * 1024 * 1024
+def start_with_a_slow_import(dropbox: Dropbox, name: str = "slow.tar.gz") -> Drop:
+    """A package whose import waits after validation until the test releases it."""
+    dropbox.start(env=dropbox.pause_at("validated", name))
+    drop = dropbox.drop_valid(name)
+    dropbox.wait_event("paused_at")
+    return drop
 
 
-@pytest.fixture(scope="module")
-def large_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """~200 MB of incompressible weights: an import that takes a few seconds."""
-    return write_large_package(tmp_path_factory.mktemp("large") / "large.tar.gz", LARGE_BYTES)
-
-
-def drop_large(dropbox: Dropbox, large_package: Path, name: str = "large.tar.gz") -> None:
-    """A hard link: no 200 MB copy per test, and the daemon sees a new file all the same."""
-    os.link(large_package, dropbox.inbox / name)
-    dropbox.record(name, large_package)
-
-
-def test_sigterm_during_an_import_lets_it_finish_and_exits_0(
-    make: Dropboxes, large_package: Path
-) -> None:
+def test_sigterm_during_an_import_lets_it_finish_and_exits_0(make: Dropboxes) -> None:
     dropbox = make(shutdown_timeout=60.0)
-    dropbox.start()
-    drop_large(dropbox, large_package)
-    dropbox.wait_event("package_claimed")
+    start_with_a_slow_import(dropbox)
     dropbox.send(signal.SIGTERM)
+    dropbox.wait_event("daemon_stopping")
+    dropbox.release()
     assert dropbox.wait_exit(timeout=60) == 0
     [stopping] = dropbox.events("daemon_stopping")
     assert stopping["running"] == 1, "the import had already ended: nothing was tested"
-    assert dropbox.names("done") == {"large.tar.gz"}
-    assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
+    assert dropbox.names("done") == {"slow.tar.gz"}
+    assert statuses(dropbox) == {"slow.tar.gz": ["imported"]}
     assert dropbox.events("daemon_stopped")
     dropbox.assert_invariants()
 
 
 def test_sigterm_past_the_shutdown_timeout_exits_0_and_the_restart_finishes(
-    make: Dropboxes, large_package: Path
+    make: Dropboxes,
 ) -> None:
     dropbox = make(shutdown_timeout=0.2)
-    dropbox.start()
-    drop_large(dropbox, large_package)
-    dropbox.wait_event("package_claimed")
+    start_with_a_slow_import(dropbox)
     dropbox.send(signal.SIGTERM)
     assert dropbox.wait_exit(timeout=30) == 0
     assert dropbox.events("shutdown_timeout")
     dropbox.assert_invariants(idle=False)
     dropbox.start()
     dropbox.wait_settled(timeout=60)
-    assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
+    assert statuses(dropbox) == {"slow.tar.gz": ["imported"]}
     dropbox.assert_invariants()
 
 
-def test_kill_9_during_an_import_then_restart_imports_it_exactly_once(
-    make: Dropboxes, large_package: Path
-) -> None:
+def test_kill_9_during_an_import_then_restart_imports_it_exactly_once(make: Dropboxes) -> None:
     dropbox = make()
-    dropbox.start()
-    drop_large(dropbox, large_package)
-    dropbox.wait_event("package_claimed")
+    start_with_a_slow_import(dropbox)
     assert dropbox.kill() == -signal.SIGKILL
     dropbox.assert_invariants(idle=False)
     dropbox.start()
     dropbox.wait_settled(timeout=60)
-    assert dropbox.names("done") == {"large.tar.gz"}
-    assert statuses(dropbox) == {"large.tar.gz": ["imported"]}
+    assert dropbox.names("done") == {"slow.tar.gz"}
+    assert statuses(dropbox) == {"slow.tar.gz": ["imported"]}
     dropbox.assert_invariants()
 
 
@@ -482,17 +466,17 @@ def test_retry_all_failed_moves_failed_packages_back_to_the_inbox_top_level(
     assert dropbox.cli("retry", "--all-failed").returncode == 0
 
 
-def test_large_package_does_not_block_the_others(make: Dropboxes, large_package: Path) -> None:
+def test_a_slow_import_does_not_block_the_others(make: Dropboxes) -> None:
     dropbox = make(workers=2)
-    dropbox.start()
-    drop_large(dropbox, large_package)
-    dropbox.wait_event("package_claimed")
+    start_with_a_slow_import(dropbox)
     for number in range(5):
         dropbox.drop_valid(f"small-{number}.tar.gz")
     wait_until(
-        lambda: len(dropbox.names("done") - {"large.tar.gz"}) == 5,
+        lambda: len(dropbox.names("done") - {"slow.tar.gz"}) == 5,
         30,
         "the small packages are imported",
     )
+    assert "slow.tar.gz" not in dropbox.names("done")
+    dropbox.release()
     dropbox.wait_settled(timeout=60)
     dropbox.assert_invariants()

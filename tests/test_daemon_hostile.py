@@ -45,8 +45,8 @@ def drop_all(make: Dropboxes, cases: list[Hostile], limits: dict[str, object] | 
     before = snapshot(dropbox.root, dropbox.base)
     dropbox.start()
     for path in built.values():
+        dropbox.record(path.name, path)  # before the daemon can take it
         path.rename(dropbox.inbox / path.name)
-        dropbox.record(path.name, dropbox.inbox / path.name)
     dropbox.wait_settled(timeout=120)
 
     for case in cases:

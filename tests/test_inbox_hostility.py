@@ -17,7 +17,6 @@ from daemon_harness import (
     valid_package,
     wait_until,
     without_file_permission_bypass,
-    write_large_package,
 )
 
 
@@ -169,20 +168,14 @@ def test_a_name_that_is_not_utf8_is_settled_with_its_ledger_row(make: Dropboxes)
     dropbox.assert_invariants()
 
 
-@pytest.fixture(scope="module")
-def large_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_large_package(
-        tmp_path_factory.mktemp("large") / "large.tar.gz", 200 * 1024 * 1024, seed=1
-    )
-
-
-def delete_while_importing(dropbox: Dropbox, large_package: Path) -> Dropbox:
-    """Someone deletes the package from processing/ while the daemon hashes and unpacks it."""
-    dropbox.start()
-    os.link(large_package, dropbox.inbox / "large.tar.gz")
-    dropbox.wait_event("package_claimed")
+def delete_while_importing(dropbox: Dropbox) -> Dropbox:
+    """Someone deletes the package from processing/ after the daemon has read and judged it."""
+    dropbox.start(env=dropbox.pause_at("validated", "large.tar.gz"))
+    dropbox.forget(dropbox.drop_valid("large.tar.gz"))
+    dropbox.wait_event("paused_at")
     (dropbox.folder("processing") / "large.tar.gz").unlink()
     dropbox.drop_valid("sentinel.tar.gz")
+    dropbox.release()
     wait_until(
         lambda: (
             [row["status"] for row in dropbox.ledger_rows() if row["package"] == "large.tar.gz"]
@@ -191,44 +184,41 @@ def delete_while_importing(dropbox: Dropbox, large_package: Path) -> Dropbox:
         60,
         "the import of the deleted file ends",
     )
-    # its worker settles right after: one more package through the daemon covers that moment
+    # its worker files it right after: one more package through the daemon covers that moment
     after = dropbox.drop_valid("after.tar.gz")
     dropbox.wait_settled()
     assert dropbox.final_status(after) == ["imported"]
     return dropbox
 
 
-def test_a_file_deleted_while_it_is_read_does_not_stop_the_daemon(
-    make: Dropboxes, large_package: Path
-) -> None:
-    dropbox = delete_while_importing(make(), large_package)
+def test_a_file_deleted_while_it_is_read_does_not_stop_the_daemon(make: Dropboxes) -> None:
+    dropbox = delete_while_importing(make())
     assert dropbox.running
     assert dropbox.names("done") == {"sentinel.tar.gz", "after.tar.gz"}
     dropbox.assert_invariants()
     assert dropbox.stop() == 0
 
 
-def test_a_file_deleted_while_it_is_read_is_recorded_as_gone(
-    make: Dropboxes, large_package: Path
-) -> None:
-    dropbox = delete_while_importing(make(), large_package)
+def test_a_file_deleted_while_it_is_read_is_recorded_as_gone(make: Dropboxes) -> None:
+    dropbox = delete_while_importing(make())
     [row] = [row for row in dropbox.ledger_rows() if row["package"] == "large.tar.gz"]
     assert row["place"] not in {"done", "processing"}, row
     assert not dropbox.events("job_crashed")
 
 
 def test_a_file_replaced_while_it_is_read_is_not_filed_under_the_old_bytes(
-    make: Dropboxes, large_package: Path
+    make: Dropboxes,
 ) -> None:
     dropbox = make()
-    dropbox.start()
-    os.link(large_package, dropbox.inbox / "large.tar.gz")
-    dropbox.wait_event("package_claimed")
+    dropbox.start(env=dropbox.pause_at("validated", "large.tar.gz"))
+    dropbox.forget(dropbox.drop_valid("large.tar.gz"))
+    dropbox.wait_event("paused_at")
     replacement = valid_package("replacement")
     staged = dropbox.folder("processing") / ".replacement"
     staged.write_bytes(replacement)
     os.replace(staged, dropbox.folder("processing") / "large.tar.gz")
     dropbox.record("large.tar.gz", replacement)
+    dropbox.release()
     dropbox.wait_settled(timeout=60)
     dropbox.assert_invariants()
 

@@ -82,10 +82,9 @@ class Problem:
 
 
 class DropboxError(Exception):
-    """Base of every error that stops an operation (bad config, I/O failure)."""
-
-    code = "dropbox.error"
+    """Base of every error that stops an operation (bad config, I/O failure). A problem *in a
+    package* is never an exception: it is a :class:`Problem` in a report."""
 
 
 class ConfigError(DropboxError):
-    code = "config.invalid"
+    """The configuration (file, environment or the command line's use of it) is wrong."""

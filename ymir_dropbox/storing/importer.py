@@ -108,7 +108,7 @@ class Importer:
             spool.flush()
             sha256 = report.sha256
             self.ledger.record(attempt_id, sha256=sha256, size=report.package_bytes)
-            crash_point("validated")
+            crash_point("validated", path.name)
             bound = bound.bind(sha256=sha256, size=report.package_bytes)
             bound.info(
                 "package_validated",
@@ -154,7 +154,7 @@ class Importer:
                     )
                     errors = tuple(failure.problems)
                     return Outcome(attempt_id, "failed", sha256, duration, report, errors=errors)
-                crash_point("stored")
+                crash_point("stored", path.name)
                 try:
                     duration = finish(
                         "imported",

@@ -70,7 +70,7 @@ COLUMNS.update(dict.fromkeys(RAW_PATH_COLUMNS, bytes))
 
 
 class LedgerError(DropboxError):
-    code = "ledger.error"
+    """The ledger cannot be opened or used (locked past the timeout, damaged, too new)."""
 
 
 def now() -> str:

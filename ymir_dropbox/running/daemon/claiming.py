@@ -67,7 +67,7 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         processing_path=relative,
         size=info.st_size,
     )
-    crash_point("claim")
+    crash_point("claim", relative.name)
     try:
         move(path, target)
     except OSError as error:
@@ -75,7 +75,7 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
         return JobResult(end, relative, reason=str(error))
     ledger.move(attempt_id, Place.PROCESSING)
-    crash_point("claimed")
+    crash_point("claimed", relative.name)
     log.info(
         "package_claimed",
         attempt=attempt_id,

@@ -66,7 +66,7 @@ class Filing:
                 target = self._rename(attempt_id, source, relative, folder, row)
         else:
             target = self._rename(attempt_id, source, relative, folder, row)
-        crash_point("moved")
+        crash_point("moved", relative.name)
         self.ledger.move(attempt_id, place)
         log.info(
             "package_filed",
@@ -97,7 +97,7 @@ class Filing:
             self.ledger.plan(attempt_id, target)
             if folder == self.paths.failed:
                 write_error_files(target, row)
-            crash_point("recorded")
+            crash_point("recorded", relative.name)
             try:
                 move(source, target)
                 return target

@@ -34,8 +34,6 @@ class ImportResult:
 class ImportFailed(DropboxError):
     """The backend refused the package; the problems say why. The package goes to failed/."""
 
-    code = "import.failed"
-
     def __init__(
         self, problems: list[Problem], notes: tuple[str, ...] = (), dst_rev: str | None = None
     ) -> None:
