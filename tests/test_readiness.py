@@ -11,6 +11,7 @@ from ymir_dropbox.running.daemon.policy import JobEnd, JobResult, RetryPolicy
 from ymir_dropbox.running.readiness import (
     EMPTY_SETTLE_FACTOR,
     OPEN_SETTLE_FACTOR,
+    QUIET_AFTER_CLOSE,
     Observation,
     ReadinessTracker,
 )
@@ -48,13 +49,59 @@ def test_a_fresh_file_without_signal_waits_for_settle() -> None:
     assert ready.relative == NAME and ready.quiet
 
 
-def test_a_signal_makes_it_a_candidate_at_once_but_not_quiet() -> None:
+def test_a_signal_makes_it_a_candidate_after_a_short_quiet_but_not_quiet() -> None:
     clocks = Clocks()
     readiness = tracker(clocks)
     readiness.observe(NAME, written(clocks), hint="done")
 
+    assert readiness.ready(10) == []  # its writer may still chmod or touch it
+    clocks.advance(QUIET_AFTER_CLOSE)
     (ready,) = readiness.ready(10)
     assert not ready.quiet  # the worker still checks the gzip stream
+
+
+def test_a_chmod_after_the_close_starts_the_short_quiet_again() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), hint="done")
+    clocks.advance(QUIET_AFTER_CLOSE * 0.75)
+    readiness.observe(NAME, written(clocks), hint="touched")  # install -m 644: chmod by path
+
+    clocks.advance(QUIET_AFTER_CLOSE * 0.75)
+    assert readiness.ready(10) == []
+    clocks.advance(QUIET_AFTER_CLOSE * 0.3)
+    assert [ready.relative for ready in readiness.ready(10)] == [NAME]
+
+
+def test_a_new_mtime_after_the_close_keeps_the_signal() -> None:
+    """wget, curl -R and rsync --inplace -t set the mtime by path after closing."""
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), hint="done")
+    readiness.observe(NAME, written(clocks, ago=3600), hint="touched")
+
+    clocks.advance(QUIET_AFTER_CLOSE)
+
+    assert [ready.relative for ready in readiness.ready(10)] == [NAME]
+
+
+def test_new_content_after_the_close_drops_the_signal() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), hint="done")
+    readiness.observe(NAME, written(clocks, size=300))  # reopened and written, seen by a rescan
+
+    clocks.advance(QUIET_AFTER_CLOSE)
+
+    assert readiness.ready(10) == []
+
+
+def test_the_loop_is_told_when_a_closed_file_becomes_due() -> None:
+    clocks = Clocks()
+    readiness = tracker(clocks)
+    readiness.observe(NAME, written(clocks), hint="done")
+
+    assert readiness.next_change() == clocks.monotonic + QUIET_AFTER_CLOSE
 
 
 def test_a_change_restarts_the_settle_time() -> None:
@@ -118,6 +165,7 @@ def test_ready_respects_the_limit_and_takes_the_oldest_first() -> None:
     for index in range(5):
         readiness.observe(PurePosixPath(f"p{index}.tar.gz"), written(clocks), hint="done")
         clocks.advance(0.1)
+    clocks.advance(QUIET_AFTER_CLOSE)
 
     first = readiness.ready(2)
     rest = readiness.ready(10)
@@ -158,6 +206,7 @@ def test_a_file_its_writer_holds_open_waits_out_a_long_pause() -> None:
     assert readiness.ready(10) == []
 
     readiness.observe(NAME, written(clocks, size=200), hint="done")  # it finished and closed
+    clocks.advance(QUIET_AFTER_CLOSE)
     (ready,) = readiness.ready(10)
     assert not ready.quiet
 

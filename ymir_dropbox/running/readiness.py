@@ -25,6 +25,10 @@ EMPTY_SETTLE_FACTOR = 10
 # A file whose writer has not closed it (seen under inotify) is complete only after this many
 # times settle_seconds of silence: a writer that pauses keeps its package.
 OPEN_SETTLE_FACTOR = 10
+# A close is not the end of every writer: `install` chmods, `wget`, `curl -R` and
+# `rsync --inplace -t` set the mtime by path just after closing. A closed file is taken once
+# no event at all (attribute changes included) has come for this long.
+QUIET_AFTER_CLOSE = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class Candidate:
     seen_since: float  # since when we have seen it unchanged ourselves
     signalled: bool = False  # a writer finished with it (closed, renamed in)
     writing: bool = False  # a writer opened it for writing and has not closed it
+    last_event_at: float = 0.0  # the last event of any kind (write, close, chmod, touch)
     not_before: float = 0.0
     dispatched: bool = False
 
@@ -84,9 +89,16 @@ class ReadinessTracker:
             changed_at = now - min(age, EMPTY_SETTLE_FACTOR * self.settle_seconds)
             known = self.candidates[relative] = Candidate(observation, changed_at, now)
         elif known.observation != observation:
+            rewritten = (known.observation.size, known.observation.inode) != (
+                observation.size,
+                observation.inode,
+            )
             known.observation = observation
             known.changed_at = known.seen_since = now
-            known.signalled = False
+            if rewritten:  # a new mtime alone is a touch after the close, not new content
+                known.signalled = False
+        if hint is not None:
+            known.last_event_at = now
         if hint == "done":
             known.signalled, known.writing = True, False
         elif hint == "writing":
@@ -129,6 +141,8 @@ class ReadinessTracker:
                 continue
             if known.writing and known.quiet_for(now) < OPEN_SETTLE_FACTOR * self.settle_seconds:
                 continue  # its writer still has it open: a pause is not the end
+            if known.signalled and now - known.last_event_at < QUIET_AFTER_CLOSE:
+                continue  # closed just now: its writer may still chmod or touch it
             if known.quiet_for(now) >= self.settle_seconds or known.signalled:
                 # Quiet only by its mtime (another machine's clock, on NFS or SMB) is not
                 # enough to skip the completeness check: quiet while we watched is.
@@ -136,6 +150,18 @@ class ReadinessTracker:
                 known.dispatched = True
                 found.append(Ready(relative, known.observation, watched_quiet))
         return found
+
+    def next_change(self) -> float | None:
+        """The earliest moment a waiting candidate may become ready (to sleep no longer)."""
+        moments = []
+        for known in self.candidates.values():
+            if known.dispatched:
+                continue
+            if known.signalled:
+                moments.append(max(known.last_event_at + QUIET_AFTER_CLOSE, known.not_before))
+            elif known.not_before:
+                moments.append(known.not_before)
+        return min(moments, default=None)
 
     def not_yet(self, relative: PurePosixPath) -> None:
         """The worker found the file incomplete: wait for another signal or for quiet."""

@@ -28,10 +28,10 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )  # fmt: skip
 MOUNTINFO = Path("/proc/self/mountinfo")
-Hint = Literal["done", "writing"] | None
+Hint = Literal["done", "writing", "touched"] | None
 # "created" says nothing of the writer: a file renamed in from outside the inbox arrives
-# complete, as a creation.
-HINTS: dict[str, Hint] = {"closed": "done", "modified": "writing"}
+# complete, as a creation. "attrib" (chmod, a new mtime) says its writer is still about.
+HINTS: dict[str, Hint] = {"closed": "done", "modified": "writing", "attrib": "touched"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +77,14 @@ def choose_mode(mode: str, inbox: Path, mountinfo: Path = MOUNTINFO) -> str:
 
 
 class _Enqueue(FileSystemEventHandler):
-    def __init__(self, events: queue.Queue[FileEvent]) -> None:
+    def __init__(self, events: queue.Queue[FileEvent], polling: bool) -> None:
         self.events = events
+        # A polled "modified" is a change seen between two looks, not a writer at work.
+        self.hints: dict[str, Hint] = {} if polling else HINTS
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
-        if kind in {"opened", "closed_no_write", "attrib"}:
+        if kind in {"opened", "closed_no_write"}:
             return
         if event.is_directory and kind not in {"created", "moved"}:
             return  # a folder's own "modified" fires for every entry added or removed
@@ -91,7 +93,7 @@ class _Enqueue(FileSystemEventHandler):
             path, hint = os.fsdecode(event.dest_path), "done"
         else:
             path = os.fsdecode(event.src_path)
-            hint = HINTS.get(kind)
+            hint = self.hints.get(kind)
         self.events.put(FileEvent(path, hint=hint, folder=event.is_directory))
 
 
@@ -118,7 +120,8 @@ class InboxWatcher:
         observer: BaseObserver = (
             PollingObserver(timeout=self.poll_interval) if self.mode == "polling" else Observer()
         )
-        observer.schedule(_Enqueue(self.events), str(self.inbox), recursive=self.recursive)
+        handler = _Enqueue(self.events, polling=self.mode == "polling")
+        observer.schedule(handler, str(self.inbox), recursive=self.recursive)
         observer.daemon = True
         observer.start()
         self.observer = observer

@@ -72,7 +72,7 @@ class Scheduler:
         next_rescan = self.clock() + watch.rescan_interval
         next_status = next_ping = next_restat = 0.0
         while not self.stopping.is_set():
-            self.inbox.drain(watch.poll_interval)
+            self.inbox.drain(self.sleep_for(watch.poll_interval))
             self.collect()
             moment = self.clock()
             if self.inbox.keep_watching() or moment >= next_rescan:
@@ -88,6 +88,16 @@ class Scheduler:
             if interval is not None and moment >= next_ping:
                 notify("WATCHDOG=1")
                 next_ping = moment + interval
+
+    def sleep_for(self, longest: float) -> float:
+        """Until the next event, or the next moment a file or a redo becomes due."""
+        moments = [*self.redo.values()]
+        upcoming = self.inbox.tracker.next_change()
+        if upcoming is not None:
+            moments.append(upcoming)
+        if not moments:
+            return longest
+        return min(longest, max(0.005, min(moments) - self.clock()))
 
     def dispatch(self) -> None:
         if self.stopping.is_set():

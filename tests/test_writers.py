@@ -1,0 +1,159 @@
+"""Writers that act on the file by path after closing it: the daemon waits for them.
+
+`install` chmods the file after writing it; `wget`, `curl -R` and `rsync --inplace -t` set its
+mtime. A package claimed at its close would make them fail ("No such file or directory").
+Each tool here is the real one, writing straight into the inbox of a running daemon.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from daemon_harness import Dropbox, Dropboxes, dropboxes, valid_package
+
+REPEATS = 5
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Dropboxes]:
+    with dropboxes(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A folder served over HTTP on 127.0.0.1, for wget and curl."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+
+
+def need(tool: str, package: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        pytest.fail(f"{tool} is missing: install it with `apt-get install {package}`")
+    return found
+
+
+def imported_each(dropbox: Dropbox, results: list[subprocess.CompletedProcess[str]]) -> None:
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == set()
+    assert len(dropbox.names("done")) == len(results)
+    dropbox.assert_invariants()
+
+
+def test_install_with_a_mode_is_never_cut_short(make: Dropboxes, tmp_path: Path) -> None:
+    install = need("install", "coreutils")
+    dropbox = make(settle_seconds=5.0)
+    dropbox.start()
+    results = []
+    for number in range(REPEATS):
+        source = tmp_path / f"model-{number}.tar.gz"
+        source.write_bytes(valid_package(f"install-{number}"))
+        dropbox.record(source.name, source)
+        results.append(
+            subprocess.run(
+                [install, "-m", "644", str(source), str(dropbox.inbox / source.name)],
+                capture_output=True,
+                text=True,
+            )
+        )
+    imported_each(dropbox, results)
+
+
+CHMOD_AFTER_CLOSE = textwrap.dedent(
+    """
+    import os, sys, time
+    source, target = sys.argv[1:3]
+    with open(target, "wb") as stream:
+        stream.write(open(source, "rb").read())
+    time.sleep(0.05)
+    os.chmod(target, 0o640)  # by path, 50 ms after the close
+    """
+)
+
+
+def test_a_chmod_50_ms_after_the_close_finds_the_file(make: Dropboxes, tmp_path: Path) -> None:
+    dropbox = make(settle_seconds=5.0)
+    dropbox.start()
+    results = []
+    for number in range(REPEATS):
+        source = tmp_path / f"model-{number}.tar.gz"
+        source.write_bytes(valid_package(f"chmod-{number}"))
+        dropbox.record(source.name, source)
+        results.append(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHMOD_AFTER_CLOSE,
+                    str(source),
+                    str(dropbox.inbox / source.name),
+                ],
+                capture_output=True,
+                text=True,
+            )
+        )
+    imported_each(dropbox, results)
+
+
+@pytest.mark.parametrize("tool", ["wget", "curl"])
+def test_a_download_that_sets_the_mtime_after_closing_is_imported(
+    make: Dropboxes, served: tuple[str, Path], tool: str
+) -> None:
+    url, folder = served
+    dropbox = make(settle_seconds=5.0)
+    dropbox.start()
+    results = []
+    for number in range(REPEATS):
+        name = f"model-{number}.tar.gz"
+        data = valid_package(f"{tool}-{number}")
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, (1_600_000_000, 1_600_000_000))  # an mtime to copy over
+        dropbox.record(name, data)
+        target = str(dropbox.inbox / name)
+        command = (
+            [need("wget", "wget"), "-q", "-O", target, f"{url}/{name}"]
+            if tool == "wget"
+            else [need("curl", "curl"), "-s", "-f", "-R", "-o", target, f"{url}/{name}"]
+        )
+        results.append(subprocess.run(command, capture_output=True, text=True))
+    imported_each(dropbox, results)
+
+
+def test_rsync_in_place_with_times_is_imported(make: Dropboxes, tmp_path: Path) -> None:
+    rsync = need("rsync", "rsync")
+    dropbox = make(settle_seconds=5.0)
+    dropbox.start()
+    results = []
+    for number in range(REPEATS):
+        source = tmp_path / f"model-{number}.tar.gz"
+        source.write_bytes(valid_package(f"rsync-{number}"))
+        dropbox.record(source.name, source)
+        results.append(
+            subprocess.run(
+                [rsync, "--inplace", "-t", str(source), f"{dropbox.inbox}/"],
+                capture_output=True,
+                text=True,
+            )
+        )
+    imported_each(dropbox, results)
