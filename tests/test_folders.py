@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath as P
 
 import pytest
 
@@ -59,12 +60,12 @@ def test_move_never_replaces_a_file(tmp_path: Path) -> None:
     target.write_bytes(b"already here")
 
     with pytest.raises(FileExistsError):
-        move(source, target)
+        move(tmp_path, P("a/p.tar.gz"), tmp_path, P("b/sub/p.tar.gz"))
     assert target.read_bytes() == b"already here"
     assert source.read_bytes() == b"incoming"
 
     target.unlink()
-    move(source, target)
+    move(tmp_path, P("a/p.tar.gz"), tmp_path, P("b/sub/p.tar.gz"))
     assert target.read_bytes() == b"incoming" and not source.exists()
 
 
@@ -72,6 +73,26 @@ def test_move_creates_the_target_folder(tmp_path: Path) -> None:
     source = tmp_path / "p.tar.gz"
     source.write_bytes(b"x")
 
-    move(source, tmp_path / "deep" / "er" / "p.tar.gz")
+    move(tmp_path, P("p.tar.gz"), tmp_path, P("deep/er/p.tar.gz"))
 
     assert (tmp_path / "deep" / "er" / "p.tar.gz").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_move_never_goes_through_a_folder_swapped_for_a_symlink(tmp_path: Path, side: str) -> None:
+    inbox, processing, elsewhere = (tmp_path / name for name in ("inbox", "processing", "else"))
+    for folder in (inbox, processing, elsewhere):
+        folder.mkdir()
+    (elsewhere / "p.tar.gz").write_bytes(b"not an upload")
+    (inbox / "team").mkdir()
+    (inbox / "team" / "p.tar.gz").write_bytes(b"upload")
+    swapped = inbox / "team" if side == "source" else processing / "team"
+    if side == "source":
+        (inbox / "team" / "p.tar.gz").unlink()
+        swapped.rmdir()
+    swapped.symlink_to(elsewhere)
+
+    with pytest.raises(OSError, match=r"symbolic links|Not a directory"):
+        move(inbox, P("team/p.tar.gz"), processing, P("team/p.tar.gz"))
+    assert (elsewhere / "p.tar.gz").read_bytes() == b"not an upload"
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["p.tar.gz"]

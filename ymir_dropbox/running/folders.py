@@ -12,15 +12,17 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config, WatchConfig
 from ymir_dropbox.reading.problems import DropboxError
-from ymir_dropbox.storing.durable import fsync_folder, write_atomically
-from ymir_dropbox.storing.linux import rename_noreplace
+from ymir_dropbox.storing.durable import write_atomically
+from ymir_dropbox.storing.linux import rename_noreplace_at
 
 COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def is_ignored(relative: PurePosixPath, watch: WatchConfig) -> bool:
@@ -79,16 +81,46 @@ def _has_error_files(path: Path) -> bool:
     return path.with_name(path.name + ".error.json").exists()
 
 
-def move(source: Path, target: Path) -> None:
-    """Rename within one filesystem, never over an existing name, and make it durable.
+@contextmanager
+def open_folder(root: Path, relative: PurePosixPath, create: bool = False) -> Iterator[int]:
+    """A descriptor of ``root/relative``, walked one name at a time from the configured
+    ``root`` without following any symlink (uploaders own the inbox's sub-folders)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in relative.parts:
+            if create:
+                with suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+            inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        yield fd
+    finally:
+        os.close(fd)
 
-    Raises FileExistsError when ``target`` exists. One fsync of the target folder commits
-    the rename (a single journal transaction on ext4 and XFS): the package is never in both
-    folders after a power cut.
+
+def move(
+    source_root: Path,
+    source: PurePosixPath,
+    target_root: Path,
+    target: PurePosixPath,
+) -> None:
+    """Rename ``source_root/source`` to ``target_root/target``: within one filesystem, never
+    over an existing name, never through a symlink, and durable.
+
+    Raises FileExistsError when the target exists, and OSError (ELOOP, ENOTDIR) when a folder
+    on either path is a symlink. One fsync of the target folder commits the rename (a single
+    journal transaction on ext4 and XFS): the package is never in both folders after a power
+    cut.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    rename_noreplace(source, target)
-    fsync_folder(target.parent)
+    with (
+        open_folder(source_root, source.parent) as source_folder,
+        open_folder(target_root, target.parent, create=True) as target_folder,
+    ):
+        rename_noreplace_at(
+            source_folder, os.fsencode(source.name), target_folder, os.fsencode(target.name)
+        )
+        os.fsync(target_folder)
 
 
 def error_files(package: Path) -> tuple[Path, Path]:

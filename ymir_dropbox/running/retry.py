@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from ymir_dropbox.config import Config
@@ -30,12 +32,18 @@ def retry_failed(
     moved = []
     for row in rows:
         source = path_of(row, "final_path")
-        if source is None or not source.is_file() or source.is_symlink():
+        failed = config.paths.failed
+        if source is None or not source.is_relative_to(failed) or not _regular(source):
             continue
         while True:
             target = free_path(config.paths.inbox, PurePosixPath(source.name))
             try:
-                move(source, target)
+                move(
+                    failed,
+                    PurePosixPath(source.relative_to(failed)),
+                    config.paths.inbox,
+                    PurePosixPath(target.name),
+                )
                 break
             except FileExistsError:  # an uploader took the name meanwhile
                 continue
@@ -43,3 +51,10 @@ def retry_failed(
         ledger.move(row["id"], Place.RETRIED)
         moved.append((int(row["id"]), source, target))
     return moved
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -16,19 +16,32 @@ _SYNC_FILE_RANGE_WRITE = 2
 def rename_noreplace(source: Path, target: Path) -> None:
     """``rename`` that fails with FileExistsError instead of replacing ``target``, atomically
     where the kernel and filesystem offer ``renameat2(RENAME_NOREPLACE)``."""
+    rename_noreplace_at(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target))
+
+
+def rename_noreplace_at(source_dir: int, source: bytes, target_dir: int, target: bytes) -> None:
+    """The same, for names relative to open folders (``renameat2``): no path is resolved
+    again, so no folder swapped for a symlink meanwhile is ever followed."""
     renameat2 = getattr(_libc, "renameat2", None)
     if renameat2 is not None:
-        done = renameat2(
-            _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
-        )
-        if done == 0:
+        if renameat2(source_dir, source, target_dir, target, _RENAME_NOREPLACE) == 0:
             return
         code = ctypes.get_errno()
         if code not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(code, os.strerror(code), str(source), None, str(target))
-    if target.exists() or target.is_symlink():
-        raise FileExistsError(errno.EEXIST, "not replacing an existing file", str(target))
-    os.rename(source, target)
+            raise OSError(code, os.strerror(code), os.fsdecode(source), None, os.fsdecode(target))
+    try:
+        os.stat(
+            target, dir_fd=target_dir if target_dir != _AT_FDCWD else None, follow_symlinks=False
+        )
+    except FileNotFoundError:
+        os.rename(
+            source,
+            target,
+            src_dir_fd=source_dir if source_dir != _AT_FDCWD else None,
+            dst_dir_fd=target_dir if target_dir != _AT_FDCWD else None,
+        )
+        return
+    raise FileExistsError(errno.EEXIST, "not replacing an existing file", os.fsdecode(target))
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

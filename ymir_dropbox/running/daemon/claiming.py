@@ -7,6 +7,7 @@ writer at work again, and the file stays in the inbox.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -69,9 +70,14 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
     )
     crash_point("claim", relative.name)
     try:
-        move(path, target)
+        move(config.paths.inbox, relative, config.paths.processing, relative)
     except OSError as error:
         ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            log.warning(
+                "file_left_alone", path=str(relative), reason="a folder on its path is a symlink"
+            )
+            return JobResult(JobEnd.IGNORED, relative, reason=str(error))
         end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
         return JobResult(end, relative, reason=str(error))
     ledger.move(attempt_id, Place.PROCESSING)

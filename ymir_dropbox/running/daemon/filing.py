@@ -63,9 +63,9 @@ class Filing:
         row = self.ledger.get(attempt_id) or {}
         if place is Place.FAILED:
             with self._naming:
-                target = self._rename(attempt_id, source, relative, folder, row)
+                target = self._rename(attempt_id, relative, folder, row)
         else:
-            target = self._rename(attempt_id, source, relative, folder, row)
+            target = self._rename(attempt_id, relative, folder, row)
         crash_point("moved", relative.name)
         self.ledger.move(attempt_id, place)
         log.info(
@@ -83,7 +83,6 @@ class Filing:
     def _rename(
         self,
         attempt_id: int,
-        source: Path,
         relative: PurePosixPath,
         folder: Path,
         row: dict[str, object],
@@ -99,7 +98,12 @@ class Filing:
                 write_error_files(target, row)
             crash_point("recorded", relative.name)
             try:
-                move(source, target)
+                move(
+                    self.paths.processing,
+                    relative,
+                    folder,
+                    PurePosixPath(target.relative_to(folder)),
+                )
                 return target
             except FileExistsError:  # a name taken outside this daemon (by hand) meanwhile
                 if folder == self.paths.failed:
