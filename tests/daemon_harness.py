@@ -378,6 +378,7 @@ class Dropbox:
             [*daemon_command(), "--config", str(self.config_path), *arguments],
             capture_output=True,
             text=True,
+            errors="backslashreplace",  # a name that is not UTF-8 must not break the test
             timeout=DEFAULT_TIMEOUT,
             check=check,
             cwd=self.root,

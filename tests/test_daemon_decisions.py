@@ -11,7 +11,7 @@ import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
-from factory import seed_package
+from factory import gzip_bytes, seed_package
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.problems import Problem
@@ -284,3 +284,34 @@ def test_a_redo_due_while_stopping_is_left_for_the_next_start(config: Config) ->
     scheduler.dispatch()
 
     assert scheduler.running == {} and NAME in scheduler.redo
+
+
+# -- filing faults ----------------------------------------------------------------------------------
+
+
+def test_a_filing_fault_is_retried_and_the_package_keeps_its_own_reason(config: Config) -> None:
+    ledger = Ledger(config.paths.ledger)
+    backend = make_backend(config)
+    worker = Worker(
+        config, ledger, Importer(config, ledger, backend), Filing(config.paths, ledger), Metrics("")
+    )
+    relative = PurePosixPath("team/broken.tar.gz")
+    (config.paths.processing / "team").mkdir()
+    (config.paths.processing / relative).write_bytes(gzip_bytes(b"not a tar" * 100))
+    (config.paths.failed / "team").write_bytes(b"a file where failed/team/ should be")
+
+    first = worker.redo(relative)
+
+    assert first.end is JobEnd.DEFERRED and "filing failed" in first.reason
+    [judged] = ledger.latest(Status.FAILED)
+    assert judged["place"] == "processing"
+    assert [error["code"] for error in judged["errors"]] == ["container.not_tar"]
+
+    (config.paths.failed / "team").unlink()
+    second = worker.redo(relative)
+
+    assert second.end is JobEnd.SETTLED
+    assert ledger.count(status="failed") == 1, "judged once, filed once"
+    report = json.loads((config.paths.failed / "team/broken.tar.gz.error.json").read_text())
+    assert [error["code"] for error in report["errors"]] == ["container.not_tar"]
+    assert ledger.get(judged["id"])["place"] == "failed"  # type: ignore[index]

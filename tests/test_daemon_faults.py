@@ -5,6 +5,7 @@ twice or half, no temporary file left, and the daemon keeps serving."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -85,6 +86,56 @@ def test_kill_at_each_step_then_restart_fails_an_invalid_package_once(
     assert dropbox.names("failed") == {"broken.tar.gz"}
     assert dropbox.error_files() == {"broken.tar.gz.error.json", "broken.tar.gz.error.txt"}
     assert sorted(final_statuses(dropbox)) == ["failed", "imported"]
+    dropbox.assert_invariants()
+
+
+NOT_UTF8 = os.fsdecode(b"mod\xe8le-\xff.tar.gz")  # a name in Latin-1, and a stray byte
+
+
+@pytest.mark.parametrize("point", ["recorded", "moved"])
+def test_a_name_that_is_not_utf8_survives_a_kill_while_it_is_filed(
+    make: Dropboxes, point: str
+) -> None:
+    dropbox = make()
+    dropbox.start(env={CRASH_ENV: point})
+    dropbox.drop_invalid(NOT_UTF8, tag="latin-1")
+    assert dropbox.wait_exit() == -9, dropbox.tail()
+    restart_until_settled(dropbox)
+    assert dropbox.names("failed") == {NOT_UTF8}
+    assert dropbox.error_files() == {f"{NOT_UTF8}.error.json", f"{NOT_UTF8}.error.txt"}
+    places = [row["place"] for row in dropbox.ledger_rows() if row["status"] == "failed"]
+    assert places == ["failed"], "a settled package marked lost, or filed twice"
+    dropbox.assert_invariants()
+
+
+def test_retry_moves_a_failed_package_whose_name_is_not_utf8(make: Dropboxes) -> None:
+    dropbox = make()
+    dropbox.start()
+    drop = dropbox.drop_invalid(NOT_UTF8, tag="latin-1")
+    dropbox.wait_settled()
+    assert dropbox.stop() == 0
+    dropbox.forget(drop)
+
+    retried = dropbox.cli("retry", "--all-failed", "--force")
+
+    assert retried.returncode == 0, retried.stderr
+    assert (dropbox.inbox / NOT_UTF8).is_file()
+    assert not (dropbox.folder("failed") / f"{NOT_UTF8}.error.json").exists()
+
+
+def test_a_package_that_kills_the_daemon_three_times_goes_to_failed(make: Dropboxes) -> None:
+    """An OOM kill or a segfault in the import looks like this: the process dies mid-import."""
+    dropbox = make()
+    dropbox.start(env={CRASH_ENV: "validated"})
+    dropbox.drop_valid("deadly.tar.gz")
+    for _ in range(3):
+        assert dropbox.wait_exit() == -9, dropbox.tail()
+        dropbox.start(env={CRASH_ENV: "validated"}, wait=False)
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == {"deadly.tar.gz"}
+    report = json.loads((dropbox.folder("failed") / "deadly.tar.gz.error.json").read_text())
+    assert [error["code"] for error in report["errors"]] == ["import.crashed"]
+    assert dropbox.running, "the daemon serves on"
     dropbox.assert_invariants()
 
 

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import Dropboxes, daemon_command, dropboxes, valid_package, wait_until
+from daemon_harness import (
+    Dropboxes,
+    daemon_command,
+    dropboxes,
+    valid_package,
+    wait_until,
+    without_file_permission_bypass,
+)
 
 from ymir_dropbox.running.watching import choose_mode, filesystem_type
 
@@ -135,3 +142,29 @@ def test_auto_mode_reads_the_mount_table(tmp_path: Path, kind: str, mode: str) -
     assert filesystem_type(inbox, mountinfo) == kind
     assert choose_mode("auto", inbox, mountinfo) == mode
     assert choose_mode("inotify", inbox, mountinfo) == "inotify"
+
+
+@pytest.mark.parametrize("daemon", ["running", "stopped"])
+def test_status_and_ledger_need_only_read_access(make: Dropboxes, daemon: str) -> None:
+    """An operator or uploader who can read the ledger, and no more, still sees it."""
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_valid("model.tar.gz")
+    dropbox.wait_settled()
+    if daemon == "stopped":
+        assert dropbox.stop() == 0
+    for path in [dropbox.base, *dropbox.base.glob("ledger.sqlite*")]:
+        os.chown(path, 4242, 4242)
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    reader = without_file_permission_bypass()
+
+    for command in (["status", "--json"], ["ledger", "--json"]):
+        done = subprocess.run(
+            [*reader, *daemon_command(), "--config", str(dropbox.config_path), *command],
+            capture_output=True,
+            text=True,
+            cwd=dropbox.root,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "model.tar.gz" in done.stdout
+    assert not dropbox.base.joinpath("ledger.sqlite-journal").exists()

@@ -104,6 +104,22 @@ MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _connect(path: Path, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
+    if not read_only:
+        return sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False, isolation_level=None
+        )
+    uri = f"{path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(
+        uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False, isolation_level=None
+    )
+
+
+def _user_version(connection: sqlite3.Connection) -> int:
+    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
 class DuplicateImport(LedgerError):
     """Another attempt recorded an import of the same sha256 first."""
 
@@ -129,31 +145,31 @@ class Ledger:
         self.path = path
         self.read_only = read_only
         try:
+            connection = _connect(path, read_only)
             if read_only:
                 # Readers (status, ledger) never write: no WAL switch, no migration.
-                uri = f"{path.absolute().as_uri()}?mode=ro"
-                connection = sqlite3.connect(
-                    uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
-                    isolation_level=None,
-                )  # fmt: skip
-            else:
-                connection = sqlite3.connect(
-                    path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
-                    isolation_level=None,
-                )  # fmt: skip
+                try:
+                    self._check_version(_user_version(connection))
+                except sqlite3.OperationalError:
+                    # A WAL ledger at rest has no -shm file, and a reader who may not create
+                    # one reads it as an immutable file (nothing writes it: no -wal either).
+                    if Path(f"{path}-wal").exists():
+                        raise
+                    connection.close()
+                    connection = _connect(path, read_only, immutable=True)
+                    self._check_version(_user_version(connection))
         except sqlite3.Error as error:
             raise LedgerError(f"{path}: cannot open the ledger: {error}") from None
         self.db = Database(connection)
         self._lock = threading.RLock()
+        if read_only:
+            return
         try:
-            if read_only:
-                self._check_version(self.schema_version)
-            else:
-                self.db.enable_wal()
-                # In WAL mode NORMAL stays consistent through any crash of the process; only a
-                # power cut can lose the last commits, and the folders (fsynced) still tell.
-                self.db.execute("PRAGMA synchronous = NORMAL")
-                self._migrate()
+            self.db.enable_wal()
+            # FULL: every commit is on disk before the move it announces, so a power cut
+            # never leaves a folder ahead of the ledger (NORMAL could lose the last rows).
+            self.db.execute("PRAGMA synchronous = FULL")
+            self._migrate()
         except sqlite3.DatabaseError as error:
             raise LedgerError(f"{path}: cannot use the ledger: {error}") from None
 
