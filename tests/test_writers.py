@@ -14,12 +14,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
-from daemon_harness import Dropbox, Dropboxes, dropboxes, valid_package
+from daemon_harness import Dropbox, Dropboxes, dropboxes, valid_package, write_large_package
 
 REPEATS = 5
 
@@ -157,3 +158,61 @@ def test_rsync_in_place_with_times_is_imported(make: Dropboxes, tmp_path: Path) 
             )
         )
     imported_each(dropbox, results)
+
+
+REUPLOAD = textwrap.dedent(
+    """
+    import sys, time
+    first, second, target, delay = sys.argv[1:5]
+    with open(target, "wb") as stream:
+        stream.write(open(first, "rb").read())
+    time.sleep(float(delay))
+    with open(target, "wb") as stream:  # the same name again, truncated: version 2
+        data = open(second, "rb").read()
+        for start in range(0, len(data), 1 << 20):
+            stream.write(data[start : start + (1 << 20)])
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.06])
+def test_a_reupload_racing_the_claim_imports_the_second_version_whole(
+    make: Dropboxes, tmp_path: Path, delay: float
+) -> None:
+    dropbox = make(settle_seconds=5.0)
+    dropbox.start()
+    first, second = tmp_path / "v1.tar.gz", tmp_path / "v2.tar.gz"
+    first.write_bytes(valid_package("version 1"))
+    write_large_package(second, 16 << 20)  # incompressible, like weights
+    for number in range(3):
+        name = f"model-{number}.tar.gz"
+        subprocess.run(
+            [sys.executable, "-c", REUPLOAD, str(first), str(second), str(dropbox.inbox / name),
+             str(delay)],
+            check=True,
+        )  # fmt: skip
+        dropbox.record(name, second)
+    dropbox.wait_settled(timeout=60)
+    assert dropbox.names("failed") == set()
+    assert dropbox.names("done") == {f"model-{number}.tar.gz" for number in range(3)}
+    dropbox.assert_invariants()
+
+
+def test_polling_takes_a_file_it_saw_growing_after_settle_seconds(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """A polled change is no sign of an open writer: no 10 x settle_seconds wait."""
+    dropbox = make(mode="polling", settle_seconds=1.0, poll_interval=0.2)
+    dropbox.start()
+    data = write_large_package(tmp_path / "grown.tar.gz", 4 << 20).read_bytes()
+    target = dropbox.inbox / "grown.tar.gz"
+    with target.open("wb") as stream:
+        for start in range(0, len(data), len(data) // 4):
+            stream.write(data[start : start + len(data) // 4])
+            stream.flush()
+            time.sleep(0.4)  # the poller sees it grow
+    written = time.monotonic()
+    dropbox.record("grown.tar.gz", data)
+    dropbox.wait_settled(timeout=30)
+    assert time.monotonic() - written < 5.0, "waited as if a writer held it open"
+    assert dropbox.names("done") == {"grown.tar.gz"}
