@@ -449,7 +449,7 @@ def test_retry_all_failed_moves_failed_packages_back_to_the_inbox_top_level(
     dropbox.drop_valid("good.tar.gz")
     dropbox.wait_settled()
     assert dropbox.stop() == 0
-    retried = dropbox.cli("retry", "--all-failed")
+    retried = dropbox.cli("retry", "--all-failed", "--force")
     assert retried.returncode == 0, retried.stderr
     # back at the inbox's top level: the uploaders own its folders
     assert dropbox.names("inbox") == {"bad-1.tar.gz", "bad-2.tar.gz"}
@@ -463,7 +463,7 @@ def test_retry_all_failed_moves_failed_packages_back_to_the_inbox_top_level(
     assert dropbox.names("failed") == {"bad-1.tar.gz", "bad-2.tar.gz"}
     assert statuses(dropbox)["bad-1.tar.gz"] == ["failed", "failed"]
     dropbox.assert_invariants()
-    assert dropbox.cli("retry", "--all-failed").returncode == 0
+    assert dropbox.cli("retry", "--all-failed", "--force").returncode == 0
 
 
 def test_a_slow_import_does_not_block_the_others(make: Dropboxes) -> None:

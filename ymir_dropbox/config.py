@@ -32,7 +32,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "log": {"format": "auto", "level": "info"},
     "watch": {
-        "mode": "inotify",
+        "mode": "auto",
         "recursive": True,
         "settle_seconds": 5.0,
         "poll_interval": 1.0,

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -18,7 +18,7 @@ from ymir_dropbox import __version__
 from ymir_dropbox.config import Config, config_path, load_config
 from ymir_dropbox.reading.problems import ConfigError, DropboxError
 from ymir_dropbox.running.logs import configure_logging
-from ymir_dropbox.storing.ledger import for_people
+from ymir_dropbox.storing.ledger import MIN_PREFIX, for_people
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LEDGER_COLUMNS = (
@@ -31,7 +31,24 @@ LEDGER_COLUMNS = (
     "mAP",
     "finished_at",
 )
+STATUSES = ("imported", "failed", "duplicate", "interrupted", "claimed", "importing")
 log = structlog.get_logger(__name__)
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done as asked (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose mistakes read ``usage error:`` like the commands' own."""
+
+    def usage_error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: usage error: {message}", file=sys.stderr)
+
+    def error(self, message: str) -> NoReturn:
+        self.usage_error(message)
+        self.exit(EXIT_USAGE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(config.log.format, config.log.level)
         result: int = arguments.command(config, arguments)
         return result
+    except UsageError as error:
+        arguments.parser.usage_error(str(error))
+        return EXIT_USAGE
     except ConfigError as error:
         print(f"ymir-dropbox: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -55,67 +75,122 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="TOML configuration file (default: $YMIR_DROPBOX_CONFIG, else built-in defaults)",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ymir-dropbox",
         parents=[common],
         description="Watch an inbox for YMIR model packages and import each one exactly once.",
     )
     parser.add_argument("--version", action="version", version=f"ymir-dropbox {__version__}")
-    commands = parser.add_subparsers(metavar="COMMAND")
+    commands = parser.add_subparsers(
+        metavar="COMMAND", help="one of these; `ymir-dropbox COMMAND --help` tells more"
+    )
 
     def command(
         name: str, function: Callable[[Config, argparse.Namespace], int], text: str
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
-        sub.set_defaults(command=function)
+        sub.set_defaults(command=function, parser=sub)
         return sub
 
     sub = command("run", cmd_run, "run the daemon in the foreground (systemd manages it)")
-    sub = command("validate", cmd_validate, "check package files without importing them")
-    sub.add_argument("packages", nargs="+", type=Path, metavar="PACKAGE")
+    sub = command(
+        "validate", cmd_validate, "check packages, or folders before `pack`, without importing"
+    )
+    sub.add_argument(
+        "packages",
+        nargs="+",
+        type=Path,
+        metavar="PACKAGE",
+        help="a package file, or a folder holding ymir-info.yaml and the stage files (checked "
+        "as `pack` would build it, through a temporary file under $TMPDIR)",
+    )
     sub.add_argument("--json", action="store_true", help="one JSON object per package per line")
     sub = command("import", cmd_import, "validate, deduplicate, store and record one package file")
-    sub.add_argument("package", type=Path, metavar="PACKAGE")
-    sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    sub = command("ledger", cmd_ledger, "list recent attempts, or show one")
-    sub.add_argument("show", nargs="?", choices=["show"], help=argparse.SUPPRESS)
     sub.add_argument(
-        "key", nargs="?", help="with `show`: an id, a sha256 prefix or a model hash prefix"
+        "package", type=Path, metavar="PACKAGE", help="the package file (it is not moved)"
+    )
+    sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    sub = command("ledger", cmd_ledger, "list recent attempts, or show one (`ledger show KEY`)")
+    sub.add_argument(
+        "show",
+        nargs="?",
+        choices=["show"],
+        metavar="show",
+        help="show the attempts KEY names, in full (`ledger show KEY [--json]`)",
+    )
+    sub.add_argument(
+        "key",
+        nargs="?",
+        metavar="KEY",
+        help=f"with `show`: an attempt id, or a sha256 or model hash prefix of at least "
+        f"{MIN_PREFIX} characters",
     )
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
     sub.add_argument(
-        "--status",
-        choices=["imported", "failed", "duplicate", "interrupted", "claimed", "importing"],
+        "--status", choices=STATUSES, metavar="STATUS", help=f"only these: {', '.join(STATUSES)}"
     )
-    sub.add_argument("--limit", type=int, default=20)
+    sub.add_argument(
+        "--limit", type=_positive, default=20, metavar="N", help="at most N, newest first (20)"
+    )
     sub = command(
         "pack", cmd_pack, "build a package from a folder holding ymir-info.yaml and the stage files"
     )
-    sub.add_argument("folder", type=Path, metavar="DIR")
-    sub.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.tar.gz")
+    sub.add_argument(
+        "folder",
+        type=Path,
+        metavar="DIR",
+        help="the folder: ymir-info.yaml at its top, the files where the stages list them",
+    )
+    sub.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.tar.gz",
+        help="the package to write: a new file, in an existing folder, named as the daemon "
+        "takes it (watch.patterns, not watch.ignore); written only if valid",
+    )
     sub = command("status", cmd_status, "what is waiting, processing, imported and failed")
-    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--json", action="store_true", help="print the status as one JSON object")
     sub = command("retry", cmd_retry, "move failed packages back into the inbox")
-    sub.add_argument("ids", nargs="*", type=int, metavar="ID")
-    sub.add_argument("--all-failed", action="store_true")
+    sub.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="attempts to retry (see `ledger`)"
+    )
+    sub.add_argument("--all-failed", action="store_true", help="every package in failed/")
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="retry a package even if it has not changed since it failed",
+    )
     return parser
 
 
 def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.reading.validation import ValidationReport, validate_package
+    from ymir_dropbox.running.packing import check_folder
 
     worst = EXIT_OK
     for path in arguments.packages:
         try:
-            report = validate_package(path, config.limits)
+            if path.is_dir():
+                report = check_folder(path, config.limits)
+            else:
+                report = validate_package(path, config.limits)
         except OSError as error:
             from ymir_dropbox.reading.problems import Problem
 
@@ -194,13 +269,24 @@ def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
 def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.storing.ledger import Ledger
 
+    key: str | None = arguments.key
+    if arguments.show and not key:
+        raise UsageError("ledger show needs a KEY: an attempt id, a sha256 or model hash prefix")
+    if key and not key.isdigit() and len(key) < MIN_PREFIX:
+        raise DropboxError(
+            f"a sha256 or model hash prefix needs at least {MIN_PREFIX} characters; "
+            f"{key!r} has {len(key)}"
+        )
     ledger = Ledger.open_for_reading(config.paths.ledger)
-    if arguments.show:
-        if not arguments.key:
-            raise ConfigError("ledger show needs an ID, a SHA256 prefix or a MODEL-HASH prefix")
-        rows = [for_people(row) for row in ledger.find(arguments.key)]
+    if key:
+        rows = [for_people(row) for row in ledger.find(key)]
         if not rows:
-            print(f"no attempt matches {arguments.key!r}", file=sys.stderr)
+            longer = (
+                f" (a sha256 or model hash prefix needs at least {MIN_PREFIX} characters)"
+                if len(key) < MIN_PREFIX
+                else ""
+            )
+            print(f"no attempt matches {key!r}{longer}", file=sys.stderr)
             return EXIT_FAILED
         for row in rows:
             if arguments.json:
@@ -248,11 +334,12 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.running.packing import pack_folder
+    from ymir_dropbox.running.packing import check_output_name, pack_folder
 
     if not (arguments.folder / "ymir-info.yaml").is_file():
         print(f"{arguments.folder}: no ymir-info.yaml in this folder", file=sys.stderr)
         return EXIT_FAILED
+    check_output_name(arguments.output, config.watch, config.paths.inbox)
     try:
         report = pack_folder(arguments.folder, arguments.output, config.limits)
     except (FileExistsError, OSError) as error:
@@ -285,15 +372,25 @@ def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
 
 def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.running.retry import retry_failed
-    from ymir_dropbox.storing.ledger import Ledger
+    from ymir_dropbox.storing.ledger import Ledger, as_text, path_of
 
     if not arguments.ids and not arguments.all_failed:
-        raise ConfigError("retry needs attempt IDs or --all-failed")
+        raise UsageError("retry needs attempt IDs or --all-failed")
     ledger = Ledger(config.paths.ledger)
-    moved = retry_failed(config, ledger, None if arguments.all_failed else arguments.ids)
-    for attempt_id, source, target in moved:
-        print(f"attempt {attempt_id}: {source} -> {target}")
-    if not moved:
+    ids: list[int] | None = None if arguments.all_failed else arguments.ids
+    retried = retry_failed(config, ledger, ids, force=arguments.force)
+    for row in retried.unchanged:
+        codes = ", ".join(sorted({problem["code"] for problem in row.get("errors") or []}))
+        print(
+            f"attempt {row['id']}: {as_text(str(path_of(row, 'final_path')))} has not changed "
+            f"since it failed ({codes}); left in failed/. Fix it, or retry it as it is with "
+            "--force",
+            file=sys.stderr,
+        )
+    for attempt_id, source, target in retried.moved:
+        print(f"attempt {attempt_id}: {as_text(str(source))} -> {as_text(str(target))}")
+    if not retried.moved and not retried.unchanged:
         print("nothing to retry", file=sys.stderr)
+    if not retried.moved or (retried.unchanged and not arguments.all_failed):
         return EXIT_FAILED
     return EXIT_OK

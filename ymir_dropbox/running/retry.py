@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.reading.archive import package_sha256
 from ymir_dropbox.reading.problems import DropboxError
 from ymir_dropbox.running.folders import free_path, move, remove_error_files
 from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place
 
 
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """What ``retry`` did: the packages moved (attempt, from, to), and the failed rows left
+    in failed/ because their file has not changed since it failed."""
+
+    moved: list[tuple[int, Path, Path]]
+    unchanged: list[dict[str, Any]]
+
+
 def retry_failed(
-    config: Config, ledger: Ledger, ids: list[int] | None
-) -> list[tuple[int, Path, Path]]:
+    config: Config, ledger: Ledger, ids: list[int] | None, force: bool = False
+) -> Retried:
     """Move failed packages back into the inbox, at its top level.
 
     Not under their old relative path: uploaders own the inbox's folders, and one of them
-    may by now be a symlink leading out of it.
+    may by now be a symlink leading out of it. A package whose file has not changed since it
+    failed would fail again: it stays, unless ``force``.
     """
     rows = ledger.in_place(Place.FAILED)
     if ids is not None:
@@ -29,8 +42,12 @@ def retry_failed(
         if missing:
             listed = ", ".join(map(str, sorted(missing)))
             raise DropboxError(f"no failed package in failed/ for attempt(s) {listed}")
+    unchanged = [] if force else [row for row in rows if unchanged_since_failing(row)]
+    left = {row["id"] for row in unchanged}
     moved = []
     for row in rows:
+        if row["id"] in left:
+            continue
         source = path_of(row, "final_path")
         failed = config.paths.failed
         if source is None or not source.is_relative_to(failed) or not _regular(source):
@@ -50,11 +67,26 @@ def retry_failed(
         remove_error_files(source)
         ledger.move(row["id"], Place.RETRIED)
         moved.append((int(row["id"]), source, target))
-    return moved
+    return Retried(moved, unchanged)
 
 
 def _regular(path: Path) -> bool:
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def unchanged_since_failing(row: dict[str, Any]) -> bool:
+    """Whether the file in failed/ still has the sha256 its failed attempt recorded.
+
+    False when that cannot be told (no sha256 recorded, the file gone or unreadable): a
+    retry then goes ahead.
+    """
+    path, recorded = path_of(row, "final_path"), row.get("sha256")
+    if path is None or not recorded:
+        return False
+    try:
+        return package_sha256(path) == str(recorded)
     except OSError:
         return False
