@@ -21,6 +21,7 @@ from ymir_dropbox.storing.ledger import (
     LedgerError,
     _Transaction,
 )
+from ymir_dropbox.storing.lifecycle import Place
 
 
 def pragma(path: Path, name: str) -> Any:
@@ -305,3 +306,35 @@ def test_ledger_table_has_a_header_and_one_line_per_attempt(filled: dict[str, An
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["id", "status", "package"]
     assert len(lines) == 5
+
+
+def test_a_ledger_of_the_first_release_is_migrated_and_its_rows_still_work(
+    tmp_path: Path,
+) -> None:
+    """The first release wrote schema version 1, with paths as text only."""
+    from sqlite_utils import Database
+
+    from ymir_dropbox.storing.ledger import MIGRATIONS
+    from ymir_dropbox.storing.lifecycle import Status
+
+    path = tmp_path / "ledger.sqlite"
+    first_release = Database(sqlite3.connect(path))
+    MIGRATIONS[0](first_release)
+    first_release.execute("PRAGMA user_version = 1")
+    first_release.execute(
+        "INSERT INTO attempts (package, status, place, processing_path, final_path, sha256) "
+        "VALUES ('old.tar.gz', 'failed', 'processing', 'team/old.tar.gz', "
+        "'/srv/failed/team/old.tar.gz', 'cafe')"
+    )
+    first_release.conn.commit()
+    first_release.close()
+
+    ledger = Ledger(path)
+
+    assert ledger.schema_version == SCHEMA_VERSION == 3
+    [row] = ledger.recent()
+    assert row["package"] == "old.tar.gz" and row["uploader"] is None
+    found = ledger.settled_in_processing(Path("team/old.tar.gz"))
+    assert found is not None and found["id"] == row["id"]
+    ledger.move(row["id"], Place.FAILED)
+    assert ledger.in_place(Place.FAILED)[0]["status"] == Status.FAILED

@@ -31,7 +31,7 @@ from ymir_dropbox.storing.lifecycle import (
     check_status,
 )
 
-JSON_COLUMNS = ("class_names", "errors", "warnings", "notes")
+JSON_COLUMNS = ("class_names", "errors", "warnings", "notes", "ymir_stages")
 BUSY_TIMEOUT_SECONDS = 30.0
 MIN_PREFIX = 4  # characters of a sha256 or model hash prefix that `ledger show` accepts
 CRASHED = "import.crashed"
@@ -65,8 +65,18 @@ COLUMNS: dict[str, type] = {
 }
 # Columns added by later migrations (the first release created the ones above, in _v1).
 RAW_PATH_COLUMNS = ("source_raw", "processing_path_raw", "final_path_raw")
+V3_COLUMNS: dict[str, type] = {
+    "uploader": str,  # the owner of the package file when it was claimed
+    "ymir_project_id": int,  # the YMIR web backend (backend = "ymir-api")
+    "ymir_model_id": int,
+    "ymir_task_id": int,
+    "ymir_group_name": str,
+    "ymir_model_name": str,
+    "ymir_stages": str,  # JSON: name, mAP, tp, fp, fn of each stage as YMIR shows them
+}
 V1_COLUMNS = dict(COLUMNS)
 COLUMNS.update(dict.fromkeys(RAW_PATH_COLUMNS, bytes))
+COLUMNS.update(V3_COLUMNS)
 
 
 class LedgerError(DropboxError):
@@ -99,8 +109,16 @@ def _v2(db: Database) -> None:
     db.execute("CREATE INDEX attempts_processing_path_raw ON attempts([processing_path_raw])")
 
 
+def _v3(db: Database) -> None:
+    """Who uploaded a package, and where the YMIR web backend put it."""
+    sqlite_types = {int: "INTEGER", str: "TEXT"}
+    for column, kind in V3_COLUMNS.items():
+        db.execute(f"ALTER TABLE attempts ADD COLUMN [{column}] {sqlite_types[kind]}")
+    db.execute("CREATE INDEX attempts_ymir_model_id ON attempts([ymir_model_id])")
+
+
 # Each migration takes the database from version N to N + 1. Append; never edit one that shipped.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -329,6 +347,15 @@ class Ledger:
         return self._all(
             f"SELECT * FROM attempts {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
             [*params, limit],
+        )
+
+    def unfinished_by_sha256(self, sha256: str) -> list[dict[str, Any]]:
+        """Earlier attempts on the same package that a fault cut short, newest first: a
+        backend may resume what one of them started."""
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = 'interrupted' "
+            "ORDER BY id DESC LIMIT 20",
+            [sha256],
         )
 
     def in_place(self, place: Place) -> list[dict[str, Any]]:

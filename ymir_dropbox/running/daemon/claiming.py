@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import stat
 import time
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ class Claimed:
     attempt_id: int
     relative: PurePosixPath
     observation: Observation  # the file as readiness judged it: the import's baseline
+
+
+def owner_name(uid: int) -> str:
+    """The uploader: the user owning the file (its uid when the name is unknown here)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
@@ -67,6 +76,7 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         place=Place.INBOX,
         processing_path=relative,
         size=info.st_size,
+        uploader=owner_name(info.st_uid),
     )
     crash_point("claim", relative.name)
     try:

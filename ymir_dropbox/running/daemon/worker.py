@@ -17,7 +17,7 @@ import structlog
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.archive import open_package
 from ymir_dropbox.reading.problems import DropboxError, Problem
-from ymir_dropbox.running.daemon.claiming import Claimed, claim
+from ymir_dropbox.running.daemon.claiming import Claimed, claim, owner_name
 from ymir_dropbox.running.daemon.filing import Filing
 from ymir_dropbox.running.daemon.policy import MAX_CRASHES, JobEnd, JobResult
 from ymir_dropbox.running.metrics import Metrics
@@ -74,6 +74,7 @@ class Worker:
             place=Place.PROCESSING,
             processing_path=relative,
             size=info.st_size,
+            uploader=owner_name(info.st_uid),
             notes=[f"redo of a claimed package (crashes so far: {crashes})"],
         )
         return self._import(Claimed(attempt_id, relative, Observation.of(info)))
