@@ -7,6 +7,7 @@ are relative to that file's folder; the built-in defaults are relative to the wo
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "daemon": {"shutdown_timeout": 60.0, "retry_max_seconds": 300.0},
     "metrics": {"listen": ""},
+    # Off by default: no command, no webhook.
+    "notify": {
+        "command": [],
+        "webhook": "",
+        "timeout": 10.0,
+        "retries": 5,
+        "retry_base_seconds": 2.0,
+        "retry_max_seconds": 300.0,
+        "queue_size": 1000,
+    },
+    # Off by default: 0 days means "never remove".
+    "retention": {"done_days": 0, "failed_days": 0},
 }
 
 _positive_int = {"type": "integer", "min": 1}
@@ -110,6 +123,26 @@ SCHEMA: dict[str, Any] = {
         "type": "dict",
         "schema": {"listen": {"type": "string", "regex": r"(|[^\s:]*:\d{1,5})"}},
     },
+    "notify": {
+        "type": "dict",
+        "schema": {
+            # A list of arguments, or one string split as a shell would (never run by a shell).
+            "command": {"type": ["string", "list"], "schema": {"type": "string", "empty": False}},
+            "webhook": {"type": "string", "regex": r"(|https?://[^\s]+)"},
+            "timeout": _positive_number,
+            "retries": {"type": "integer", "min": 0, "max": 100},
+            "retry_base_seconds": _positive_number,
+            "retry_max_seconds": _positive_number,
+            "queue_size": {"type": "integer", "min": 1, "max": 1_000_000},
+        },
+    },
+    "retention": {
+        "type": "dict",
+        "schema": {
+            "done_days": {"type": "integer", "min": 0},
+            "failed_days": {"type": "integer", "min": 0},
+        },
+    },
 }
 
 
@@ -171,6 +204,31 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """Where final outcomes are announced; neither ``command`` nor ``webhook``: off."""
+
+    command: tuple[str, ...]
+    webhook: str
+    timeout: float
+    retries: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    queue_size: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command or self.webhook)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Days a package stays in done/ or failed/ before it is removed; 0: kept for ever."""
+
+    done_days: int
+    failed_days: int
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     base_dir: Path
     paths: Paths
@@ -180,6 +238,8 @@ class Config:
     watch: WatchConfig
     daemon: DaemonConfig
     metrics: MetricsConfig
+    notify: NotifyConfig
+    retention: RetentionConfig
     source: Path | None = field(default=None)
 
     def ensure_folders(self) -> None:
@@ -265,8 +325,28 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
         ),
         daemon=DaemonConfig(**section("daemon")),
         metrics=MetricsConfig(**section("metrics")),
+        notify=_notify_config(section("notify"), anchor, where),
+        retention=RetentionConfig(**section("retention")),
         source=source,
     )
+
+
+def _notify_config(section: dict[str, Any], anchor: Path, where: str) -> NotifyConfig:
+    """``command`` as arguments; a program named by a relative path (``hooks/notify``) is
+    relative to the config file's folder, a bare name is looked up on PATH."""
+    given = {**DEFAULTS["notify"], **section}
+    command = given.pop("command")
+    if isinstance(command, str):
+        try:
+            command = shlex.split(command)
+        except ValueError as error:
+            raise ConfigError(f"{where}: notify.command: {command!r}: {error}") from None
+    if command:
+        program = os.path.expanduser(command[0])
+        if "/" in program and not os.path.isabs(program):
+            program = str(anchor / program)
+        command = [program, *command[1:]]
+    return NotifyConfig(command=tuple(command), **given)
 
 
 def _describe(error: Any) -> str:
@@ -275,7 +355,9 @@ def _describe(error: Any) -> str:
         return f"{key}: unknown key"
     if error.rule == "type":
         found = f"{type(error.value).__name__} {error.value!r}"
-        return f"{key}: expected {error.constraint}, found {found}"
+        kinds = error.constraint
+        expected = " or ".join(kinds) if isinstance(kinds, list) else kinds
+        return f"{key}: expected {expected}, found {found}"
     if error.rule == "allowed":
         return f"{key}: {error.value!r} is not one of {', '.join(map(repr, error.constraint))}"
     if error.rule == "min":

@@ -30,7 +30,9 @@ LEDGER_COLUMNS = (
     "best_stage_name",
     "mAP",
     "finished_at",
+    "reason",
 )
+REASON_WIDTH = 72
 STATUSES = ("imported", "failed", "duplicate", "interrupted", "claimed", "importing")
 log = structlog.get_logger(__name__)
 
@@ -177,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="retry a package even if it has not changed since it failed",
     )
+    sub = command(
+        "retention",
+        cmd_retention,
+        "remove old packages from done/ ([retention] done_days) and, when asked, from failed/",
+    )
+    sub.add_argument(
+        "--failed", action="store_true", help="also remove failed packages (and error files)"
+    )
+    sub.add_argument(
+        "--days",
+        type=int,
+        metavar="N",
+        help="with --failed: older than N days (default: [retention] failed_days)",
+    )
+    sub.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
     return parser
 
 
@@ -315,6 +332,8 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     def cell(row: dict[str, Any], column: str) -> str:
         value = row.get(column)
         text = "" if value is None else str(value)
+        if column == "reason" and len(text) > REASON_WIDTH:
+            return text[: REASON_WIDTH - 1] + "…"
         return text[:12] if column in {"sha256", "model_hash"} else text
 
     cells = [[cell(row, column) for column in columns] for row in rows]
@@ -393,4 +412,31 @@ def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
         print("nothing to retry", file=sys.stderr)
     if not retried.moved or (retried.unchanged and not arguments.all_failed):
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_retention(config: Config, arguments: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ymir_dropbox.running.retention import run_retention
+    from ymir_dropbox.storing.ledger import Ledger, as_text
+
+    if arguments.days is not None and not arguments.failed:
+        raise UsageError("--days goes with --failed")
+    ledger = Ledger(config.paths.ledger)
+    removed = run_retention(
+        config,
+        ledger,
+        datetime.now(UTC),
+        failed=arguments.failed,
+        failed_days=arguments.days,
+        dry_run=arguments.dry_run,
+    )
+    verb = "would remove" if arguments.dry_run else "removed"
+    for removal in removed:
+        print(
+            f"attempt {removal.attempt}: {verb} {as_text(str(removal.path))} ({removal.size} bytes)"
+        )
+    if not removed:
+        print("nothing to remove", file=sys.stderr)
     return EXIT_OK

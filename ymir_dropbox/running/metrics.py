@@ -1,17 +1,36 @@
-"""Prometheus metrics on ``[metrics] listen`` (optional; needs the ``metrics`` extra)."""
+"""Prometheus metrics on ``[metrics] listen`` (optional; needs the ``metrics`` extra).
+
+The same listener serves the status page at ``/`` and the status object at ``/status.json``
+when the daemon gives it a status source (see :mod:`.listener`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ymir_dropbox.reading.problems import ConfigError
+from ymir_dropbox.reading.problems import ConfigError, DropboxError
+from ymir_dropbox.running.listener import Listener, StatusSource
+
+DiskSource = Callable[[], Mapping[str, int]]
 
 
 class Metrics:
-    """Counters the daemon updates; a no-op when metrics are off."""
+    """Counters the daemon updates; a no-op when metrics are off.
 
-    def __init__(self, listen: str) -> None:
+    ``status_source`` feeds ``/`` and ``/status.json``; ``disk_source`` (bytes per folder,
+    ``retention.folder_usage``) is read at each scrape for ``ymir_dropbox_folder_bytes``.
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        *,
+        status_source: StatusSource | None = None,
+        disk_source: DiskSource | None = None,
+    ) -> None:
         self.enabled = bool(listen)
+        self.listener: Listener | None = None
         if not self.enabled:
             return
         try:
@@ -21,6 +40,7 @@ class Metrics:
                 "metrics.listen is set but prometheus-client is not installed "
                 "(pip install 'ymir-dropbox[metrics]')"
             ) from None
+        self._prometheus: Any = prometheus
         self.registry: Any = prometheus.CollectorRegistry()
         self.packages = prometheus.Counter(
             "ymir_dropbox_packages", "Packages handled, by final status", ["status"],
@@ -42,8 +62,32 @@ class Metrics:
             "Unix time of the last successful import",
             registry=self.registry,
         )
+        if disk_source is not None:
+            self.registry.register(FolderBytes(disk_source))
         host, _, port = listen.rpartition(":")
-        prometheus.start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        try:
+            self.listener = Listener(
+                host or "127.0.0.1",
+                int(port),
+                metrics_text=self.exposition,
+                status_source=status_source,
+            )
+        except OSError as error:
+            raise DropboxError(
+                f"metrics.listen: cannot listen on {listen}: {error.strerror}"
+            ) from None
+        self.listener.start()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the listener is (the real port when ``listen`` asked for port 0)."""
+        return self.listener.address if self.listener else None
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The registry in the format the scraper accepts (Prometheus text or OpenMetrics)."""
+        encoder, content_type = self._prometheus.exposition.choose_encoder(accept)
+        body: bytes = encoder(self.registry)
+        return body, str(content_type)
 
     def record(self, status: str, duration: float, size: int, finished: float) -> None:
         if not self.enabled:
@@ -57,3 +101,33 @@ class Metrics:
     def set_queue_depth(self, depth: int) -> None:
         if self.enabled:
             self.queue_depth.set(depth)
+
+    def close(self) -> None:
+        """Stop listening (the daemon's exit does this too)."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+
+class FolderBytes:
+    """``ymir_dropbox_folder_bytes{folder=...}``, read from the folders at each scrape."""
+
+    name = "ymir_dropbox_folder_bytes"
+    documentation = "Bytes of regular files under each folder (symlinks not followed)"
+
+    def __init__(self, source: DiskSource) -> None:
+        self.source = source
+
+    def _family(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        return GaugeMetricFamily(self.name, self.documentation, labels=["folder"])
+
+    def describe(self) -> list[Any]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Any]:
+        family = self._family()
+        for folder, size in sorted(self.source().items()):
+            family.add_metric([folder], float(size))
+        yield family

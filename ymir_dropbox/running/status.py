@@ -3,18 +3,48 @@ and the ledger alone (works whether the daemon runs or not)."""
 
 from __future__ import annotations
 
+import json
+import os
 import stat
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.running.folders import is_ignored, is_package_name, walk_inbox
 from ymir_dropbox.running.lock import lock_held
-from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.running.retention import folder_usage
+from ymir_dropbox.storing.ledger import Ledger, failure_reason
 from ymir_dropbox.storing.lifecycle import Status
 
+RECENT = 10
 
-def collect_status(config: Config) -> dict[str, Any]:
+
+def daemon_state_path(config: Config) -> Path:
+    """Where the running daemon publishes what it is doing (the imports in flight)."""
+    return config.paths.work / "daemon-state.json"
+
+
+def publish_state(config: Config, state: dict[str, Any]) -> None:
+    """Written by the daemon about once a second: a rename, never a half file (no fsync:
+    after a crash it is stale, and ``status`` only trusts it while the daemon runs)."""
+    path = daemon_state_path(config)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(state, ensure_ascii=False))
+    os.replace(temporary, path)
+
+
+def _published(config: Config) -> dict[str, Any]:
+    try:
+        found: dict[str, Any] = json.loads(daemon_state_path(config).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found
+
+
+def collect_status(config: Config, in_flight: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What ``status --json`` prints and the status page shows. ``in_flight`` is the running
+    daemon's own view; without it, what the daemon last published (if it runs)."""
     watch = config.watch
     waiting = [
         str(relative)
@@ -28,33 +58,59 @@ def collect_status(config: Config) -> dict[str, Any]:
         for relative, info in walk_inbox(config.paths.processing, True)
         if stat.S_ISREG(info.st_mode)
     ]
+    running = lock_held(config)
+    if in_flight is None:
+        in_flight = _published(config).get("in_flight", []) if running else []
     result: dict[str, Any] = {
-        "daemon_running": lock_held(config),
+        "daemon_running": running,
         "inbox": str(config.paths.inbox.absolute()),
         "waiting": len(waiting),
         "waiting_packages": sorted(waiting)[:50],
         "processing": len(processing),
         "processing_packages": sorted(processing)[:50],
+        "in_flight": in_flight,
+        "disk": folder_usage(config.paths),
     }
     if not config.paths.ledger.exists():
-        return {**result, "today": {}, "total": {}, "last_import": None, "last_error": None}
+        return {
+            **result,
+            "today": {},
+            "total": {},
+            "last_import": None,
+            "last_error": None,
+            "recent_imports": [],
+            "recent_failures": [],
+            "deferred": [],
+        }
     ledger = Ledger.open_for_reading(config.paths.ledger)
-    today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00")
-    last_import = ledger.latest(Status.IMPORTED)
-    last_error = ledger.latest(Status.FAILED)
-    result.update(
-        today=ledger.counts_since(today),
-        total=ledger.counts_since(""),
-        last_import=_brief(last_import[0]) if last_import else None,
-        last_error=_brief(last_error[0]) if last_error else None,
-    )
-    ledger.close()
+    try:
+        today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00")
+        imports = [_brief(row) for row in ledger.latest(Status.IMPORTED, RECENT)]
+        failures = [_brief(row) for row in ledger.latest(Status.FAILED, RECENT)]
+        deferred = [
+            _brief(row)
+            for row in ledger.latest(Status.INTERRUPTED, RECENT)
+            if row["package"] in {Path(name).name for name in processing} and row.get("errors")
+        ]
+        result.update(
+            today=ledger.counts_since(today),
+            total=ledger.counts_since(""),
+            last_import=imports[0] if imports else None,
+            last_error=failures[0] if failures else None,
+            recent_imports=imports,
+            recent_failures=failures,
+            deferred=deferred,
+        )
+    finally:
+        ledger.close()
     return result
 
 
 def _brief(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "package", "sha256", "model_hash", "best_stage_name", "mAP", "errors")
-    return {key: row.get(key) for key in (*keys, "finished_at")}
+    brief = {key: row.get(key) for key in (*keys, "finished_at", "uploader")}
+    brief["reason"] = failure_reason(row.get("errors"))
+    return brief
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -84,4 +140,33 @@ def render_status(status: dict[str, Any]) -> str:
             f"last error:  #{row['id']} {row['package']} at {row['finished_at']}: "
             f"{first.get('code')}: {first.get('message')}"
         )
+    for job in status.get("in_flight") or []:
+        percent = "" if job.get("percent") is None else f" {job['percent']:.0f}%"
+        lines.append(
+            f"importing:   {job['package']} ({job['step']}{percent}, {job['elapsed_s']:.0f} s)"
+            + (f": {job['detail']}" if job.get("detail") else "")
+        )
+    for row in status.get("deferred") or []:
+        lines.append(f"waiting on:  {row['package']}: {row['reason']}")
+    failures = status.get("recent_failures") or []
+    if failures:
+        lines.append("recent failures:")
+        lines.extend(
+            f"  #{row['id']} {row['package']} at {row['finished_at']}: {row['reason']}"
+            for row in failures[:5]
+        )
+    disk = status.get("disk") or {}
+    if disk:
+        lines.append(
+            "disk:        " + ", ".join(f"{name} {_size(size)}" for name, size in disk.items())
+        )
     return "\n".join(lines)
+
+
+def _size(size: int) -> str:
+    amount = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1000:
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return f"{amount:.1f} TB"

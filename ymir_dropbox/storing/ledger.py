@@ -440,8 +440,23 @@ def path_of(row: dict[str, Any], column: str) -> Path | None:
 
 
 def for_people(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as ``ledger --json`` shows it: the paths as text only."""
-    return {key: value for key, value in row.items() if key not in RAW_PATH_COLUMNS}
+    """A row as ``ledger --json`` shows it: the paths as text only, and the reason of a
+    failure in one line."""
+    shown = {key: value for key, value in row.items() if key not in RAW_PATH_COLUMNS}
+    shown["reason"] = failure_reason(row.get("errors"))
+    return shown
+
+
+def failure_reason(errors: Any) -> str:
+    """An attempt's problems (its ``errors``) in one line for people: the first one,
+    ``code [field]: message``, and how many more there are."""
+    problems = [problem for problem in errors or [] if isinstance(problem, dict)]
+    if not problems:
+        return ""
+    first = problems[0]
+    where = f" [{first['field']}]" if first.get("field") else ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first.get('code')}{where}: {first.get('message')}{more}"
 
 
 def relative_of(row: dict[str, Any]) -> PurePosixPath | None:

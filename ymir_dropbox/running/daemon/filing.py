@@ -16,6 +16,7 @@ import structlog
 
 from ymir_dropbox.config import Paths
 from ymir_dropbox.running.folders import free_path, move, remove_error_files, write_error_files
+from ymir_dropbox.running.notifications import Notifier
 from ymir_dropbox.running.readiness import Observation
 from ymir_dropbox.storing.faults import crash_point
 from ymir_dropbox.storing.ledger import Ledger, path_of
@@ -25,9 +26,10 @@ log = structlog.get_logger(__name__)
 
 
 class Filing:
-    def __init__(self, paths: Paths, ledger: Ledger) -> None:
+    def __init__(self, paths: Paths, ledger: Ledger, notifier: Notifier | None = None) -> None:
         self.paths = paths
         self.ledger = ledger
+        self.notifier = notifier
         self._naming = threading.Lock()
 
     def folder(self, place: Place) -> Path:
@@ -68,6 +70,8 @@ class Filing:
             target = self._rename(attempt_id, relative, folder, row)
         crash_point("moved", relative.name)
         self.ledger.move(attempt_id, place)
+        if self.notifier is not None:
+            self.notifier.send(self.ledger.get(attempt_id) or {})
         log.info(
             "package_filed",
             attempt=attempt_id,

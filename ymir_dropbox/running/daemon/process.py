@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from types import FrameType
 
 import structlog
@@ -25,12 +26,17 @@ from ymir_dropbox.running.daemon.worker import Worker
 from ymir_dropbox.running.folders import check_same_filesystem
 from ymir_dropbox.running.lock import INHERITED_ENV_VAR, acquire_lock
 from ymir_dropbox.running.metrics import Metrics
+from ymir_dropbox.running.notifications import Notifier
 from ymir_dropbox.running.readiness import ReadinessTracker
+from ymir_dropbox.running.retention import apply_retention, folder_usage
 from ymir_dropbox.running.sdnotify import notify
+from ymir_dropbox.running.status import collect_status
+from ymir_dropbox.running.status import publish_state as publish
 from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
+from ymir_dropbox.storing.progress import Progress
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +49,22 @@ def run_daemon(config: Config) -> int:
     ledger = Ledger(config.paths.ledger)
     backend = make_backend(config)
     backend.check()
-    metrics = Metrics(config.metrics.listen)
-    filing = Filing(config.paths, ledger)
-    worker = Worker(config, ledger, Importer(config, ledger, backend), filing, metrics)
+    progress = Progress()
+    metrics = Metrics(
+        config.metrics.listen,
+        status_source=lambda: collect_status(config, in_flight=progress.snapshot()),
+        disk_source=lambda: folder_usage(config.paths),
+    )
+    notifier = Notifier(config.notify)
+    filing = Filing(config.paths, ledger, notifier)
+    importer = Importer(config, ledger, backend)
+    worker = Worker(config, ledger, importer, filing, metrics, progress)
     inbox = InboxView(
         config.paths.inbox, config.watch, ReadinessTracker(config.watch.settle_seconds)
     )
     policy = RetryPolicy(config.watch.settle_seconds, config.daemon.retry_max_seconds)
     scheduler = Scheduler(config, inbox, worker, policy, ledger, metrics)
+    housekeeping(config, scheduler, ledger, progress)
     log.info(
         "daemon_started",
         pid=os.getpid(),
@@ -69,6 +83,7 @@ def run_daemon(config: Config) -> int:
 
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, on_signal)
+    notifier.start()
     for relative in recover(config.paths, ledger, backend, filing):
         scheduler.redo[relative] = 0.0
     scheduler.serve(backend.name)
@@ -76,7 +91,10 @@ def run_daemon(config: Config) -> int:
     if not reload_requested:
         notify("STOPPING=1")
     log.info("daemon_stopping", running=len(scheduler.running), reload=reload_requested)
+    stop_by = time.monotonic() + config.daemon.shutdown_timeout
     unfinished = scheduler.shutdown(config.daemon.shutdown_timeout)
+    notifier.stop(max(1.0, stop_by - time.monotonic()))
+    metrics.close()
     if unfinished:
         _give_up(ledger)
         log.warning(
@@ -95,6 +113,45 @@ def run_daemon(config: Config) -> int:
     lock.close()
     log.info("daemon_stopped")
     return 0
+
+
+PUBLISH_EVERY_SECONDS = 1.0
+PROGRESS_EVERY_SECONDS = 5.0
+PROGRESS_AFTER_SECONDS = 3.0
+RETENTION_EVERY_SECONDS = 3600.0
+
+
+def housekeeping(config: Config, scheduler: Scheduler, ledger: Ledger, progress: Progress) -> None:
+    """What the loop does besides importing: publish its state, log long imports' progress,
+    apply the retention policy."""
+
+    def publish_state() -> None:
+        publish(config, {"pid": os.getpid(), "in_flight": progress.snapshot()})
+
+    def log_progress() -> None:
+        for job in progress.snapshot():
+            if job["elapsed_s"] >= PROGRESS_AFTER_SECONDS:
+                rate = job["bytes_done"] / job["elapsed_s"] if job["elapsed_s"] else 0.0
+                log.info(
+                    "import_progress",
+                    attempt=job["attempt"],
+                    path=job["package"],
+                    step=job["step"],
+                    bytes_done=job["bytes_done"],
+                    bytes_total=job["bytes_total"],
+                    rate=round(rate),
+                    elapsed=job["elapsed_s"],
+                )
+
+    def apply_retention_policy() -> None:
+        kept = config.retention
+        if kept.done_days or kept.failed_days:
+            now = datetime.now(UTC)
+            apply_retention(config.paths, ledger, now, kept.done_days, kept.failed_days)
+
+    scheduler.every(PUBLISH_EVERY_SECONDS, publish_state)
+    scheduler.every(PROGRESS_EVERY_SECONDS, log_progress)
+    scheduler.every(RETENTION_EVERY_SECONDS, apply_retention_policy)
 
 
 def _give_up(ledger: Ledger) -> None:

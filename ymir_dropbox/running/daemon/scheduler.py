@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -53,6 +54,14 @@ class Scheduler:
         self.redo: dict[PurePosixPath, float] = {}  # claimed packages to import again, and when
         self.stopping = threading.Event()
         self.counts: Counter[str] = Counter()
+        self.periodic: list[_Periodic] = []
+
+    def every(self, seconds: float, task: Callable[[], None]) -> None:
+        """Run ``task`` on the loop's thread every ``seconds`` (first at the first turn).
+
+        A task that raises is logged and runs again next time: housekeeping never stops the
+        daemon."""
+        self.periodic.append(_Periodic(seconds, task))
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -88,6 +97,8 @@ class Scheduler:
             if interval is not None and moment >= next_ping:
                 notify("WATCHDOG=1")
                 next_ping = moment + interval
+            for periodic in self.periodic:
+                periodic.run_if_due(moment)
 
     def sleep_for(self, longest: float) -> float:
         """Until the next event, or the next moment a file or a redo becomes due."""
@@ -204,3 +215,20 @@ class Scheduler:
             if not future.cancelled():
                 self.apply(future.result())
         return [self.running[future] for future in unfinished]
+
+
+@dataclass(slots=True)
+class _Periodic:
+    seconds: float
+    task: Callable[[], None]
+    due: float = 0.0
+
+    def run_if_due(self, moment: float) -> None:
+        if moment < self.due:
+            return
+        self.due = moment + self.seconds
+        try:
+            self.task()
+        except Exception as error:
+            log.exception("housekeeping_failed", task=getattr(self.task, "__name__", "?"),
+                          error=repr(error))  # fmt: skip

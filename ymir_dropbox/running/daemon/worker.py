@@ -25,6 +25,7 @@ from ymir_dropbox.running.readiness import Observation, Ready
 from ymir_dropbox.storing.importer import Importer, describe_os_error
 from ymir_dropbox.storing.ledger import Ledger, relative_of
 from ymir_dropbox.storing.lifecycle import SETTLED, Place, Status
+from ymir_dropbox.storing.progress import Progress
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,7 @@ class Worker:
         importer: Importer,
         filing: Filing,
         metrics: Metrics,
+        progress: Progress | None = None,
         max_crashes: int = MAX_CRASHES,
     ) -> None:
         self.config = config
@@ -45,6 +47,7 @@ class Worker:
         self.importer = importer
         self.filing = filing
         self.metrics = metrics
+        self.progress = progress or Progress()
         self.max_crashes = max_crashes
 
     def take(self, ready: Ready) -> JobResult:
@@ -123,6 +126,7 @@ class Worker:
                 attempt_id, Status.INTERRUPTED, notes=["changed while it was claimed"]
             )
             return JobResult(JobEnd.DEFERRED, relative, reason="changed while it was claimed")
+        self.progress.begin(attempt_id, str(relative), info.st_size)
         try:
             outcome = self.importer.run(path, attempt_id)
         except OSError as error:
@@ -130,6 +134,16 @@ class Worker:
         except Exception as error:
             crashes = self.ledger.crashes_in_a_row(relative)
             return JobResult(JobEnd.CRASHED, relative, reason=repr(error), crashes=crashes)
+        finally:
+            self.progress.end(attempt_id)
+        if outcome.status == Status.FAILED:
+            log.warning(
+                "package_failed",
+                attempt=attempt_id,
+                path=str(relative),
+                sha256=outcome.sha256,
+                problems=[problem.as_dict() for problem in outcome.errors],
+            )
         result = self._file(attempt_id, relative, Status(outcome.status), claimed.observation)
         if result.end is JobEnd.SETTLED:
             row = self.ledger.get(attempt_id) or {}

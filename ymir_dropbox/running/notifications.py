@@ -1,0 +1,326 @@
+"""Notifications: every final outcome announced to a program and/or a webhook (``[notify]``).
+
+Delivery never slows an import down or changes what happens to a package: :meth:`Notifier.send`
+only appends to a bounded queue (when it is full the oldest outcome is dropped and logged), and
+each receiver has a thread of its own that delivers, with a timeout and retries spaced by the
+project's one backoff formula. A receiver that is down, hangs or fails is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ymir_dropbox import __version__
+from ymir_dropbox.config import ENV_VAR, NotifyConfig
+from ymir_dropbox.storing.lifecycle import SETTLED
+
+log = structlog.get_logger(__name__)
+
+ENV_PREFIX = "YMIR_DROPBOX_"
+# HTTP answers worth another try; any other 4xx will not get better by asking again.
+RETRY_STATUSES = frozenset({408, 425, 429})
+STDERR_TAIL_BYTES = 2000
+
+
+def outcome_document(row: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object a receiver gets for one attempt, from its ledger row."""
+    problems = [
+        {
+            "code": problem.get("code"),
+            "field": problem.get("field"),
+            "message": problem.get("message"),
+        }
+        for problem in row.get("errors") or []
+        if isinstance(problem, dict)
+    ]
+    return {
+        "package": row.get("package"),
+        "sha256": row.get("sha256"),
+        "status": row.get("status"),
+        "model_hash": row.get("model_hash"),
+        "mAP": row.get("mAP"),
+        "best_stage_name": row.get("best_stage_name"),
+        "problems": problems,
+        "attempt": row.get("id"),
+        "duplicate_of": row.get("duplicate_of"),
+        "uploader": row.get("uploader"),
+        "finished_at": row.get("finished_at"),
+        "folder": row.get("place"),  # "done" or "failed" once filed
+        "path": row.get("final_path"),
+    }
+
+
+def outcome_environment(document: dict[str, Any]) -> dict[str, str]:
+    """The same outcome as environment variables (``YMIR_DROPBOX_STATUS``, ...); every one is
+    set, empty when the outcome has no such value."""
+    scalars = (
+        "status", "package", "sha256", "model_hash", "mAP", "best_stage_name", "attempt",
+        "duplicate_of", "uploader", "finished_at", "folder", "path",
+    )  # fmt: skip
+    variables = {
+        ENV_PREFIX + key.upper(): "" if document.get(key) is None else str(document[key])
+        for key in scalars
+    }
+    codes = (problem.get("code") or "" for problem in document.get("problems") or [])
+    variables[ENV_PREFIX + "PROBLEMS"] = " ".join(code for code in codes if code)
+    return variables
+
+
+class DeliveryFailed(Exception):
+    """One try did not deliver; ``permanent``: trying again will not help."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+def run_command(command: tuple[str, ...], document: dict[str, Any], timeout: float) -> None:
+    """Run the program with the outcome on stdin and in its environment; no shell."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(ENV_PREFIX) or key == ENV_VAR
+    }
+    environment.update(outcome_environment(document))
+    try:
+        # A session of its own, so a timeout kills whatever the program started too.
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=environment,
+            start_new_session=True,
+        )
+    except OSError as error:  # not found, not executable: no retry will change that
+        raise DeliveryFailed(f"cannot run {command[0]}: {error.strerror}", permanent=True) from None
+    try:
+        _, stderr = process.communicate(_encode(document), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise DeliveryFailed(f"no exit within {timeout:g} s; killed") from None
+    if process.returncode != 0:
+        tail = stderr[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip()
+        raise DeliveryFailed(f"exit status {process.returncode}: {tail}".rstrip(": "))
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        process.communicate(timeout=1.0)
+    except subprocess.TimeoutExpired:  # a descendant left the group and kept stderr open
+        process.kill()
+        process.wait()
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirected POST would become a GET elsewhere: a redirect is a failed delivery."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_RefuseRedirects)
+
+
+def post_webhook(url: str, document: dict[str, Any], timeout: float) -> None:
+    """POST the outcome as JSON; any 2xx answer is a delivery."""
+    # The scheme is http or https: the config schema allows no other.
+    request = urllib.request.Request(  # noqa: S310
+        url,
+        data=_encode(document),
+        method="POST",
+        headers={
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": f"ymir-dropbox/{__version__}",
+        },
+    )
+    try:
+        with _opener.open(request, timeout=timeout) as answer:
+            answer.read(65536)
+    except urllib.error.HTTPError as error:
+        error.close()
+        permanent = 400 <= error.code < 500 and error.code not in RETRY_STATUSES
+        raise DeliveryFailed(f"HTTP {error.code} {error.reason}", permanent=permanent) from None
+    except urllib.error.URLError as error:
+        raise DeliveryFailed(f"cannot reach the webhook: {error.reason}") from None
+    except (OSError, ValueError) as error:  # timeouts, resets, a malformed answer
+        raise DeliveryFailed(f"webhook delivery failed: {error!r}") from None
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, default=str) + "\n").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """One place outcomes go: a name for the logs (never the URL: it may hold a token) and
+    a function that delivers one outcome or raises :class:`DeliveryFailed`."""
+
+    name: str
+    deliver: Callable[[dict[str, Any]], None]
+
+
+def receivers_of(config: NotifyConfig) -> list[Receiver]:
+    found = []
+    if config.command:
+        command = config.command
+        found.append(
+            Receiver("command", lambda document: run_command(command, document, config.timeout))
+        )
+    if config.webhook:
+        url = config.webhook
+        found.append(
+            Receiver("webhook", lambda document: post_webhook(url, document, config.timeout))
+        )
+    return found
+
+
+class Outbox:
+    """One receiver's bounded queue and the thread that empties it."""
+
+    def __init__(self, receiver: Receiver, config: NotifyConfig) -> None:
+        self.receiver = receiver
+        self.config = config
+        self.queue: deque[dict[str, Any]] = deque()
+        self.changed = threading.Condition()
+        self.closing = False
+        self.abandon = threading.Event()  # stop's timeout passed: no more waiting or retries
+        self.thread = threading.Thread(
+            target=self._run, name=f"ymir-dropbox-notify-{receiver.name}", daemon=True
+        )
+
+    def put(self, document: dict[str, Any]) -> None:
+        with self.changed:
+            if self.closing:
+                _log_dropped(self.receiver, document, "stopping")
+                return
+            if len(self.queue) >= self.config.queue_size:
+                _log_dropped(self.receiver, self.queue.popleft(), "queue full")
+            self.queue.append(document)
+            self.changed.notify()
+
+    def close(self) -> None:
+        with self.changed:
+            self.closing = True
+            self.changed.notify()
+
+    def give_up(self) -> list[dict[str, Any]]:
+        """After stop's timeout: what was never delivered."""
+        self.abandon.set()
+        with self.changed:
+            left = list(self.queue)
+            self.queue.clear()
+            self.changed.notify()
+        return left
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.queue and not self.closing:
+                    self.changed.wait()
+                if not self.queue:
+                    return
+                document = self.queue.popleft()
+            self._deliver(document)
+
+    def _deliver(self, document: dict[str, Any]) -> None:
+        # Imported here: the daemon package imports this module, and importing its policy
+        # module at the top would run the daemon package's __init__ half-way through ours.
+        from ymir_dropbox.running.daemon.policy import backoff
+
+        bound = log.bind(
+            receiver=self.receiver.name,
+            package=document.get("package"),
+            attempt=document.get("attempt"),
+            status=document.get("status"),
+        )
+        tries = 1 + self.config.retries
+        for number in range(1, tries + 1):
+            try:
+                self.receiver.deliver(document)
+            except DeliveryFailed as failure:
+                if failure.permanent or number == tries or self.abandon.is_set():
+                    bound.error("notification_failed", reason=failure.reason, tries=number)
+                    return
+                delay = backoff(
+                    number, self.config.retry_base_seconds, self.config.retry_max_seconds
+                )
+                bound.warning(
+                    "notification_retry", reason=failure.reason, tries=number, delay=delay
+                )
+                if self.abandon.wait(delay):
+                    bound.error("notification_failed", reason="stopped", tries=number)
+                    return
+            except Exception as error:  # a bug here must not end the thread and its queue
+                bound.exception("notification_crashed", error=repr(error))
+                return
+            else:
+                bound.info("notification_delivered", tries=number)
+                return
+
+
+def _log_dropped(receiver: Receiver, document: dict[str, Any], reason: str) -> None:
+    log.warning(
+        "notification_dropped",
+        receiver=receiver.name,
+        package=document.get("package"),
+        attempt=document.get("attempt"),
+        status=document.get("status"),
+        reason=reason,
+    )
+
+
+class Notifier:
+    """Announces final outcomes; with neither ``command`` nor ``webhook`` configured, a no-op."""
+
+    def __init__(self, config: NotifyConfig) -> None:
+        self.config = config
+        self.outboxes = [Outbox(receiver, config) for receiver in receivers_of(config)]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.outboxes)
+
+    def start(self) -> None:
+        for outbox in self.outboxes:
+            outbox.thread.start()
+
+    def send(self, row: dict[str, Any]) -> None:
+        """Queue the outcome of a settled attempt (a row as ``Ledger.get`` returns it); returns
+        at once. Rows that are not final outcomes (claimed, interrupted) are ignored."""
+        if not self.outboxes or row.get("status") not in SETTLED:
+            return
+        document = outcome_document(row)
+        for outbox in self.outboxes:
+            outbox.put(document)
+
+    def stop(self, timeout: float) -> None:
+        """Take no more outcomes, deliver what is queued for up to ``timeout`` seconds in all,
+        then give up on the rest (logged). A delivery under way is left to its own timeout:
+        the threads are daemon threads and never hold the process up."""
+        for outbox in self.outboxes:
+            outbox.close()
+        deadline = time.monotonic() + timeout
+        for outbox in self.outboxes:
+            if outbox.thread.is_alive():
+                outbox.thread.join(max(0.0, deadline - time.monotonic()))
+        for outbox in self.outboxes:
+            for document in outbox.give_up():
+                _log_dropped(outbox.receiver, document, "stopped before delivery")
