@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.archive import package_sha256
+from ymir_dropbox.reading.archive import open_package
 from ymir_dropbox.reading.problems import DropboxError
 from ymir_dropbox.running.folders import free_path, move, remove_error_files
 from ymir_dropbox.storing.ledger import Ledger, path_of
@@ -87,6 +88,7 @@ def unchanged_since_failing(row: dict[str, Any]) -> bool:
     if path is None or not recorded:
         return False
     try:
-        return package_sha256(path) == str(recorded)
+        with open_package(path) as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest() == str(recorded)
     except OSError:
         return False
