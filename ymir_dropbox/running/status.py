@@ -21,8 +21,9 @@ RECENT = 10
 
 
 def daemon_state_path(config: Config) -> Path:
-    """Where the running daemon publishes what it is doing (the imports in flight)."""
-    return config.paths.work / "daemon-state.json"
+    """Where the running daemon publishes what it is doing (the imports in flight): beside
+    the ledger, like its lock, where readers of the ledger can read it too."""
+    return config.paths.ledger.with_name(config.paths.ledger.name + ".state.json")
 
 
 def publish_state(config: Config, state: dict[str, Any]) -> None:
