@@ -259,3 +259,50 @@ def test_config_example_values_are_the_defaults() -> None:
     example = dataclasses.replace(load_config(EXAMPLE), source=None)
 
     assert example == build_config({}, source=None, anchor=EXAMPLE.parent)
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {"watch": {"setle_seconds": 2}},
+            "watch.setle_seconds: unknown key (did you mean 'settle_seconds'?)",
+        ),
+        ({"improt": {}}, "improt: unknown key (did you mean 'import'?)"),
+        ({"import": {"ymir_api": {"pasword_file": "x"}}}, "(did you mean 'password_file'?)"),
+        ({"zzz": 1}, "zzz: unknown key"),
+    ],
+    ids=["field", "section", "nested", "nothing-close"],
+)
+def test_an_unknown_key_gets_a_suggestion(document: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_config(document, source=None, anchor=Path.cwd())
+
+    assert expected in str(raised.value)
+    if "did you mean" not in expected:
+        assert "did you mean" not in str(raised.value)
+
+
+def test_the_ymir_api_backend_needs_its_url_user_staging_and_a_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"import\.ymir_api\.url: required"):
+        build_config({"import": {"backend": "ymir-api"}}, source=None, anchor=tmp_path)
+
+
+def test_the_ymir_api_password_comes_from_the_environment_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section = {"url": "http://ymir:12001/", "user": "a@b.c", "staging": "staging"}
+    document = {"import": {"backend": "ymir-api", "ymir_api": section}}
+    monkeypatch.delenv("YMIR_DROPBOX_YMIR_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="password_file: required"):
+        build_config(document, source=None, anchor=tmp_path)
+
+    monkeypatch.setenv("YMIR_DROPBOX_YMIR_PASSWORD", "secret")
+    settings = build_config(document, source=None, anchor=tmp_path).import_.ymir_api
+
+    assert settings is not None
+    assert (settings.url, settings.password, settings.staging) == (
+        "http://ymir:12001",
+        "secret",
+        tmp_path / "staging",
+    )

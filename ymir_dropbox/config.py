@@ -6,9 +6,11 @@ are relative to that file's folder; the built-in defaults are relative to the wo
 
 from __future__ import annotations
 
+import difflib
 import os
 import shlex
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,18 @@ GiB = 1024**3
 DEFAULTS: dict[str, dict[str, Any]] = {
     "import": {"backend": "embedded", "workers": 2, "compression_level": 1},
     "mir": {"bin": "mir", "root": None, "dst_rev": "dropbox-{id}@dropbox-{id}"},
+    "ymir_api": {
+        "url": "",
+        "user": "",
+        "password_file": None,
+        "project_id": 0,
+        "staging": None,
+        "staging_in_ymir": "/ymir-sharing/ymir-dropbox",
+        "group_name": "{stem}",
+        "poll_interval": 5.0,
+        "timeout": 3600.0,
+        "projects": {},
+    },
     "limits": {
         "max_package_bytes": 64 * GiB,
         "max_unpacked_bytes": 128 * GiB,
@@ -71,7 +85,7 @@ SCHEMA: dict[str, Any] = {
     "import": {
         "type": "dict",
         "schema": {
-            "backend": {"type": "string", "allowed": ["embedded", "mir"]},
+            "backend": {"type": "string", "allowed": ["embedded", "mir", "ymir-api"]},
             "workers": {"type": "integer", "min": 1, "max": 64},
             "compression_level": {"type": "integer", "min": 0, "max": 3},
             "mir": {
@@ -80,6 +94,25 @@ SCHEMA: dict[str, Any] = {
                     "bin": _path,
                     "root": _path,
                     "dst_rev": {"type": "string", "regex": r"[^@\s]*\{id\}[^@\s]*@[^@\s]+"},
+                },
+            },
+            "ymir_api": {
+                "type": "dict",
+                "schema": {
+                    "url": {"type": "string", "regex": r"(|https?://\S+)"},
+                    "user": {"type": "string"},
+                    "password_file": _path,
+                    "project_id": {"type": "integer", "min": 0},
+                    "staging": _path,
+                    "staging_in_ymir": {"type": "string", "regex": r"/\S*"},
+                    "group_name": {"type": "string", "empty": False, "maxlength": 90},
+                    "poll_interval": _positive_number,
+                    "timeout": _positive_number,
+                    "projects": {
+                        "type": "dict",
+                        "keysrules": {"type": "string", "check_with": "path_component"},
+                        "valuesrules": {"type": "integer", "min": 1},
+                    },
                 },
             },
         },
@@ -168,11 +201,29 @@ class MirConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class YmirApiConfig:
+    """``[import.ymir_api]``: YMIR's web backend, reached over its API."""
+
+    url: str
+    user: str
+    password: str  # from YMIR_DROPBOX_YMIR_PASSWORD; else read from password_file when used
+    password_file: Path | None
+    project_id: int  # 0: no default project (packages outside a routed folder fail)
+    staging: Path  # where the normalized package is written, on this host
+    staging_in_ymir: str  # the same folder as YMIR's backend sees it
+    group_name: str
+    poll_interval: float
+    timeout: float
+    projects: dict[str, int]  # top-level inbox folder -> project id
+
+
+@dataclass(frozen=True, slots=True)
 class ImportConfig:
     backend: str
     workers: int
     compression_level: int
     mir: MirConfig
+    ymir_api: YmirApiConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +360,10 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
         root=resolve(mir_section["root"]).absolute() if mir_section["root"] else None,
         dst_rev=mir_section["dst_rev"],
     )
+    api_section = {**DEFAULTS["ymir_api"], **import_section.pop("ymir_api", {})}
+    ymir_api = None
+    if import_section["backend"] == "ymir-api":
+        ymir_api = _ymir_api_config(api_section, resolve, where)
 
     def section(name: str) -> dict[str, Any]:
         return {**DEFAULTS[name], **document.get(name, {})}
@@ -317,7 +372,7 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
     return Config(
         base_dir=base_dir,
         paths=Paths(**paths),
-        import_=ImportConfig(mir=mir, **import_section),
+        import_=ImportConfig(mir=mir, ymir_api=ymir_api, **import_section),
         limits=Limits(**section("limits")),
         log=LogConfig(**section("log")),
         watch=WatchConfig(
@@ -349,10 +404,66 @@ def _notify_config(section: dict[str, Any], anchor: Path, where: str) -> NotifyC
     return NotifyConfig(command=tuple(command), **given)
 
 
+YMIR_PASSWORD_ENV_VAR = "YMIR_DROPBOX_YMIR_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def _ymir_api_config(
+    section: dict[str, Any], resolve: Callable[[str], Path], where: str
+) -> YmirApiConfig:
+    for key in ("url", "user", "staging"):
+        if not section[key]:
+            raise ConfigError(
+                f"{where}: import.ymir_api.{key}: required when import.backend is 'ymir-api'"
+            )
+    password = os.environ.get(YMIR_PASSWORD_ENV_VAR, "")
+    if not password and not section["password_file"]:
+        raise ConfigError(
+            f"{where}: import.ymir_api.password_file: required when import.backend is "
+            f"'ymir-api' and {YMIR_PASSWORD_ENV_VAR} is not set"
+        )
+    try:
+        section["group_name"].format(stem="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"{where}: import.ymir_api.group_name: {section['group_name']!r} may use only "
+            "the field {stem}"
+        ) from None
+    return YmirApiConfig(
+        url=section["url"].rstrip("/"),
+        user=section["user"],
+        password=password,
+        password_file=resolve(section["password_file"]) if section["password_file"] else None,
+        project_id=section["project_id"],
+        staging=resolve(section["staging"]).absolute(),
+        staging_in_ymir=section["staging_in_ymir"],
+        group_name=section["group_name"],
+        poll_interval=section["poll_interval"],
+        timeout=section["timeout"],
+        projects=dict(section["projects"]),
+    )
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean 'settle_seconds'?)`` for a near miss, else nothing."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _known_keys(path: tuple[Any, ...]) -> list[str]:
+    """The keys the schema allows beside the unknown one at ``path``."""
+    schema: dict[str, Any] = SCHEMA
+    for part in path[:-1]:
+        inner = schema.get(str(part), {}).get("schema")
+        if not isinstance(inner, dict):
+            return []
+        schema = inner
+    return list(schema)
+
+
 def _describe(error: Any) -> str:
     key = ".".join(str(part) for part in error.path)
     if error.rule == "unknown_field":
-        return f"{key}: unknown key"
+        return f"{key}: unknown key" + did_you_mean(str(error.path[-1]), _known_keys(error.path))
     if error.rule == "type":
         found = f"{type(error.value).__name__} {error.value!r}"
         kinds = error.constraint
