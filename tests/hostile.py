@@ -31,6 +31,7 @@ from factory import (
     tar_bytes,
     write_package,
 )
+from isal import isal_zlib
 
 from ymir_dropbox.config import DEFAULTS
 from ymir_dropbox.reading.limits import Limits
@@ -231,6 +232,70 @@ def zeros_bomb() -> bytes:
     chunks.append(compressor.compress(bytes(2 * tarfile.BLOCKSIZE)))
     chunks.append(compressor.flush())
     return b"".join(chunks)
+
+
+# Tar headers that claim a great deal: tarfile reads a GNU long name or a PAX header in one
+# read, and a few hundred kB of gzip inflate to a quarter of a GiB.
+HUGE_HEADER = 256 * 1024 * 1024
+
+
+def header_block(name: str, kind: bytes, size: int) -> bytes:
+    """A tar header of type ``kind`` (b"L", b"x", b"g"...) announcing ``size`` bytes of data."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = size
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def pax_record(key: str, value: bytes) -> bytes:
+    """One PAX record, ``<length> <key>=<value>\\n``, its length counting itself."""
+    body = b" " + key.encode() + b"=" + value + b"\n"
+    length = len(body) + len(str(len(body)))
+    length += len(str(length)) - len(str(len(body)))
+    return str(length).encode() + body
+
+
+@functools.cache
+def huge_header(kind: bytes, name: str, record_key: str | None) -> bytes:
+    """A gzip tar whose first header is ``HUGE_HEADER`` bytes long (all there, letters),
+    followed by the seed's members: about 300 kB packed."""
+    compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    chunks = [compressor.compress(header_block(name, kind, HUGE_HEADER))]
+    left = HUGE_HEADER
+    if record_key is not None:
+        start = f"{HUGE_HEADER} {record_key}=".encode()
+        chunks.append(compressor.compress(start))
+        left -= len(start) + 1
+    letters = b"a" * (1024 * 1024)
+    while left:
+        chunks.append(compressor.compress(letters[: min(left, len(letters))]))
+        left -= min(left, len(letters))
+    if record_key is not None:
+        chunks.append(compressor.compress(b"\n"))
+    chunks.append(compressor.compress(seed_tar()))
+    chunks.append(compressor.flush())
+    return b"".join(chunks)
+
+
+def many_pax_headers() -> bytes:
+    """Thousands of PAX headers in a row before one member (tarfile follows them by recursion)."""
+    headers = b"".join(
+        header_block("././@PaxHeader", b"x", 512) + pax_record("comment", b"x" * 499)
+        for _ in range(5000)
+    )
+    return gzip_bytes(headers + seed_tar())
+
+
+def many_global_headers() -> bytes:
+    """A global PAX header before each of many members, each with new keys: tarfile gathers
+    them all and copies the whole lot into every later member."""
+    parts = []
+    for index in range(2000):
+        records = b"".join(pax_record(f"k{index}.{key}", b"v") for key in range(40))
+        header = header_block("pax_global_header", b"g", len(records))
+        parts.append(header + records + bytes(-len(records) % 512))
+        parts.append(member_bytes(f"notes/{index}.txt", b""))
+    return gzip_bytes(b"".join(parts) + seed_tar())
 
 
 def info_over_1mib(path: Path) -> bytes:
@@ -570,6 +635,32 @@ CASES: list[Hostile] = [
         "",
     ),
     Hostile("gzip-bomb-50MB-of-zeros", raw(zeros_bomb), "tar.compression_ratio", ""),
+    # tar headers that claim more than any member needs: refused before they are read
+    Hostile(
+        "huge-gnu-long-name",
+        raw(lambda: huge_header(b"L", "././@LongLink", None)),
+        "tar.header_too_large",
+        "././@LongLink",
+    ),
+    Hostile(
+        "huge-pax-record",
+        raw(lambda: huge_header(b"x", "././@PaxHeader", "path")),
+        "tar.header_too_large",
+        "././@PaxHeader",
+    ),
+    Hostile(
+        "huge-global-pax-header",
+        raw(lambda: huge_header(b"g", "pax_global_header", "comment")),
+        "tar.header_too_large",
+        "pax_global_header",
+    ),
+    Hostile("many-pax-headers", raw(many_pax_headers), "tar.header_too_large", "././@PaxHeader"),
+    Hostile(
+        "many-global-pax-headers",
+        raw(many_global_headers),
+        "tar.header_too_large",
+        "pax_global_header",
+    ),
     Hostile(
         "compression-ratio-over-small-limit",
         with_members(Entry("zeros.bin", bytes(2 * 1024 * 1024))),

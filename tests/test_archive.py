@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
 from factory import Entry, gzip_bytes, seed_entries, seed_package, tar_bytes, write_package
-from hostile import member_bytes
+from hostile import CASES, Hostile, member_bytes, params
 
 from ymir_dropbox.config import DEFAULTS
 from ymir_dropbox.reading.archive import (
@@ -19,6 +21,7 @@ from ymir_dropbox.reading.archive import (
     PackageUnreadable,
     clean_member_name,
     open_package,
+    package_sha256,
     scan_package,
 )
 from ymir_dropbox.reading.limits import Limits
@@ -150,26 +153,114 @@ def test_scan_hashes_even_a_broken_package(tmp_path: Path) -> None:
     assert scan.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
 
 
-def test_spool_holds_the_decompressed_tar(tmp_path: Path) -> None:
+def test_scan_with_a_known_sha256_does_not_hash_again(tmp_path: Path) -> None:
     package = seed_package(tmp_path / "p.tar.gz")
 
-    with tempfile.TemporaryFile() as spool:
-        scan_package(package, LIMITS, spool)
-        spool.seek(0)
-        spooled = spool.read()
+    scan = scan_package(package, LIMITS, sha256="0" * 64)
 
-    assert spooled == gzip.decompress(package.read_bytes())
+    assert scan.sha256 == "0" * 64
+    assert scan.problems == []
 
 
-def test_member_offsets_point_at_their_data_in_the_spool(tmp_path: Path) -> None:
+def test_package_sha256_is_the_file_sha256(tmp_path: Path) -> None:
+    package = tmp_path / "p.tar.gz"
+    package.write_bytes(os.urandom(5 * 1024 * 1024 + 7))  # more than one read
+
+    assert package_sha256(package) == hashlib.sha256(package.read_bytes()).hexdigest()
+
+
+def test_package_sha256_refuses_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "link.tar.gz").symlink_to(seed_package(tmp_path / "real.tar.gz"))
+
+    with pytest.raises(OSError):
+        package_sha256(tmp_path / "link.tar.gz")
+
+
+def test_a_large_package_is_hashed_while_it_is_read(tmp_path: Path) -> None:
+    """Above 8 MiB the sha256 is computed in a second thread: still the file's sha256."""
+    entries = [*seed_entries(), Entry("weights.bin", os.urandom(12 * 1024 * 1024))]
+    package = write_package(tmp_path / "p.tar.gz", entries)
+
+    scan = scan_package(package, LIMITS)
+
+    assert scan.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
+    assert scan.members["weights.bin"].size == 12 * 1024 * 1024
+
+
+def test_member_offsets_point_at_their_data(tmp_path: Path) -> None:
     package = seed_package(tmp_path / "p.tar.gz")
+    unpacked = gzip.decompress(package.read_bytes())
 
-    with tempfile.TemporaryFile() as spool:
-        scan = scan_package(package, LIMITS, spool)
-        for entry in seed_entries():
-            member = scan.members[entry.name]
-            spool.seek(member.offset)
-            assert spool.read(member.size) == entry.data
+    scan = scan_package(package, LIMITS)
+
+    for entry in seed_entries():
+        member = scan.members[entry.name]
+        assert unpacked[member.offset : member.offset + member.size] == entry.data
+
+
+def test_long_names_and_pax_headers_are_read_as_tarfile_reads_them(tmp_path: Path) -> None:
+    long_name = "stage_1000/" + "n" * 150 + ".params"
+    entries = [Entry(long_name, b"long"), Entry("modèle.params", b"pax"), *seed_entries()]
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        package = tmp_path / f"p{fmt}.tar.gz"
+        package.write_bytes(gzip_bytes(tar_bytes(entries, fmt=fmt)))
+        unpacked = gzip.decompress(package.read_bytes())
+
+        scan = scan_package(package, LIMITS)
+
+        assert scan.problems == []
+        assert sorted(scan.members) == sorted(entry.name for entry in entries)
+        with tarfile.open(package) as tar:
+            for info in tar:
+                member = scan.members[info.name]
+                assert (member.offset, member.size) == (info.offset_data, info.size)
+                assert unpacked[member.offset : member.offset + member.size] == (
+                    tar.extractfile(info).read()  # type: ignore[union-attr]
+                )
+
+
+# -- memory: a header may claim a lot; nothing is read before it is judged ---------------------
+
+# The peak is the process's own high-water mark (VmHWM): getrusage's ru_maxrss also counts
+# the parent's resident memory at the time of the fork, a pytest worker's 90 MB.
+PEAK_SCRIPT = r"""
+import json, re, resource, sys
+from pathlib import Path
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.validation import validate_package
+
+# A runaway fails here (MemoryError) rather than take the machine down.
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+report = validate_package(Path(sys.argv[1]), Limits(**DEFAULTS["limits"]))
+status = Path("/proc/self/status").read_text()
+peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+print(json.dumps({"codes": [problem.code for problem in report.errors], "peak_kib": peak_kib}))
+"""
+MEMORY_CEILING_MIB = 64
+HEADER_BOMBS = [case for case in CASES if case.code == "tar.header_too_large"]
+
+
+@pytest.mark.parametrize("case", params(HEADER_BOMBS))
+def test_header_bombs_are_refused_in_bounded_memory(case: Hostile, tmp_path: Path) -> None:
+    package = case.build(tmp_path / "bomb.tar.gz")
+
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(package)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert case.code in result["codes"]
+    assert result["peak_kib"] < MEMORY_CEILING_MIB * 1024
+
+
+def test_header_bombs_are_small_packages() -> None:
+    """They are bombs because they are small: a few hundred kB claim a quarter of a GiB."""
+    assert len(HEADER_BOMBS) >= 5
 
 
 def test_zero_padding_after_the_tar_is_fine(tmp_path: Path) -> None:

@@ -208,21 +208,23 @@ def test_read_only_model_store_keeps_the_package_until_it_is_writable(make: Drop
     dropbox.assert_invariants()
 
 
-def compressible_package(tag: str, random_bytes: int, zero_bytes: int) -> bytes:
-    """A valid package whose first stage file is ``random_bytes`` of noise then zeros."""
+def compressible_package(tag: str, random_bytes: int, zero_bytes: int, index: int = 0) -> bytes:
+    """A valid package whose stage file ``index`` is ``random_bytes`` of noise then zeros."""
     entries = seed_entries()
     noise = random.Random(tag).randbytes(random_bytes)
-    entries[0] = Entry(entries[0].name, noise + bytes(zero_bytes))
+    entries[index] = Entry(entries[index].name, noise + bytes(zero_bytes))
     return gzip_bytes(tar_bytes(entries))
 
 
 def test_disk_full_while_unpacking_keeps_the_package(make: Dropboxes, tmp_path: Path) -> None:
-    """The whole layout on a 2 MiB tmpfs; the package (~300 KiB) unpacks to 4 MiB."""
+    """The whole layout on a 2 MiB tmpfs; the package (~300 KiB) holds a 4 MiB file that comes
+    before its turn in the stored order (stage_2000's, before stage_1000's symbol file), so it
+    waits unpacked in the work folder."""
     base = tmp_path / "small-disk"
     make.mount(["-t", "tmpfs", "-o", "size=2m", "tmpfs"], base)
     dropbox = make(base_dir=base)
     dropbox.start()
-    dropbox.drop("big-inside.tar.gz", compressible_package("inside", 300_000, 3_700_000))
+    dropbox.drop("big-inside.tar.gz", compressible_package("inside", 300_000, 3_700_000, 1))
     dropbox.wait_event("import_io_error")
     assert dropbox.running
     assert dropbox.names("processing") == {"big-inside.tar.gz"}

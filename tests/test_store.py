@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import random
 import re
@@ -11,7 +13,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,9 @@ from factory import (
 
 from ymir_dropbox.config import DEFAULTS
 from ymir_dropbox.reading.limits import Limits
-from ymir_dropbox.reading.validation import validate_package
+from ymir_dropbox.reading.validation import validated
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries
-from ymir_dropbox.storing.store import store_package
+from ymir_dropbox.storing.store import PackageChanged, store_package
 
 LIMITS = Limits(**DEFAULTS["limits"])
 HASH_NAME = re.compile(r"[0-9a-f]{40}")
@@ -47,11 +48,9 @@ HASH_NAME = re.compile(r"[0-9a-f]{40}")
 def store(package: Path, models: Path, level: int = 1) -> tuple[str, Path]:
     """Validate and store ``package`` into ``models`` (created if needed)."""
     models.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile() as spool:
-        report = validate_package(package, LIMITS, spool)
-        assert report.ok, report.errors
-        spool.flush()
-        return store_package(report, spool, models, level)
+    with validated(package, LIMITS) as (report, source):
+        assert report.ok and source is not None, report.errors
+        return store_package(report, source, models, level, models.parent)
 
 
 def members(stored: Path) -> list[str]:
@@ -241,27 +240,184 @@ def test_no_temporary_file_is_left_in_models(tmp_path: Path) -> None:
     assert len(os.listdir(models)) == 3
 
 
+def test_the_stored_tar_is_what_tarfile_writes(tmp_path: Path) -> None:
+    """Byte for byte the layout ``tarfile`` (PAX format) writes: headers, padding, the end."""
+    package = attachments_package(tmp_path / "p.tar.gz")
+    with validated(package, LIMITS) as (report, _):
+        pass
+    _, stored = store(package, tmp_path / "models")
+
+    expected = io.BytesIO()
+    with (
+        tarfile.open(package) as source,
+        tarfile.open(fileobj=expected, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, data in [
+            *((f.name, source.extractfile(f.source.name).read()) for f in report.files),  # type: ignore[union-attr]
+            ("ymir-info.yaml", member_bytes(stored, "ymir-info.yaml")),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    assert gzip.decompress(stored.read_bytes()) == expected.getvalue()
+
+
+def test_gnu_gzip_accepts_the_stored_file(tmp_path: Path) -> None:
+    _, stored = store(big_package(tmp_path / "big.tar.gz"), tmp_path / "models")
+
+    done = subprocess.run(["gzip", "-t", str(stored)], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+
+
+# -- one more pass over the package -----------------------------------------------------------
+
+ORDERS: dict[str, Callable[[list[Entry]], list[Entry]]] = {
+    "as-packed": lambda entries: entries,
+    "reversed": lambda entries: list(reversed(entries)),
+    "info-first": lambda entries: entries[-1:] + entries[:-1],
+}
+
+
+@pytest.mark.parametrize("order", ORDERS.values(), ids=ORDERS.keys())
+def test_members_out_of_their_turn_are_stored_in_order_and_leave_nothing(
+    order: Callable[[list[Entry]], list[Entry]], tmp_path: Path
+) -> None:
+    """The stored order is by stage; whatever the package's order, the spool leaves no trace."""
+    package = write_package(tmp_path / "p.tar.gz", order(seed_entries()))
+    work = tmp_path / "models"
+    work.mkdir()
+
+    _, stored = store(package, work)
+
+    assert members(stored) == SEED_MEMBERS
+    for name in SEED_MEMBERS[:4]:
+        assert member_bytes(stored, name) == file_bytes(name.split("/")[1])
+    assert os.listdir(work) == [stored.name]
+
+
+def test_a_package_deleted_after_validation_is_stored_from_the_open_file(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+    models = tmp_path / "models"
+    models.mkdir()
+
+    with validated(package, LIMITS) as (report, source):
+        assert source is not None
+        package.unlink()
+        model_hash, _ = store_package(report, source, models, 1, tmp_path)
+
+    assert model_hash == store(seed_package(tmp_path / "again.tar.gz"), tmp_path / "again")[0]
+
+
+def test_a_package_replaced_after_validation_stores_the_bytes_validated(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+    models = tmp_path / "models"
+    models.mkdir()
+
+    with validated(package, LIMITS) as (report, source):
+        assert source is not None
+        other = {**seed_info(), "best_stage_name": "stage_1000"}
+        os.replace(seed_package(tmp_path / "other.tar.gz", other), package)
+        _, stored = store_package(report, source, models, 1, tmp_path)
+
+    assert yaml.safe_load(member_bytes(stored, "ymir-info.yaml"))["best_stage_name"] == (
+        "stage_2000"
+    )
+
+
+def test_a_package_written_to_after_validation_is_not_stored(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+    models = tmp_path / "models"
+    models.mkdir()
+
+    with validated(package, LIMITS) as (report, source):
+        assert source is not None
+        with package.open("r+b") as writer:
+            writer.seek(100)
+            writer.write(b"x")
+        os.utime(package, ns=(0, 10**18))  # a write moves the mtime, even within a clock tick
+        with pytest.raises(PackageChanged):
+            store_package(report, source, models, 1, tmp_path)
+
+    assert os.listdir(models) == []
+
+
+def test_a_package_that_no_longer_decompresses_is_not_stored(tmp_path: Path) -> None:
+    """Were a write to keep the file's size and mtime, the pass itself would notice it."""
+    package = big_package(tmp_path / "big.tar.gz")
+    models = tmp_path / "models"
+    models.mkdir()
+
+    with validated(package, LIMITS) as (report, source):
+        assert source is not None
+        with package.open("r+b") as writer:
+            writer.seek(package.stat().st_size // 2)
+            writer.write(bytes(64))
+        with pytest.raises(PackageChanged):
+            store_package(report, source, models, 1, tmp_path)
+
+    assert os.listdir(models) == []
+
+
+MEMORY_SCRIPT = r"""
+import json, re, sys
+from pathlib import Path
+from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.validation import validated
+from ymir_dropbox.storing.store import store_package
+
+package, models = Path(sys.argv[1]), Path(sys.argv[2])
+with validated(package, Limits(**DEFAULTS["limits"])) as (report, source):
+    assert report.ok, report.errors
+    store_package(report, source, models, 1, models.parent)
+status = Path("/proc/self/status").read_text()
+print(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)))
+"""
+
+
+def test_memory_does_not_grow_with_the_package(tmp_path: Path) -> None:
+    """Validating and storing 96 MiB of weights, packed out of order, stays under 64 MiB
+    (the process's own peak, VmHWM: ru_maxrss would also count pytest's at the fork)."""
+    weights = random.Random(2).randbytes(48 * 1024 * 1024)
+    entries = seed_entries()
+    entries[0] = Entry("model-1000.params", weights)
+    entries[1] = Entry("model-2000.params", weights[::-1])
+    package = write_package(tmp_path / "big.tar.gz", list(reversed(entries)))
+    models = tmp_path / "models"
+    models.mkdir()
+
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(package), str(models)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout) < 64 * 1024
+
+
 # -- a crash while writing --------------------------------------------------------------------
 
 CRASH_SCRIPT = r"""
-import resource, signal, sys, tempfile
+import resource, signal, sys
 from pathlib import Path
 from ymir_dropbox.config import DEFAULTS
 from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.storing.store import store_package
-from ymir_dropbox.reading.validation import validate_package
+from ymir_dropbox.reading.validation import validated
 
-package, models, on_signal, limit = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-with tempfile.TemporaryFile() as spool:
-    report = validate_package(Path(package), Limits(**DEFAULTS["limits"]), spool)
+package, models, on_signal, limit = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+with validated(package, Limits(**DEFAULTS["limits"])) as (report, source):
     assert report.ok, report.errors
-    spool.flush()
     # Python ignores SIGXFSZ at start-up; "default" restores the kernel's default: death.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN if on_signal == "ignore" else signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
     try:
-        store_package(report, spool, models, 1)
+        store_package(report, source, models, 1, models.parent)
     except OSError as error:
         print("store failed", error.errno)
         sys.exit(3)

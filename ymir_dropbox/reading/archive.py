@@ -1,8 +1,10 @@
-"""Reading a package safely: one streaming pass over the gzip tar, nothing extracted.
+"""Reading a package safely: a streaming pass over the gzip tar, nothing extracted.
 
-The pass checks the container and every member header against the limits, keeps the bytes of
-``ymir-info.yaml`` (at most 1 MiB), and can copy the decompressed tar into a spool file so that
-the import can later copy members out in any order without decompressing twice.
+The pass checks the container and every member header against the limits and keeps the
+bytes of ``ymir-info.yaml`` (at most 1 MiB). Every read is bounded: the decompressed stream
+is read in 1 MiB pieces at most, tar headers through :mod:`tar_headers`, whose extended
+headers are capped before they are read. The package's sha256 is computed in a second thread
+while the first decompresses, unless the caller already knows it.
 """
 
 from __future__ import annotations
@@ -14,23 +16,26 @@ import math
 import os
 import re
 import stat
-import tarfile
+import threading
 import unicodedata
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import cast
 
 from isal import igzip, isal_zlib
 
 from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.names import SLASH_LOOKALIKES
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.tar_headers import TarReader, TarStop
 
 # isal raises its own error for bad deflate data where zlib raises zlib.error
 ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+# The gzip reader igzip's own GzipFile is built on; its readinto fills a caller's buffer.
+GzipReader = isal_zlib._GzipReader
 
 INFO_NAME = "ymir-info.yaml"
 MAX_INFO_BYTES = 1024 * 1024
@@ -38,7 +43,9 @@ MAX_MEMBER_NAME_BYTES = 4096
 MAX_PROBLEMS_PER_CODE = 20
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1024 * 1024
-BLOCK = tarfile.BLOCKSIZE
+HASH_CHUNK = 4 * 1024 * 1024
+# Below this a second thread costs more than it saves.
+THREAD_ABOVE_BYTES = 8 * 1024 * 1024
 # Ratios are only judged once this many bytes are unpacked: a tiny package always has a high
 # ratio (tar headers and padding compress well) and cannot hurt anyone.
 RATIO_GRACE_BYTES = 1024 * 1024
@@ -55,6 +62,23 @@ class Member:
     mtime: int
 
 
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """What tells one state of an open file from another: a write changes its size or its
+    mtime. (Not its ctime: a rename or an unlink of its path changes that, not its bytes.)
+    The store checks that the file it reads again is still in the state validated."""
+
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def of(cls, fd: int) -> FileIdentity:
+        found = os.fstat(fd)
+        return cls(found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
 @dataclass(slots=True)
 class ArchiveScan:
     """What one pass over a package found."""
@@ -64,6 +88,7 @@ class ArchiveScan:
     members: dict[str, Member] = field(default_factory=dict)
     info: bytes | None = None
     sha256: str | None = None
+    identity: FileIdentity | None = None
     info_member: Member | None = None
     problems: list[Problem] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
@@ -110,67 +135,109 @@ def open_package(path: Path) -> Iterator[io.BufferedReader]:
         yield stream
 
 
-class _HashingSource:
-    """The raw package bytes as gzip reads them, hashed on the way (the package's sha256)."""
-
-    def __init__(self, raw: io.BufferedReader) -> None:
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-
-    def peek(self, size: int) -> bytes:
-        return self.raw.peek(size)
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.sha256.update(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self.raw.readinto(buffer)
-        self.sha256.update(memoryview(buffer)[:count])
-        return count
-
-    def drain(self) -> str:
-        while self.read(CHUNK):
-            pass
-        return self.sha256.hexdigest()
+def package_sha256(path: Path) -> str:
+    """The sha256 of the package file, as fast as hashlib goes (see :func:`file_sha256`)."""
+    with open_package(path) as opened:
+        return file_sha256(opened)
 
 
-class _Reader:
-    """The decompressed stream for tarfile: forward-only, copied to a spool, ratio enforced.
+def file_sha256(opened: io.BufferedReader) -> str:
+    """The sha256 of an open package file, in large reads into one buffer.
 
-    ``seek`` only goes forward (reading and discarding in large chunks), which lets tarfile
-    skip member data quickly without ever reading a member into memory.
+    Enough to recognise a package already imported before validating it: then give it to
+    :func:`scan_file` (or ``validate_file``) as ``sha256`` and it is not hashed again.
     """
+    return _Sha256Reader(opened.fileno()).run()
 
-    def __init__(self, source: BinaryIO, spool: BinaryIO | None, ceiling: int) -> None:
-        self.source = source
-        self.spool = spool
+
+class _Sha256Reader:
+    """Reads a file on its own (``pread``: the file's position is left to others) and hashes
+    it; run in a second thread while the first decompresses, it costs little time on two
+    cores: hashlib and the reads release the GIL, and the bytes it hashes were read into its
+    own core's cache rather than copied there from the other's."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = hashlib.sha256()
+        self.stopped = False
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> str:
+        buffer = bytearray(HASH_CHUNK)
+        view = memoryview(buffer)
+        offset = 0
+        while not self.stopped and (count := os.preadv(self.fd, [buffer], offset)):
+            self.digest.update(view[:count])
+            offset += count
+        return self.digest.hexdigest()
+
+    def start(self) -> _Sha256Reader:
+        self.thread = threading.Thread(target=self._run_caught, name="package-sha256", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run_caught(self) -> None:
+        try:
+            self.run()
+        except BaseException as error:
+            self.error = error
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.thread is not None:
+            self.thread.join()
+
+    def hexdigest(self) -> str:
+        """Wait for the thread; the sha256 of the whole file."""
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.digest.hexdigest()
+
+
+class _Inflated:
+    """The decompressed stream, read forward only and never more than 1 MiB at a time, with
+    the ratio enforced as it goes."""
+
+    def __init__(self, reader: GzipReader, ceiling: int) -> None:
+        self.reader = reader
         self.ceiling = ceiling
         self.position = 0
-        self.last_read = b""
+        self.buffer = bytearray(CHUNK)
+        self.scratch = memoryview(self.buffer)
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size if size >= 0 else CHUNK)
-        self.position += len(data)
+    def _advance(self, count: int) -> None:
+        self.position += count
         if self.position > self.ceiling:
             raise _Stop("ratio")
-        if self.spool is not None and data:
-            self.spool.write(data)
-        self.last_read = data if len(data) <= BLOCK else b""
-        return data
 
-    def tell(self) -> int:
-        return self.position
+    def read(self, size: int) -> bytes:
+        if size > MAX_INFO_BYTES:
+            raise ValueError(f"reads are bounded: {size} bytes asked")
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size and (count := self.reader.readinto(view[got:])):
+            got += count
+        self._advance(got)
+        return bytes(view[:got])
 
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        target = offset if whence == os.SEEK_SET else self.position + offset
-        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self.position:
-            raise OSError("the package stream is read forward only")
-        while self.position < target:
-            if not self.read(min(CHUNK, target - self.position)):
-                raise tarfile.ReadError("unexpected end of data")
-        return self.position
+    def skip(self, size: int) -> int:
+        left = size
+        while left and (count := self.reader.readinto(self.scratch[: min(left, CHUNK)])):
+            left -= count
+            self._advance(count)
+        return size - left
+
+    def rest_is_zeros(self) -> bool:
+        """Read to the end of the gzip stream (which checks its CRC); whether only zeros came."""
+        while count := self.reader.readinto(self.scratch):
+            self._advance(count)
+            if self.buffer.count(0, 0, count) != count:
+                return False
+        return True
 
 
 def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
@@ -203,26 +270,44 @@ def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
     return "/".join(parts), None
 
 
-def scan_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> ArchiveScan:
-    """Check a package in one streaming pass. Problems are collected, never raised.
+def scan_package(path: Path, limits: Limits, *, sha256: str | None = None) -> ArchiveScan:
+    """Check the package at ``path`` in one streaming pass (see :func:`scan_file`)."""
+    with open_package(path) as opened:
+        return scan_file(opened, limits, sha256=sha256)
 
-    The same pass computes the package's sha256 (of every file, even one over the limits).
-    Raises ``OSError`` only when the file itself cannot be opened or read.
+
+def scan_file(
+    opened: io.BufferedReader, limits: Limits, *, sha256: str | None = None
+) -> ArchiveScan:
+    """Check an open package file, from its start, in one streaming pass. Problems are
+    collected, never raised.
+
+    The same pass computes the package's sha256 (of every file, even one over the limits),
+    unless ``sha256`` is given (see :func:`file_sha256`): then it is trusted, and the file is
+    read no further than the checks need. Raises ``OSError`` only when the file cannot be read.
     """
     scan = ArchiveScan()
-    with open_package(path) as opened:
-        scan.package_bytes = os.fstat(opened.fileno()).st_size
-        raw = _HashingSource(opened)
-        try:
-            _scan_container(raw, scan, limits, spool)
-        finally:
-            scan.sha256 = raw.drain()
+    opened.seek(0)
+    scan.identity = FileIdentity.of(opened.fileno())
+    scan.package_bytes = scan.identity.size
+    if sha256 is not None:
+        scan.sha256 = sha256
+        _scan_container(opened, scan, limits)
+        return scan
+    hashing = _Sha256Reader(opened.fileno())
+    if scan.package_bytes > THREAD_ABOVE_BYTES:
+        hashing.start()
+    try:
+        _scan_container(opened, scan, limits)
+    except BaseException:
+        hashing.stop()
+        raise
+    # The sha256 covers the whole file, even when the checks stopped early.
+    scan.sha256 = hashing.hexdigest() if hashing.thread is not None else hashing.run()
     return scan
 
 
-def _scan_container(
-    raw: _HashingSource, scan: ArchiveScan, limits: Limits, spool: BinaryIO | None
-) -> None:
+def _scan_container(source: io.BufferedReader, scan: ArchiveScan, limits: Limits) -> None:
     if scan.package_bytes > limits.max_package_bytes:
         scan.add(
             "package.too_large",
@@ -231,16 +316,20 @@ def _scan_container(
             f"{limits.max_package_bytes} (limits.max_package_bytes)",
         )
         return
-    if raw.peek(2)[:2] != GZIP_MAGIC:
+    if source.peek(2)[:2] != GZIP_MAGIC:
         reason = "the file is empty" if scan.package_bytes == 0 else "no gzip magic bytes"
         scan.add("container.not_gzip", "", f"the file is not gzip-compressed ({reason})")
         return
     ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
-    decompressed: BinaryIO = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]
-    reader = _Reader(decompressed, spool, ceiling)
+    inflated = _Inflated(GzipReader(source, CHUNK), ceiling)
     try:
-        _scan_members(reader, scan, limits)
-        _check_tail(reader, scan)
+        _scan_members(TarReader(inflated), scan, limits)
+        if not inflated.rest_is_zeros() and not scan.has("container.trailing_data"):
+            scan.add(
+                "container.trailing_data",
+                "",
+                "data follows the end of the tar archive (a second archive appended?)",
+            )
     except _Stop as stop:
         if str(stop) == "ratio":
             scan.add(
@@ -249,49 +338,45 @@ def _scan_container(
                 f"the package unpacks to more than {limits.max_ratio:g} times its size "
                 f"of {scan.package_bytes} bytes (limits.max_ratio); a compression bomb?",
             )
+    except TarStop as stop:
+        scan.add(stop.code, stop.field, stop.message)
     except EOFError:
         scan.add("container.truncated", "", "the gzip stream is truncated (ends too early)")
-    except tarfile.ReadError as error:
-        if "unexpected end of data" in str(error):
-            scan.add("container.truncated", "", "the tar archive is truncated inside a member")
-        else:
-            scan.add("container.not_tar", "", f"the gzip stream does not hold a valid tar: {error}")
     except (zlib.error, ISAL_ERROR, igzip.BadGzipFile) as error:
         scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
 
 
-def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
+def _scan_members(tar: TarReader, scan: ArchiveScan, limits: Limits) -> None:
     seen: set[str] = set()
-    count = 0
-    with tarfile.open(fileobj=reader, mode="r:", errors="surrogateescape") as tar:  # type: ignore[call-overload]
-        for info in tar:
-            count += 1
-            if count > limits.max_members:
+    try:
+        for entry in tar:
+            if tar.members > limits.max_members:
                 scan.add(
                     "tar.too_many_members",
                     "",
                     f"the archive has more than {limits.max_members} members (limits.max_members)",
                 )
                 raise _Stop("members")
-            if info.isdir() and info.name in {".", "./"}:
+            if entry.is_dir and entry.name in {".", "./"}:
                 continue  # what `tar -czf package.tar.gz .` writes first
-            shown = info.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            name, reason = clean_member_name(info.name)
+            shown = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            name, reason = clean_member_name(entry.name)
             if reason is not None:
                 scan.add(reason[0], shown, f"member {shown!r}: {reason[1]}")
                 continue
             assert name is not None
-            if info.issym() or info.islnk():
-                kind = "symbolic" if info.issym() else "hard"
+            if entry.is_link:
+                kind = "symbolic" if entry.is_symlink else "hard"
                 scan.add(
                     "tar.link_member",
                     name,
-                    f"member {name!r} is a {kind} link to {info.linkname!r}; links are not allowed",
+                    f"member {name!r} is a {kind} link to {entry.linkname!r}; "
+                    "links are not allowed",
                 )
                 continue
-            if info.isdir():
+            if entry.is_dir:
                 continue
-            if not info.isreg() or info.sparse is not None or info.type == tarfile.GNUTYPE_SPARSE:
+            if not entry.is_file:
                 scan.add(
                     "tar.special_member",
                     name,
@@ -303,7 +388,7 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                 scan.add("tar.duplicate_member", name, f"member {name!r} appears more than once")
                 continue
             seen.add(name)
-            scan.unpacked_bytes += info.size
+            scan.unpacked_bytes += entry.size
             if scan.unpacked_bytes > limits.max_unpacked_bytes:
                 scan.add(
                     "tar.too_large_unpacked",
@@ -312,46 +397,27 @@ def _scan_members(reader: _Reader, scan: ArchiveScan, limits: Limits) -> None:
                     "(limits.max_unpacked_bytes)",
                 )
                 raise _Stop("unpacked")
-            mtime = int(info.mtime) if math.isfinite(info.mtime) else 0
-            member = Member(name, info.size, info.offset_data, mtime)
+            mtime = int(entry.mtime) if math.isfinite(entry.mtime) else 0
+            member = Member(name, entry.size, entry.data_offset, mtime)
             scan.members[name] = member
             if name == INFO_NAME:
                 scan.info_member = member
-                if info.size > MAX_INFO_BYTES:
+                if entry.size > MAX_INFO_BYTES:
                     scan.add(
                         "info.too_large",
                         INFO_NAME,
-                        f"{INFO_NAME} is {info.size} bytes, over the limit of {MAX_INFO_BYTES}",
+                        f"{INFO_NAME} is {entry.size} bytes, over the limit of {MAX_INFO_BYTES}",
                     )
                 else:
-                    extracted = tar.extractfile(info)
-                    assert extracted is not None
-                    scan.info = extracted.read()
-        if count == 0:
-            scan.add("container.empty", "", "the archive holds no members")
-        elif reader.last_read.count(0) != len(reader.last_read):
-            # tarfile ends quietly at a damaged header after the first member
-            scan.add(
-                "container.trailing_data",
-                "",
-                f"data that is not a tar header follows member {count} "
-                f"(at byte {tar.offset} unpacked): damaged, or another archive appended",
-            )
-
-
-def _check_tail(reader: _Reader, scan: ArchiveScan) -> None:
-    """Read to the end of the gzip stream: checks its CRC, and that only zeros follow the tar."""
-    while True:
-        chunk = reader.read(CHUNK)
-        if not chunk:
-            return
-        if chunk.count(0) != len(chunk) and not scan.has("container.trailing_data"):
-            scan.add(
-                "container.trailing_data",
-                "",
-                "data follows the end of the tar archive (a second archive appended?)",
-            )
-            return
+                    scan.info = tar.read_data()
+    except TarStop as stop:
+        if stop.code != "container.trailing_data":
+            raise
+        # A damaged header after the first member ends the archive as tarfile ends it: the
+        # rest is read to check the gzip stream, and reported as trailing data.
+        scan.add(stop.code, stop.field, stop.message)
+    if tar.members == 0:
+        scan.add("container.empty", "", "the archive holds no members")
 
 
 def gzip_complete(path: Path, max_ratio: float) -> bool:
@@ -362,16 +428,15 @@ def gzip_complete(path: Path, max_ratio: float) -> bool:
     (a bomb): reading on would only cost, and validation refuses it.
     """
     with open_package(path) as raw:
-        head = raw.read(2)
-        if len(head) == 2 and head != GZIP_MAGIC:
+        if raw.peek(2)[:2] not in (GZIP_MAGIC, GZIP_MAGIC[:1], b""):
             return True
-        raw.seek(0)
         ceiling = max(max_ratio * os.fstat(raw.fileno()).st_size, RATIO_GRACE_BYTES)
-        stream = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        reader = GzipReader(raw, CHUNK)
+        scratch = memoryview(bytearray(CHUNK))
         unpacked = 0
         try:
-            while chunk := stream.read(CHUNK):
-                unpacked += len(chunk)
+            while count := reader.readinto(scratch):
+                unpacked += count
                 if unpacked > ceiling:
                     return True
         except EOFError:

@@ -31,6 +31,8 @@ CODES: dict[str, str] = {
     "tar.too_many_members": "more members than limits.max_members",
     "tar.too_large_unpacked": "more unpacked bytes than limits.max_unpacked_bytes",
     "tar.compression_ratio": "unpacked size over packed size exceeds limits.max_ratio",
+    "tar.header_too_large": "a member's long-name or PAX headers, or the archive's global PAX "
+    "headers, are larger than 64 KiB",
     # ymir-info.yaml as a document
     "info.missing": "the archive has no ymir-info.yaml",
     "info.not_at_root": "ymir-info.yaml is in a sub-folder, not at the archive root",
@@ -62,6 +64,13 @@ CODES: dict[str, str] = {
     "import.crashed": "the import failed with an unexpected error several times",
     "import.mir_failed": "the mir command failed",
     "import.mir_hash_mismatch": "the model file mir reported is not in the model store",
+    "import.backend_unavailable": "the backend (YMIR) cannot be reached or did not finish in time "
+    "(retried later)",
+    "import.ymir_unrouted": "no YMIR project for the package's folder and no default project",
+    "import.ymir_project": "the YMIR project does not exist",
+    "import.ymir_object_type": "the package's object type is not the YMIR project's",
+    "import.ymir_refused": "YMIR refused the import (a group name, a text too long, ...)",
+    "import.ymir_failed": "YMIR ended the import in an error (with YMIR's error code)",
 }
 
 

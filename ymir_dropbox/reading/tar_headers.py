@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 BLOCK = 512
@@ -34,7 +34,7 @@ GLOBAL_PAX = b"g"
 # As in tarfile: the data of regular members and of types it does not know is skipped;
 # folders, links, devices and fifos have none, whatever their size field says.
 KNOWN = frozenset({b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"L", b"K", b"S"})
-KEPT_RECORDS = frozenset({"path", "linkpath", "size", "mtime"})
+KEPT_RECORDS = frozenset({"path", "linkpath", "size", "mtime", "GNU.sparse.name"})
 SPARSE_RECORD = "GNU.sparse."
 EXTENSIONS = {
     LONG_NAME: "GNU long-name header",
@@ -175,7 +175,7 @@ def parse_pax(body: bytes) -> dict[str, str] | None:
         keyword = key.decode(ENCODING, ERRORS)
         if keyword in KEPT_RECORDS:
             records[keyword] = value.decode(ENCODING, ERRORS)
-        elif keyword.startswith(SPARSE_RECORD):
+        if keyword.startswith(SPARSE_RECORD):
             records[SPARSE_RECORD] = ""
         position = end
     return records
@@ -219,13 +219,15 @@ class TarReader:
         long_name: str | None = None
         long_link: str | None = None
         extended = 0
+        pending = False  # a long name, long link or PAX header waits for its member
         while True:
             at = self.stream.position
-            header = self._header(at, first=at == 0, after_extension=at != start)
+            header = self._header(at, pending)
             if header is None:
                 return None
             if header.kind not in EXTENSIONS:
                 break
+            pending = pending or header.kind != GLOBAL_PAX
             extended += BLOCK + padded(header.size)
             self._check_budget(header, at, start, extended)
             body = self.stream.read(padded(header.size))
@@ -255,18 +257,18 @@ class TarReader:
             block = self.stream.read(BLOCK)
             if len(block) < BLOCK:
                 raise TarStop("container.truncated", "", "the tar archive ends inside a header")
-            header = _Header(header.name, header.kind, header.size, header.mtime, "", block[504] != 0)
+            header = replace(header, sparse_extended=block[504] != 0)
         return self._entry(header, start, {**self.global_records, **records}, long_name, long_link)
 
-    def _header(self, at: int, first: bool, after_extension: bool) -> _Header | None:
+    def _header(self, at: int, pending: bool) -> _Header | None:
         """The next header block; None at the end of the archive."""
         block = self.stream.read(BLOCK)
-        if block.count(0) == len(block) and not after_extension and not (first and not block):
+        if block.count(0) == len(block) and not pending and (block or at):
             return None  # the end-of-archive marker, or the stream ends between members
         header = _parse_header(block) if len(block) == BLOCK else None
         if header is not None:
             return header
-        if first or after_extension:
+        if pending or self.members == 0:
             reason = "it is empty" if not block else f"no valid tar header at byte {at}"
             raise TarStop(
                 "container.not_tar", "", f"the gzip stream does not hold a valid tar: {reason}"
@@ -318,6 +320,8 @@ class TarReader:
         mtime: float = header.mtime
         if "path" in records:
             name = records["path"].rstrip("/")
+        if "GNU.sparse.name" in records:  # the name GNU tar gives a sparse file's real path
+            name = records["GNU.sparse.name"]
         if "linkpath" in records:
             linkname = records["linkpath"]
         if "size" in records:

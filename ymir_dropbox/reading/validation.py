@@ -6,17 +6,22 @@ files or touch the ledger. The daemon decides what to do with the report.
 
 from __future__ import annotations
 
+import io
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ymir_dropbox.reading.archive import (
     INFO_NAME,
     ArchiveScan,
+    FileIdentity,
     Member,
     PackageUnreadable,
-    scan_package,
+    open_package,
+    scan_file,
 )
 from ymir_dropbox.reading.info_schema import (
     KNOWN_VERSIONS,
@@ -54,6 +59,7 @@ class ValidationReport:
     declared_version: str | None = None
     normalized: dict[str, Any] | None = None
     files: tuple[StoredFile, ...] = field(default=())
+    identity: FileIdentity | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,16 +93,44 @@ class ValidationReport:
         return result
 
 
-def validate_package(path: Path, limits: Limits, spool: BinaryIO | None = None) -> ValidationReport:
-    """Validate the package at ``path``; the decompressed tar is copied to ``spool`` if given.
+def validate_package(path: Path, limits: Limits, *, sha256: str | None = None) -> ValidationReport:
+    """Validate the package at ``path`` (see :func:`validated`).
 
     Raises ``OSError`` only when the file cannot be opened or read.
     """
-    try:
-        scan = scan_package(path, limits, spool)
-    except PackageUnreadable as error:
-        return ValidationReport(path.name, (Problem("package.not_regular", "", str(error)),))
-    return validate_scan(path.name, scan)
+    with validated(path, limits, sha256=sha256) as (report, _):
+        return report
+
+
+@contextmanager
+def validated(
+    path: Path, limits: Limits, *, sha256: str | None = None
+) -> Iterator[tuple[ValidationReport, io.BufferedReader | None]]:
+    """Validate the package at ``path`` and keep it open while the block runs, so that the
+    store reads again the very file validated, even if its path is deleted or replaced.
+
+    One pass, which also computes the package's sha256 (in a second thread: on two cores at
+    no cost in time) unless ``sha256`` is given, as found by
+    :func:`~ymir_dropbox.reading.archive.file_sha256`. The file is ``None`` when it cannot be
+    opened as a package (a symlink, a fifo): the report says why.
+    """
+    with ExitStack() as stack:
+        opened: io.BufferedReader | None
+        try:
+            opened = stack.enter_context(open_package(path))
+        except PackageUnreadable as error:
+            opened = None
+            report = ValidationReport(path.name, (Problem("package.not_regular", "", str(error)),))
+        else:
+            report = validate_file(path.name, opened, limits, sha256=sha256)
+        yield report, opened
+
+
+def validate_file(
+    name: str, opened: io.BufferedReader, limits: Limits, *, sha256: str | None = None
+) -> ValidationReport:
+    """Validate an open package file (from its start) named ``name`` in the report."""
+    return validate_scan(name, scan_file(opened, limits, sha256=sha256))
 
 
 def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
@@ -112,6 +146,7 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
             scan.package_bytes,
             scan.unpacked_bytes,
             scan.sha256,
+            identity=scan.identity,
             **values,
         )
 

@@ -6,23 +6,32 @@ the caller owns the folders. Each step is written to the ledger before it is tak
 
 from __future__ import annotations
 
-import tempfile
+import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import structlog
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.reading.archive import PackageUnreadable, file_sha256, open_package
 from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.reading.validation import ValidationReport, validate_package
-from ymir_dropbox.storing.backends import Backend, ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.reading.validation import ValidationReport, validate_file
+from ymir_dropbox.storing.backends import (
+    Backend,
+    ImportFailed,
+    ImportResult,
+    PassingFailure,
+    PreparedPackage,
+)
 from ymir_dropbox.storing.faults import crash_point
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Status
+from ymir_dropbox.storing.progress import Progress
 
 log = structlog.get_logger(__name__)
 
@@ -62,20 +71,25 @@ class Importer:
                 self._busy.discard(sha256)
                 self._changed.notify_all()
 
-    def run(self, path: Path, attempt_id: int) -> Outcome:
+    def run(self, path: Path, attempt_id: int, progress: Progress | None = None) -> Outcome:
         """The transaction of one import, for the daemon's workers and ``ymir-dropbox import``.
 
         Whatever stops it is recorded before it propagates: ``OSError`` (the machine's fault:
-        the file cannot be read, the store cannot be written) as ``import.io_error``, anything
-        else (a bug) as ``import.crashed``; the attempt is then ``interrupted`` and the package
-        is the next attempt's.
+        the file cannot be read, the store cannot be written) as ``import.io_error``, a
+        backend that cannot be reached (:class:`PassingFailure`) as
+        ``import.backend_unavailable``, anything else (a bug) as ``import.crashed``; the
+        attempt is then ``interrupted`` and the package is the next attempt's.
         """
         try:
-            return self._run(path, attempt_id)
+            return self._run(path, attempt_id, progress or Progress())
         except OSError as error:
             reason = describe_os_error(error)
             self._interrupt(attempt_id, Problem("import.io_error", "", reason))
             log.error("import_io_error", attempt=attempt_id, package=path.name, error=reason)
+            raise
+        except PassingFailure as error:
+            self._interrupt(attempt_id, Problem("import.backend_unavailable", "", str(error)))
+            log.warning("import_waits", attempt=attempt_id, package=path.name, reason=str(error))
             raise
         except Exception as error:
             log.exception("import_crashed", attempt=attempt_id, package=path.name)
@@ -87,12 +101,7 @@ class Importer:
         if row is not None and row["status"] in IN_FLIGHT:
             self.ledger.finish(attempt_id, Status.INTERRUPTED, errors=[problem.as_dict()])
 
-    def _run(self, path: Path, attempt_id: int) -> Outcome:
-        """Import the package at ``path`` for the attempt ``attempt_id`` (already in the ledger).
-
-        Raises ``OSError`` when the file cannot be read or the store cannot be written: not the
-        package's fault, so the caller retries later rather than failing the package.
-        """
+    def _run(self, path: Path, attempt_id: int, progress: Progress) -> Outcome:
         started = time.monotonic()
         bound = log.bind(attempt=attempt_id, package=path.name)
         self.ledger.start_import(attempt_id, self.backend.name)
@@ -102,78 +111,138 @@ class Importer:
             self.ledger.finish(attempt_id, status, duration=duration, **fields)
             return duration
 
-        with tempfile.TemporaryFile(dir=self.config.paths.work, prefix="spool-") as spool:
-            # One pass: the sha256 of the file, every check, and the decompressed tar spooled.
-            report = validate_package(path, self.config.limits, spool)
-            spool.flush()
-            sha256 = report.sha256
-            self.ledger.record(attempt_id, sha256=sha256, size=report.package_bytes)
-            crash_point("validated", path.name)
-            bound = bound.bind(sha256=sha256, size=report.package_bytes)
-            bound.info(
-                "package_validated",
-                step="validate",
-                ok=report.ok,
-                errors=len(report.errors),
-                warnings=len(report.warnings),
-                duration=round(time.monotonic() - started, 3),
-            )
-            description = _describe(report)
-            if not report.ok or sha256 is None:
-                duration = finish("failed", errors=_dicts(report.errors), **description)
-                return Outcome(attempt_id, "failed", sha256, duration, report, errors=report.errors)
+        with ExitStack() as stack:
+            try:
+                source = stack.enter_context(open_package(path))
+            except PackageUnreadable as error:
+                problem = Problem("package.not_regular", "", str(error))
+                duration = finish("failed", errors=[problem.as_dict()])
+                return Outcome(attempt_id, "failed", None, duration, errors=(problem,))
+            fd = source.fileno()
 
-            with self._one_at_a_time(sha256):
-                first = self.ledger.imported_by_sha256(sha256)
+            def position() -> int:
+                return os.lseek(fd, 0, os.SEEK_CUR)
+
+            size = os.fstat(fd).st_size
+            known: str | None = None
+            if self.ledger.count(status=Status.IMPORTED, size=size):
+                # It may be a re-delivery: one hashing pass tells, before any validation.
+                progress.step(attempt_id, "hash", position)
+                known = file_sha256(source)
+                first = self.ledger.imported_by_sha256(known)
                 if first is not None:
+                    self.ledger.record(attempt_id, sha256=known, size=size)
                     duration = finish(
                         "duplicate",
                         duplicate_of=first["id"],
                         model_hash=first["model_hash"],
                         errors=[],
-                        **description,
+                        **_described_by(first),
                     )
                     bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
                     return Outcome(
-                        attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"]
+                        attempt_id, "duplicate", known, duration, duplicate_of=first["id"]
                     )
-                reference = self.backend.reference(attempt_id)
-                if reference is not None:
-                    self.ledger.record(attempt_id, dst_rev=reference)
-                try:
-                    result = self.backend.import_package(
-                        PreparedPackage(path, sha256, attempt_id, report, spool)
-                    )
-                except ImportFailed as failure:
-                    duration = finish(
-                        "failed",
-                        errors=_dicts(failure.problems),
-                        notes=list(failure.notes),
-                        dst_rev=failure.dst_rev,
-                        **description,
-                    )
-                    errors = tuple(failure.problems)
-                    return Outcome(attempt_id, "failed", sha256, duration, report, errors=errors)
-                crash_point("stored", path.name)
-                try:
-                    duration = finish(
-                        "imported",
-                        model_hash=result.model_hash,
-                        dst_rev=result.dst_rev,
-                        notes=list(result.notes),
-                        errors=[],
-                        **description,
-                    )
-                except DuplicateImport:
-                    # Another process (a CLI import beside the daemon) recorded it first.
-                    first = self.ledger.imported_by_sha256(sha256)
-                    duplicate_of = first["id"] if first else None
-                    duration = finish(
-                        "duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash
-                    )
-                    return Outcome(
-                        attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of
-                    )
+            # One pass: every check, and the sha256 of the file (in a second thread). The file
+            # stays open: the store reads again the very bytes validated.
+            progress.step(attempt_id, "validate", position)
+            report = validate_file(path.name, source, self.config.limits, sha256=known)
+            return self._judged(path, attempt_id, report, source, progress, position, finish, bound)
+
+    def _judged(
+        self,
+        path: Path,
+        attempt_id: int,
+        report: ValidationReport,
+        source: BinaryIO,
+        progress: Progress,
+        position: Callable[[], int],
+        finish: Callable[..., float],
+        bound: Any,
+    ) -> Outcome:
+        sha256 = report.sha256
+        self.ledger.record(attempt_id, sha256=sha256, size=report.package_bytes)
+        crash_point("validated", path.name)
+        bound = bound.bind(sha256=sha256, size=report.package_bytes)
+        bound.info(
+            "package_validated",
+            step="validate",
+            ok=report.ok,
+            errors=len(report.errors),
+            warnings=len(report.warnings),
+        )
+        description = _describe(report)
+        if not report.ok or sha256 is None:
+            duration = finish("failed", errors=_dicts(report.errors), **description)
+            return Outcome(attempt_id, "failed", sha256, duration, report, errors=report.errors)
+
+        with self._one_at_a_time(sha256):
+            first = self.ledger.imported_by_sha256(sha256)
+            if first is not None:
+                duration = finish(
+                    "duplicate",
+                    duplicate_of=first["id"],
+                    model_hash=first["model_hash"],
+                    errors=[],
+                    **description,
+                )
+                bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
+                return Outcome(
+                    attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"]
+                )
+            reference = self.backend.reference(attempt_id)
+            if reference is not None:
+                self.ledger.record(attempt_id, dst_rev=reference)
+            progress.step(attempt_id, "store", position)
+
+            def record(**fields: object) -> None:
+                self.ledger.record(attempt_id, **fields)
+
+            def report_progress(step: str, detail: str = "") -> None:
+                progress.step(attempt_id, step, None, detail)
+
+            package = PreparedPackage(
+                path,
+                sha256,
+                attempt_id,
+                report,
+                source,
+                record=record,
+                progress=report_progress,
+                earlier=tuple(self.ledger.unfinished_by_sha256(sha256)),
+            )
+            try:
+                result = self.backend.import_package(package)
+            except ImportFailed as failure:
+                duration = finish(
+                    "failed",
+                    errors=_dicts(failure.problems),
+                    notes=list(failure.notes),
+                    dst_rev=failure.dst_rev,
+                    **description,
+                )
+                errors = tuple(failure.problems)
+                return Outcome(attempt_id, "failed", sha256, duration, report, errors=errors)
+            crash_point("stored", path.name)
+            try:
+                duration = finish(
+                    "imported",
+                    model_hash=result.model_hash,
+                    dst_rev=result.dst_rev,
+                    notes=list(result.notes),
+                    errors=[],
+                    **{**description, **result.fields},
+                )
+            except DuplicateImport:
+                # Another process (a CLI import beside the daemon) recorded it first.
+                first = self.ledger.imported_by_sha256(sha256)
+                duplicate_of = first["id"] if first else None
+                duration = finish(
+                    "duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash
+                )
+                return Outcome(
+                    attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of
+                )
         bound.info(
             "package_imported",
             step="store",
@@ -183,6 +252,14 @@ class Importer:
             duration=duration,
         )
         return Outcome(attempt_id, "imported", sha256, duration, report, result)
+
+
+def _described_by(first: dict[str, Any]) -> dict[str, object]:
+    """A duplicate recognized before validation is described by the first import."""
+    return {
+        key: first.get(key)
+        for key in ("best_stage_name", "mAP", "class_names", "object_type", "package_version")
+    }
 
 
 def _describe(report: ValidationReport) -> dict[str, object]:

@@ -14,21 +14,36 @@ from ymir_dropbox.reading.validation import ValidationReport
 
 @dataclass(frozen=True, slots=True)
 class PreparedPackage:
-    """A package that passed validation, with its decompressed tar spooled for random access."""
+    """A package that passed validation: what validation found in it, and the package file,
+    open since it was validated. The store reads that file again: what it stores is what was
+    validated, even if the path has been deleted or replaced meanwhile."""
 
     path: Path
     sha256: str
     attempt_id: int
     report: ValidationReport
-    spool: BinaryIO
+    source: BinaryIO
+    # Facts a backend must have in the ledger before its next step (YMIR's ids, a name).
+    record: Callable[..., None] = field(default=lambda **fields: None)
+    # What a long step is doing now (``step``, ``detail``), for the log and ``status``.
+    progress: Callable[..., None] = field(default=lambda step, detail="": None)
+    # Earlier attempts on the same package that a fault cut short, newest first: a backend
+    # may resume what one of them started instead of starting again.
+    earlier: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     model_hash: str
-    stored_path: Path
+    stored_path: Path | None = None  # None when the model is not in a store of ours
     dst_rev: str | None = None
     notes: tuple[str, ...] = field(default=())
+    fields: dict[str, Any] = field(default_factory=dict)  # more ledger columns to record
+
+
+class PassingFailure(DropboxError):
+    """The backend cannot be reached or did not answer in time: not the package's fault. The
+    package waits in processing/ and is retried later."""
 
 
 class ImportFailed(DropboxError):
@@ -50,7 +65,8 @@ class Backend(Protocol):
         """Raise a DropboxError with a clear message when the backend cannot work."""
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
-        """Store the package; raise ImportFailed (package's fault) or OSError (environment's)."""
+        """Store the package; raise ImportFailed (the package's fault), OSError or
+        PassingFailure (the machine's or the network's: retried later)."""
 
     def reference(self, attempt_id: int) -> str | None:
         """What the backend will create for this attempt outside the model store (a dst-rev),
@@ -63,9 +79,11 @@ class Backend(Protocol):
 def make_backend(config: Config) -> Backend:
     from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
     from ymir_dropbox.storing.backends.mir import MirBackend
+    from ymir_dropbox.storing.backends.ymir_api import YmirApiBackend
 
     factories: dict[str, Callable[[Config], Backend]] = {
         "embedded": EmbeddedBackend,
         "mir": MirBackend,
+        "ymir-api": YmirApiBackend,
     }
     return factories[config.import_.backend](config)

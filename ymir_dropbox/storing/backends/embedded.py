@@ -16,6 +16,7 @@ class EmbeddedBackend:
 
     def __init__(self, config: Config) -> None:
         self.models = config.paths.models
+        self.work = config.paths.work
         self.level = config.import_.compression_level
 
     def check(self) -> None:
@@ -30,5 +31,7 @@ class EmbeddedBackend:
         return None
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
-        model_hash, stored = store_package(package.report, package.spool, self.models, self.level)
+        model_hash, stored = store_package(
+            package.report, package.source, self.models, self.level, self.work
+        )
         return ImportResult(model_hash=model_hash, stored_path=stored)

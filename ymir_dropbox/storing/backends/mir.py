@@ -140,8 +140,8 @@ class MirBackend:
         (attempt_work / "w").mkdir(parents=True)
         try:
             normalized = attempt_work / "package.tar.gz"
-            with normalized.open("wb") as target:
-                write_tar(package.report, package.spool, target, self.level)
+            with normalized.open("w+b") as target:  # read back for its SHA-1
+                write_tar(package.report, package.source, target, self.level, attempt_work)
             command = [
                 self.executable(),
                 "models",

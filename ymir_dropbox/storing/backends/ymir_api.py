@@ -1,0 +1,346 @@
+"""The YMIR web backend: each package becomes a model in a project of YMIR's web app.
+
+YMIR's backend API imports a model by running ``mir models`` into the project's own
+repository and recording the model, its group and its stages in its database: only then does
+the web UI list it. The normalized package (so the seed's example and upper-case ``TP`` arrive
+right) is written into a staging folder YMIR's backend can read, the import is POSTed, and the
+model is polled until YMIR says ready or error.
+
+Exactly once, across crashes: the group name is recorded before the POST, YMIR's model id
+right after it. A later attempt on the same package resumes polling a recorded model, or finds
+the group by its name in the project, instead of posting again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import structlog
+
+from ymir_dropbox.config import YMIR_PASSWORD_ENV_VAR, Config, YmirApiConfig
+from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.storing.backends import (
+    ImportFailed,
+    ImportResult,
+    PassingFailure,
+    PreparedPackage,
+)
+from ymir_dropbox.storing.durable import finish_file, temporary_file
+from ymir_dropbox.storing.store import write_tar
+from ymir_dropbox.storing.ymir_client import (
+    TEXT_LIMIT,
+    ModelState,
+    ResultState,
+    YmirClient,
+    YmirDuplicateGroupName,
+    YmirProjectNotFound,
+    YmirRefused,
+    YmirUnavailable,
+)
+
+log = structlog.get_logger(__name__)
+GROUP_SUFFIXES = 100  # "name", "name-2", ... "name-100": then the package fails
+UNSAFE_IN_NAME = re.compile(r"[^\w.\- ]+")
+# What YMIR's task error codes mean, in a person's words (the task gives no message).
+ERROR_CODES = {
+    160015: "the package is not a model package YMIR can read",
+    169999: "YMIR's `mir models` failed on the package",
+}
+
+
+def read_password(settings: YmirApiConfig) -> str:
+    """The password: from ``password`` (the environment at start) or ``password_file``."""
+    if settings.password:
+        return settings.password
+    if settings.password_file is None:
+        raise DropboxError(
+            f"import.ymir_api: no password: set {YMIR_PASSWORD_ENV_VAR} or "
+            "import.ymir_api.password_file"
+        )
+    try:
+        return settings.password_file.read_text().strip()
+    except OSError as error:
+        raise DropboxError(
+            f"import.ymir_api.password_file: cannot read {settings.password_file}: "
+            f"{error.strerror or error}"
+        ) from None
+
+
+def group_name_for(template: str, package: str) -> str:
+    """The model group name for a package: the template with ``{stem}`` filled, made short
+    and plain enough for YMIR (at most 100 characters, leaving room for a suffix)."""
+    stem = package
+    for suffix in (".tar.gz", ".tgz"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    name = UNSAFE_IN_NAME.sub("-", template.format(stem=stem)).strip(" -") or "model"
+    return name[: TEXT_LIMIT - 4].rstrip(" ")
+
+
+def describe(package: PreparedPackage) -> str:
+    """The description YMIR shows: the package, its sha256 (12 digits) and the attempt."""
+    tail = f" sha256 {package.sha256[:12]} attempt {package.attempt_id}"
+    room = TEXT_LIMIT - len(tail) - len("ymir-dropbox: ")
+    name = package.path.name
+    if len(name) > room:
+        name = name[: room - 1] + "…"
+    return f"ymir-dropbox: {name}{tail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    project_id: int
+    reason: str  # how the project was chosen, for the ledger's notes
+
+
+class YmirApiBackend:
+    name = "ymir-api"
+
+    def __init__(self, config: Config, client: YmirClient | None = None) -> None:
+        settings = config.import_.ymir_api
+        assert settings is not None
+        self.settings = settings
+        self.processing = config.paths.processing
+        self.work = config.paths.work
+        self.level = config.import_.compression_level
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], None] = time.sleep
+        self._client = client
+
+    @property
+    def client(self) -> YmirClient:
+        if self._client is None:
+            self._client = YmirClient(
+                self.settings.url, self.settings.user, read_password(self.settings)
+            )
+        return self._client
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Wrong credentials, a project that does not exist or a staging folder we cannot
+        write stop the start, with the reason; YMIR being down does not (it is retried)."""
+        staging = self.settings.staging
+        if not staging.is_dir() or not os.access(staging, os.W_OK | os.X_OK):
+            raise DropboxError(f"import.ymir_api.staging: {staging} is not a writable folder")
+        try:
+            self.client.login()
+            for project_id in self.project_ids():
+                self.client.project(project_id)
+        except YmirUnavailable as error:
+            log.warning("ymir_unavailable_at_start", error=str(error), note="retried per package")
+        except YmirRefused as error:
+            raise DropboxError(f"import.ymir_api: {error}") from None
+
+    def project_ids(self) -> list[int]:
+        ids = {self.settings.project_id, *self.settings.projects.values()}
+        return sorted(project_id for project_id in ids if project_id)
+
+    def reference(self, attempt_id: int) -> str | None:
+        return None
+
+    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+        # The next attempt on the package resumes from the ledger (see _resume): it is
+        # validated again first, which costs little and keeps one path for every resume.
+        return None
+
+    # -- the import -------------------------------------------------------------------------------
+
+    def route(self, package: PreparedPackage) -> Route:
+        """The project: by the top-level inbox sub-folder, else the default project."""
+        try:
+            relative = PurePosixPath(package.path.relative_to(self.processing))
+        except ValueError:
+            relative = PurePosixPath(package.path.name)
+        if len(relative.parts) > 1 and relative.parts[0] in self.settings.projects:
+            folder = relative.parts[0]
+            return Route(self.settings.projects[folder], f"routed by the folder {folder!r}")
+        if self.settings.project_id:
+            return Route(self.settings.project_id, "the default project")
+        raise ImportFailed(
+            [
+                Problem(
+                    "import.ymir_unrouted",
+                    "import.ymir_api.projects",
+                    f"no YMIR project for {relative}: its top-level folder is not in "
+                    "import.ymir_api.projects and import.ymir_api.project_id is 0",
+                )
+            ]
+        )
+
+    def import_package(self, package: PreparedPackage) -> ImportResult:
+        try:
+            return self._import(package)
+        except YmirUnavailable as error:
+            raise PassingFailure(str(error)) from None
+        except YmirProjectNotFound as error:
+            raise ImportFailed(
+                [Problem("import.ymir_project", "import.ymir_api.project_id", str(error))]
+            ) from None
+        except YmirRefused as error:
+            raise ImportFailed([Problem("import.ymir_refused", "ymir", str(error))]) from None
+
+    def _import(self, package: PreparedPackage) -> ImportResult:
+        route = self.route(package)
+        project = self.client.project(route.project_id)
+        normalized = package.report.normalized
+        assert normalized is not None
+        if project.object_type != normalized["object_type"]:
+            raise ImportFailed(
+                [
+                    Problem(
+                        "import.ymir_object_type",
+                        "object_type",
+                        f"the package's object_type is {normalized['object_type']} but YMIR "
+                        f"project {project.id} ({project.name!r}) holds object type "
+                        f"{project.object_type}; YMIR would end the import in an error",
+                    )
+                ]
+            )
+        package.record(ymir_project_id=project.id)
+        model_id = self._resume(package, project.id)
+        if model_id is None:
+            model_id = self._post(package, project.id)
+        return self._wait(package, project.id, model_id)
+
+    def _resume(self, package: PreparedPackage, project_id: int) -> int | None:
+        """A model an earlier attempt on the same package started in YMIR, if any."""
+        for earlier in package.earlier:
+            if earlier.get("ymir_project_id") not in (None, project_id):
+                continue
+            if earlier.get("ymir_model_id"):
+                log.info("ymir_resumed", model_id=earlier["ymir_model_id"], attempt=earlier["id"])
+                self._record_model(package, earlier)
+                return int(earlier["ymir_model_id"])
+            name = earlier.get("ymir_group_name")
+            if name:
+                group_id = self.client.find_group(project_id, name)
+                if group_id is not None:
+                    models = self.client.models_of_group(project_id, group_id)
+                    if models:
+                        found = models[0]
+                        package.record(
+                            ymir_model_id=found.model_id,
+                            ymir_task_id=found.task_id,
+                            ymir_group_name=found.group_name,
+                        )
+                        log.info("ymir_group_found", group=name, model_id=found.model_id)
+                        return found.model_id
+        return None
+
+    def _record_model(self, package: PreparedPackage, earlier: dict[str, Any]) -> None:
+        package.record(
+            ymir_model_id=earlier["ymir_model_id"],
+            ymir_task_id=earlier.get("ymir_task_id"),
+            ymir_group_name=earlier.get("ymir_group_name"),
+        )
+
+    def _post(self, package: PreparedPackage, project_id: int) -> int:
+        staged = self._stage(package)
+        base = group_name_for(self.settings.group_name, package.path.name)
+        for number in range(1, GROUP_SUFFIXES + 1):
+            name = base if number == 1 else f"{base}-{number}"
+            if self.client.find_group(project_id, name) is not None:
+                continue  # taken: the next suffix, never a failure
+            package.record(ymir_group_name=name)  # before the POST: a crash finds it by name
+            try:
+                started = self.client.import_model(
+                    project_id, name, describe(package), self._path_in_ymir(staged)
+                )
+            except YmirDuplicateGroupName:
+                continue  # taken between our look and the POST
+            package.record(
+                ymir_model_id=started.model_id,
+                ymir_task_id=started.task_id,
+                ymir_group_name=started.group_name,
+            )
+            log.info(
+                "ymir_import_started",
+                project=project_id,
+                model_id=started.model_id,
+                task_id=started.task_id,
+                group=started.group_name,
+            )
+            return started.model_id
+        raise ImportFailed(
+            [
+                Problem(
+                    "import.ymir_refused",
+                    "import.ymir_api.group_name",
+                    f"the model group names {base!r} to {base}-{GROUP_SUFFIXES} are all taken in "
+                    f"YMIR project {project_id}",
+                )
+            ]
+        )
+
+    def staged_path(self, package: PreparedPackage) -> Path:
+        return self.settings.staging / f"{package.sha256[:16]}.tar.gz"
+
+    def _path_in_ymir(self, staged: Path) -> str:
+        return str(PurePosixPath(self.settings.staging_in_ymir) / staged.name)
+
+    def _stage(self, package: PreparedPackage) -> Path:
+        """The normalized package in the staging folder, written atomically (readable by
+        YMIR's backend, which runs as another user)."""
+        target = self.staged_path(package)
+        with temporary_file(self.settings.staging) as (stream, temporary):
+            write_tar(package.report, package.source, stream, self.level, self.work)
+            finish_file(stream, temporary, target, mode=0o644)
+        return target
+
+    def _wait(self, package: PreparedPackage, project_id: int, model_id: int) -> ImportResult:
+        deadline = self.clock() + self.settings.timeout
+        while True:
+            model = self.client.model(model_id)
+            if model.result_state is ResultState.READY:
+                self._unstage(package)
+                return self._result(project_id, model)
+            if model.result_state is ResultState.ERROR:
+                self._unstage(package)
+                raise ImportFailed([_failure(model)])
+            if self.clock() >= deadline:
+                raise PassingFailure(
+                    f"YMIR has not finished importing model {model_id} after "
+                    f"{self.settings.timeout:g} s (import.ymir_api.timeout); waiting on"
+                )
+            package.progress(step="ymir", detail=f"waiting for YMIR model {model_id}")
+            self.sleep(self.settings.poll_interval)
+
+    def _unstage(self, package: PreparedPackage) -> None:
+        self.staged_path(package).unlink(missing_ok=True)
+
+    def _result(self, project_id: int, model: ModelState) -> ImportResult:
+        stages = [
+            {"name": stage.name, "mAP": stage.map, "tp": stage.tp, "fp": stage.fp, "fn": stage.fn}
+            for stage in model.stages
+        ]
+        return ImportResult(
+            model_hash=model.hash or "",
+            stored_path=None,
+            fields={
+                "ymir_project_id": project_id,
+                "ymir_model_id": model.model_id,
+                "ymir_task_id": model.task_id,
+                "ymir_group_name": model.group_name,
+                "ymir_model_name": model.name,
+                "ymir_stages": stages,
+                "mAP": model.map,
+            },
+        )
+
+
+def _failure(model: ModelState) -> Problem:
+    code = model.error_code
+    meaning = ERROR_CODES.get(code or 0, "YMIR gave no reason")
+    where = f"YMIR model {model.model_id} (group {model.group_name!r})"
+    return Problem(
+        "import.ymir_failed",
+        "ymir",
+        f"{where} ended in error" + (f" with code {code}" if code else "") + f": {meaning}",
+    )
