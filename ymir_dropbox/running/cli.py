@@ -180,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="retry a package even if it has not changed since it failed",
     )
     sub = command(
+        "check", cmd_check, "check the set-up for the configured backend; exit 0 when all is well"
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON object per check")
+    sub = command(
+        "projects", cmd_projects, "list the YMIR projects the configured user can import into"
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON object per project")
+    sub = command(
         "retention",
         cmd_retention,
         "remove old packages from done/ ([retention] done_days) and, when asked, from failed/",
@@ -439,4 +447,34 @@ def cmd_retention(config: Config, arguments: argparse.Namespace) -> int:
         )
     if not removed:
         print("nothing to remove", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_check(config: Config, arguments: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ymir_dropbox.running.check import check_setup
+
+    findings = check_setup(config)
+    for finding in findings:
+        if arguments.json:
+            print(json.dumps(asdict(finding), ensure_ascii=False))
+        else:
+            mark = "ok  " if finding.ok else "FAIL"
+            detail = f": {finding.detail}" if finding.detail else ""
+            print(f"{mark} {finding.what}{detail}")
+    return EXIT_OK if all(finding.ok for finding in findings) else EXIT_FAILED
+
+
+def cmd_projects(config: Config, arguments: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ymir_dropbox.running.check import list_projects
+
+    projects = list_projects(config)
+    if arguments.json:
+        for project in projects:
+            print(json.dumps(asdict(project), ensure_ascii=False))
+        return EXIT_OK
+    print_table([asdict(project) for project in projects], ("id", "name", "object_type"))
     return EXIT_OK

@@ -1,0 +1,106 @@
+"""`ymir-dropbox check` and `ymir-dropbox projects`, against real folders and a stand-in of
+YMIR's backend on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from factory import run_dropbox, write_config
+from ymir_standin import YmirStandin
+
+PASSWORD_ENV = "YMIR_DROPBOX_YMIR_PASSWORD"
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[YmirStandin]:
+    projects = [("detection", 2), ("segmentation", 3)]
+    with YmirStandin(tmp_path / "ymir", projects=projects) as running:
+        yield running
+
+
+def ymir_config(tmp_path: Path, standin: YmirStandin, extra: str = "") -> Path:
+    (tmp_path / "staging").mkdir(exist_ok=True)
+    section = (
+        '[import]\nbackend = "ymir-api"\n[import.ymir_api]\n'
+        f'url = "{standin.url}"\nuser = "{standin.user}"\nstaging = "staging"\n' + extra
+    )
+    return write_config(tmp_path / "config.toml", extra=section)
+
+
+def checks(tmp_path: Path, config: Path, password: str) -> tuple[int, list[dict[str, object]]]:
+    done = run_dropbox("--config", config, "check", "--json", cwd=tmp_path,
+                       env={PASSWORD_ENV: password})  # fmt: skip
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_fresh_default_layout_checks_out(tmp_path: Path) -> None:
+    done = run_dropbox("check", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAIL" not in done.stdout and "created at start" in done.stdout
+
+
+def test_a_mir_backend_without_mir_fails_the_check_and_says_why(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    config = write_config(
+        tmp_path / "config.toml",
+        extra='[import]\nbackend = "mir"\n[import.mir]\nbin = "no-such-mir"\nroot = "repo"\n',
+    )
+    run_dropbox("--config", config, "status", cwd=tmp_path)  # creates nothing: folders first
+    (tmp_path / "box" / "models").mkdir(parents=True)
+
+    done = run_dropbox("--config", config, "check", cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert "FAIL the mir backend" in done.stdout and "no-such-mir" in done.stdout
+
+
+def test_the_ymir_api_set_up_checks_out(tmp_path: Path, standin: YmirStandin) -> None:
+    config = ymir_config(tmp_path, standin, "project_id = 1\nprojects = { seg = 2 }\n")
+
+    code, found = checks(tmp_path, config, standin.password)
+
+    assert code == 0, found
+    projects = [item for item in found if str(item["what"]).startswith("YMIR project")]
+    assert [item["detail"] for item in projects] == [
+        "'detection', object type 2",
+        "'segmentation', object type 3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("password", "extra", "failing"),
+    [
+        ("wrong", "project_id = 1\n", "log in to YMIR"),
+        (None, "project_id = 42\n", "YMIR project 42"),
+        (None, "projects = { team = 7 }\n", "YMIR project 7 (import.ymir_api.projects.team)"),
+        (None, "", "a YMIR project to import into"),
+    ],
+    ids=["wrong-password", "missing-project", "missing-routed-project", "no-project"],
+)
+def test_a_ymir_api_set_up_that_cannot_work_fails_the_check_and_names_the_problem(
+    tmp_path: Path, standin: YmirStandin, password: str | None, extra: str, failing: str
+) -> None:
+    config = ymir_config(tmp_path, standin, extra)
+
+    code, found = checks(tmp_path, config, password or standin.password)
+
+    assert code == 1
+    assert str(next(item["what"] for item in found if not item["ok"])).startswith(failing)
+
+
+def test_projects_lists_what_the_user_can_import_into(tmp_path: Path, standin: YmirStandin) -> None:
+    config = ymir_config(tmp_path, standin, "project_id = 1\n")
+
+    done = run_dropbox("--config", config, "projects", "--json", cwd=tmp_path,
+                       env={PASSWORD_ENV: standin.password})  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    listed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {(item["id"], item["name"], item["object_type"]) for item in listed} == {
+        (1, "detection", 2),
+        (2, "segmentation", 3),
+    }
