@@ -286,7 +286,7 @@ def test_a_redo_due_while_stopping_is_left_for_the_next_start(config: Config) ->
     assert scheduler.running == {} and NAME in scheduler.redo
 
 
-# -- filing faults ----------------------------------------------------------------------------------
+# -- filing faults -------------------------------------------------------------------------------
 
 
 def test_a_filing_fault_is_retried_and_the_package_keeps_its_own_reason(config: Config) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from factory import gzip_bytes, seed_package
-
-from ymir_dropbox.reading.archive import gzip_complete
 from ymir_dropbox.running.daemon.policy import JobEnd, JobResult, RetryPolicy
 from ymir_dropbox.running.readiness import (
     EMPTY_SETTLE_FACTOR,
-    OPEN_SETTLE_FACTOR,
     QUIET_AFTER_CLOSE,
     Observation,
     ReadinessTracker,
@@ -172,50 +168,3 @@ def test_ready_respects_the_limit_and_takes_the_oldest_first() -> None:
 
     assert [ready.relative.name for ready in first] == ["p0.tar.gz", "p1.tar.gz"]
     assert len(rest) == 3
-
-
-def test_gzip_complete_tells_a_half_written_stream(tmp_path: Path) -> None:
-    whole = seed_package(tmp_path / "whole.tar.gz")
-    half = tmp_path / "half.tar.gz"
-    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    not_gzip = tmp_path / "text.tar.gz"
-    not_gzip.write_bytes(b"hello world")
-
-    assert gzip_complete(whole, max_ratio=200)
-    assert not gzip_complete(half, max_ratio=200)
-    assert gzip_complete(not_gzip, max_ratio=200)  # will not get better by waiting
-
-
-def test_gzip_complete_stops_early_on_a_bomb(tmp_path: Path) -> None:
-    bomb = tmp_path / "bomb.tar.gz"
-    bomb.write_bytes(gzip_bytes(bytes(64 * 1024 * 1024))[:-8])  # truncated, and 1000:1
-
-    assert gzip_complete(
-        bomb, max_ratio=10
-    )  # past the ratio it is "complete": validation refuses it
-    assert not gzip_complete(bomb, max_ratio=100_000)
-
-
-def test_a_file_its_writer_holds_open_waits_out_a_long_pause() -> None:
-    """Under inotify a write without a close means the writer is still at work."""
-    clocks = Clocks()
-    readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks), hint="writing")
-
-    clocks.advance(SETTLE * 3)  # a pause far longer than settle_seconds
-    assert readiness.ready(10) == []
-
-    readiness.observe(NAME, written(clocks, size=200), hint="done")  # it finished and closed
-    clocks.advance(QUIET_AFTER_CLOSE)
-    (ready,) = readiness.ready(10)
-    assert not ready.quiet
-
-
-def test_an_abandoned_open_file_is_taken_in_the_end() -> None:
-    clocks = Clocks()
-    readiness = tracker(clocks)
-    readiness.observe(NAME, written(clocks), hint="writing")
-
-    clocks.advance(SETTLE * OPEN_SETTLE_FACTOR)
-
-    assert [ready.relative for ready in readiness.ready(10)] == [NAME]

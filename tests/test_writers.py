@@ -216,3 +216,24 @@ def test_polling_takes_a_file_it_saw_growing_after_settle_seconds(
     dropbox.wait_settled(timeout=30)
     assert time.monotonic() - written < 5.0, "waited as if a writer held it open"
     assert dropbox.names("done") == {"grown.tar.gz"}
+
+
+def test_polling_waits_for_a_writer_that_pauses_longer_than_settle(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """No close signal while polling: an incomplete stream waits instead of failing, and the
+    writer's second half lands in the inbox, not in failed/."""
+    dropbox = make(mode="polling", settle_seconds=0.5, poll_interval=0.1)
+    dropbox.start()
+    data = write_large_package(tmp_path / "paused.tar.gz", 2 << 20).read_bytes()
+    target = dropbox.inbox / "paused.tar.gz"
+    with target.open("wb") as stream:
+        stream.write(data[: len(data) // 2])
+        stream.flush()
+        time.sleep(2.0)  # four times settle_seconds, with the file open
+        stream.write(data[len(data) // 2 :])
+    dropbox.record("paused.tar.gz", data)
+    dropbox.wait_settled(timeout=30)
+    assert dropbox.names("failed") == set()
+    assert dropbox.names("done") == {"paused.tar.gz"}
+    dropbox.assert_invariants()

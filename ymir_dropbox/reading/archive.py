@@ -142,12 +142,19 @@ def package_sha256(path: Path) -> str:
 
 
 def file_sha256(opened: io.BufferedReader) -> str:
-    """The sha256 of an open package file, in large reads into one buffer.
+    """The sha256 of an open package file, from its start, in large reads into one buffer;
+    the file's position moves along, for whoever shows progress.
 
     Enough to recognise a package already imported before validating it: then give it to
     :func:`scan_file` (or ``validate_file``) as ``sha256`` and it is not hashed again.
     """
-    return _Sha256Reader(opened.fileno()).run()
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    opened.seek(0)
+    while count := opened.readinto(buffer):
+        digest.update(view[:count])
+    return digest.hexdigest()
 
 
 class _Sha256Reader:
@@ -418,29 +425,3 @@ def _scan_members(tar: TarReader, scan: ArchiveScan, limits: Limits) -> None:
         scan.add(stop.code, stop.field, stop.message)
     if tar.members == 0:
         scan.add("container.empty", "", "the archive holds no members")
-
-
-def gzip_complete(path: Path, max_ratio: float) -> bool:
-    """Whether the gzip stream reaches its end marker (a writer may still be appending).
-
-    A damaged stream counts as complete: it will not get better by waiting, and validation
-    reports it with its reason. So does one that unpacks past ``max_ratio`` times its size
-    (a bomb): reading on would only cost, and validation refuses it.
-    """
-    with open_package(path) as raw:
-        if raw.peek(2)[:2] not in (GZIP_MAGIC, GZIP_MAGIC[:1], b""):
-            return True
-        ceiling = max(max_ratio * os.fstat(raw.fileno()).st_size, RATIO_GRACE_BYTES)
-        reader = GzipReader(raw, CHUNK)
-        scratch = memoryview(bytearray(CHUNK))
-        unpacked = 0
-        try:
-            while count := reader.readinto(scratch):
-                unpacked += count
-                if unpacked > ceiling:
-                    return True
-        except EOFError:
-            return False
-        except (OSError, zlib.error, ISAL_ERROR, ValueError):
-            return True
-    return True

@@ -1,10 +1,11 @@
 """Readiness: is this inbox file a complete package yet?
 
 Signals that a writer finished (closed after writing, renamed into the inbox) make a file a
-candidate at once; without a signal (polling, NFS, SMB) it must keep the same size and mtime
-for ``settle_seconds``. A signal is not proof: the worker also checks that the gzip stream is
-complete (``reading.archive.gzip_complete``) unless the file has been quiet for
-``settle_seconds``.
+candidate after ``QUIET_AFTER_CLOSE`` without any event; without a signal (polling, NFS,
+SMB) it must keep the same size and mtime for ``settle_seconds``. A signal is not proof: the
+import reads the gzip stream once, and a stream that ends too early before the file has been
+quiet for ``OPEN_SETTLE_FACTOR`` times ``settle_seconds`` is no verdict: the package goes
+back to the inbox and waits for its writer.
 An empty file is a placeholder that content has not reached yet: it is taken (and fails) only
 when it has stayed empty for ``EMPTY_SETTLE_FACTOR`` times ``settle_seconds``.
 

@@ -36,6 +36,13 @@ from ymir_dropbox.storing.progress import Progress
 log = structlog.get_logger(__name__)
 
 
+TRUNCATED = "container.truncated"
+
+
+class Incomplete(Exception):
+    """The package ends too early and its writer may not be done with it: no verdict yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt ended."""
@@ -71,7 +78,13 @@ class Importer:
                 self._busy.discard(sha256)
                 self._changed.notify_all()
 
-    def run(self, path: Path, attempt_id: int, progress: Progress | None = None) -> Outcome:
+    def run(
+        self,
+        path: Path,
+        attempt_id: int,
+        progress: Progress | None = None,
+        complete: Callable[[], bool] = lambda: True,
+    ) -> Outcome:
         """The transaction of one import, for the daemon's workers and ``ymir-dropbox import``.
 
         Whatever stops it is recorded before it propagates: ``OSError`` (the machine's fault:
@@ -79,9 +92,15 @@ class Importer:
         backend that cannot be reached (:class:`PassingFailure`) as
         ``import.backend_unavailable``, anything else (a bug) as ``import.crashed``; the
         attempt is then ``interrupted`` and the package is the next attempt's.
+
+        ``complete`` says whether the file's writer is surely done with it: if not, a gzip
+        stream that ends too early is no verdict, and :class:`Incomplete` is raised instead.
         """
         try:
-            return self._run(path, attempt_id, progress or Progress())
+            return self._run(path, attempt_id, progress or Progress(), complete)
+        except Incomplete:
+            self._interrupt(attempt_id, None)
+            raise
         except OSError as error:
             reason = describe_os_error(error)
             self._interrupt(attempt_id, Problem("import.io_error", "", reason))
@@ -96,12 +115,16 @@ class Importer:
             self._interrupt(attempt_id, Problem("import.crashed", "", repr(error)))
             raise
 
-    def _interrupt(self, attempt_id: int, problem: Problem) -> None:
+    def _interrupt(self, attempt_id: int, problem: Problem | None) -> None:
         row = self.ledger.get(attempt_id)
         if row is not None and row["status"] in IN_FLIGHT:
-            self.ledger.finish(attempt_id, Status.INTERRUPTED, errors=[problem.as_dict()])
+            errors = [problem.as_dict()] if problem else []
+            notes = [] if problem else ["incomplete: its writer may not be done; it waits"]
+            self.ledger.finish(attempt_id, Status.INTERRUPTED, errors=errors, notes=notes)
 
-    def _run(self, path: Path, attempt_id: int, progress: Progress) -> Outcome:
+    def _run(
+        self, path: Path, attempt_id: int, progress: Progress, complete: Callable[[], bool]
+    ) -> Outcome:
         started = time.monotonic()
         bound = log.bind(attempt=attempt_id, package=path.name)
         self.ledger.start_import(attempt_id, self.backend.name)
@@ -147,6 +170,8 @@ class Importer:
             # stays open: the store reads again the very bytes validated.
             progress.step(attempt_id, "validate", position)
             report = validate_file(path.name, source, self.config.limits, sha256=known)
+            if {problem.code for problem in report.errors} == {TRUNCATED} and not complete():
+                raise Incomplete(f"{path.name}: {report.errors[0].message}")
             return self._judged(path, attempt_id, report, source, progress, position, finish, bound)
 
     def _judged(

@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.archive import gzip_complete, open_package
+from ymir_dropbox.reading.archive import open_package
 from ymir_dropbox.running.daemon.policy import JobEnd, JobResult
 from ymir_dropbox.running.folders import move
 from ymir_dropbox.running.readiness import Observation, Ready
@@ -34,6 +34,7 @@ class Claimed:
     attempt_id: int
     relative: PurePosixPath
     observation: Observation  # the file as readiness judged it: the import's baseline
+    quiet: bool = True  # quiet while we watched it (else: a close, a rename: maybe not the end)
 
 
 def owner_name(uid: int) -> str:
@@ -57,8 +58,6 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
     if Observation.of(info) != ready.observation:
         return JobResult(JobEnd.CHANGED, relative)
     try:
-        if not ready.quiet and not gzip_complete(path, config.limits.max_ratio):
-            return JobResult(JobEnd.NOT_READY, relative)
         with open_package(path):
             pass
     except FileNotFoundError:
@@ -100,4 +99,4 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         since_write=round(time.time() - info.st_mtime, 3),
         step="claim",
     )
-    return Claimed(attempt_id, relative, ready.observation)
+    return Claimed(attempt_id, relative, ready.observation, ready.quiet)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import structlog
@@ -20,9 +21,10 @@ from ymir_dropbox.reading.problems import DropboxError, Problem
 from ymir_dropbox.running.daemon.claiming import Claimed, claim, owner_name
 from ymir_dropbox.running.daemon.filing import Filing
 from ymir_dropbox.running.daemon.policy import MAX_CRASHES, JobEnd, JobResult
+from ymir_dropbox.running.folders import move
 from ymir_dropbox.running.metrics import Metrics
-from ymir_dropbox.running.readiness import Observation, Ready
-from ymir_dropbox.storing.importer import Importer, describe_os_error
+from ymir_dropbox.running.readiness import OPEN_SETTLE_FACTOR, Observation, Ready
+from ymir_dropbox.storing.importer import Importer, Incomplete, describe_os_error
 from ymir_dropbox.storing.ledger import Ledger, relative_of
 from ymir_dropbox.storing.lifecycle import SETTLED, Place, Status
 from ymir_dropbox.storing.progress import Progress
@@ -128,7 +130,9 @@ class Worker:
             return JobResult(JobEnd.DEFERRED, relative, reason="changed while it was claimed")
         self.progress.begin(attempt_id, str(relative), info.st_size)
         try:
-            outcome = self.importer.run(path, attempt_id)
+            outcome = self.importer.run(path, attempt_id, self.progress, self._complete(claimed))
+        except Incomplete as incomplete:
+            return self._put_back(relative, str(incomplete))
         except OSError as error:
             return JobResult(JobEnd.DEFERRED, relative, reason=describe_os_error(error))
         except Exception as error:
@@ -151,6 +155,29 @@ class Worker:
                 outcome.status, outcome.duration, int(row.get("size") or 0), time.time()
             )
         return result
+
+    def _complete(self, claimed: Claimed) -> Callable[[], bool]:
+        """Whether an incomplete gzip stream in this file is a verdict: once it has been quiet
+        for as long as an open writer may pause (10 x settle_seconds), or watched quiet for
+        settle_seconds after a redo; a close or a rename alone is not the end of every writer
+        (one that closes and reopens to append)."""
+
+        def complete() -> bool:
+            path = self.paths.processing / claimed.relative
+            quiet = time.time() - os.lstat(path).st_mtime
+            return quiet >= OPEN_SETTLE_FACTOR * self.config.watch.settle_seconds
+
+        return complete
+
+    def _put_back(self, relative: PurePosixPath, reason: str) -> JobResult:
+        """An incomplete package goes back to the inbox, where readiness waits for its writer
+        (the writer still writes into the same file: a rename keeps it)."""
+        try:
+            move(self.paths.processing, relative, self.paths.inbox, relative)
+        except OSError as error:
+            return JobResult(JobEnd.DEFERRED, relative, reason=f"{reason}; {error}")
+        log.info("package_put_back", path=str(relative), reason=reason)
+        return JobResult(JobEnd.NOT_READY, relative, reason=reason)
 
     def _file(
         self,

@@ -1,0 +1,586 @@
+"""The ymir-api backend end to end: a real daemon, the stand-in of YMIR 2.3.0's web backend.
+
+What is asserted is what a YMIR user would see (the models, groups and stages of a project, read
+through the API or the stand-in's database) and what the ledger says about it. Imports run the
+real ``mir models`` of ymir-cmd 2.3.0 (tests marked ``mir``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_harness import (
+    CRASH_ENV,
+    FINISHED,
+    Drop,
+    Dropbox,
+    Dropboxes,
+    dropboxes,
+    invalid_package,
+    valid_package,
+    wait_until,
+)
+from factory import gzip_bytes, legacy_package, seed_entries, seed_info, tar_bytes
+from hostile import BY_ID
+from ymir_standin import Crash, Row, StandinProcess, YmirStandin
+
+from ymir_dropbox.storing.ymir_client import ModelState, ResultState, YmirClient
+
+SHARING = "/ymir-sharing"  # the folder YMIR's backend container sees
+STAGING_IN_YMIR = f"{SHARING}/ymir-dropbox"
+USER = "admin@example.com"
+PASSWORD = "standin-password"
+PASSWORD_ENV = "YMIR_DROPBOX_YMIR_PASSWORD"
+DETECTION, SEGMENTATION = 2, 3
+TIMEOUT = 30.0
+
+
+# -- YMIR: the stand-in, and what its user sees ---------------------------------------------------
+
+
+class HeldStandin(YmirStandin):
+    """A stand-in whose imports wait while ``imports`` is clear, and whose POSTs wait while
+    ``posts`` is clear (``post_arrived`` tells one came in): the daemon can be killed at a
+    chosen step of YMIR's import. ``lose_posts``: a held POST is then dropped unprocessed."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.imports = threading.Event()
+        self.posts = threading.Event()
+        self.imports.set()
+        self.posts.set()
+        self.post_arrived = threading.Event()
+        self.post_handled = threading.Event()
+        self.lose_posts = False
+
+    def import_model(self, *, query: dict[str, str], body: bytes) -> Row:
+        self.post_arrived.set()
+        try:
+            self.posts.wait()
+            if self.lose_posts:
+                raise Crash("the request never reached YMIR's app", 502)
+            return super().import_model(query=query, body=body)
+        finally:
+            self.post_handled.set()
+
+    def _run_import(self, task_id: int) -> None:
+        self.imports.wait()
+        super()._run_import(task_id)
+
+    def stop(self) -> None:
+        self.imports.set()
+        self.posts.set()
+        super().stop()
+
+
+@pytest.fixture
+def sharing(tmp_path: Path) -> Path:
+    """The host folder mounted at /ymir-sharing in YMIR's backend container."""
+    folder = tmp_path / "ymir-sharing"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def staging(sharing: Path) -> Path:
+    """Where the daemon writes the normalized package for YMIR: /ymir-sharing/ymir-dropbox."""
+    folder = sharing / "ymir-dropbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def make_ymir(tmp_path: Path, sharing: Path) -> Iterator[Callable[..., YmirStandin]]:
+    started: list[YmirStandin] = []
+
+    def make(
+        kind: type[YmirStandin] = YmirStandin,
+        projects: tuple[tuple[str, int], ...] = (("detection", DETECTION),),
+        mir: Path | None = None,
+    ) -> YmirStandin:
+        standin = kind(
+            tmp_path / "ymir", mounts={SHARING: sharing}, projects=projects,
+            import_delay=0.2, mir=mir,
+        )  # fmt: skip
+        started.append(standin.start())
+        return standin
+
+    yield make
+    for standin in started:
+        standin.stop()
+
+
+@pytest.fixture
+def boxes(tmp_path: Path) -> Iterator[Dropboxes]:
+    with dropboxes(tmp_path) as made:
+        yield made
+
+
+def ymir_rows(workplace: Path, table: str, project_id: int | None = None) -> list[Row]:
+    """A table of YMIR's database (the stand-in's state.json, written after every change)."""
+    state = json.loads((workplace / "state.json").read_text())
+    return [
+        row
+        for row in state.get(table, [])
+        if not row.get("is_deleted") and project_id in (None, row["project_id"])
+    ]
+
+
+def client_of(url: str) -> YmirClient:
+    return YmirClient(url, USER, PASSWORD, timeout=5)
+
+
+def ymir_model(url: str, model_id: int) -> ModelState:
+    """The model as the web UI shows it."""
+    return client_of(url).model(model_id)
+
+
+def staged(staging: Path) -> list[str]:
+    return sorted(path.name for path in staging.iterdir())
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+def make_box(
+    boxes: Dropboxes,
+    url: str,
+    staging: Path,
+    *,
+    project_id: int = 1,
+    projects: dict[str, int] | None = None,
+) -> Dropbox:
+    api = {
+        "url": url,
+        "user": USER,
+        "project_id": project_id,
+        "staging": str(staging),
+        "staging_in_ymir": STAGING_IN_YMIR,
+        "poll_interval": 0.2,
+        "projects": projects or {},
+    }
+    return boxes(
+        settle_seconds=0.3,
+        poll_interval=0.1,
+        rescan_interval=1.0,
+        retry_max_seconds=1.0,
+        sections={"import": {"backend": "ymir-api", "ymir_api": api}},
+    )
+
+
+def start(box: Dropbox, **env: str) -> None:
+    box.start(env={PASSWORD_ENV: PASSWORD, **env})
+
+
+def final_row(box: Dropbox, drop: Drop) -> dict[str, Any]:
+    """The one finished attempt of a package."""
+    rows = [row for row in box.rows_for(drop) if row["status"] in FINISHED]
+    assert len(rows) == 1, f"{drop.relative}: {rows}"
+    return rows[0]
+
+
+def codes(row: dict[str, Any]) -> list[str]:
+    return [problem["code"] for problem in row.get("errors") or []]
+
+
+def ledger_stages(row: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {
+        stage["name"]: (stage["tp"], stage["fp"], stage["fn"])
+        for stage in json.loads(row["ymir_stages"])
+    }
+
+
+def seed_bytes(info: dict[str, Any] | None = None) -> bytes:
+    """The seed's example as it ships (no package_version, upper-case TP/FP/FN)."""
+    return gzip_bytes(tar_bytes(seed_entries(info)))
+
+
+def in_flight_with(box: Dropbox, column: str) -> dict[str, Any] | None:
+    """The attempt still importing that has ``column`` recorded, if any."""
+    return next(
+        (row for row in box.ledger_rows() if row["status"] == "importing" and row[column]),
+        None,
+    )
+
+
+# -- what a package becomes -----------------------------------------------------------------------
+
+
+@pytest.mark.mir
+def test_the_seeds_example_is_a_model_in_the_project_with_tp_60(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    ymir = make_ymir(mir=mir_bin)
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+
+    drop = box.drop("seed.tar.gz", seed_bytes())
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert row["status"] == "imported", row["errors"]
+    assert box.names("done") == {"seed.tar.gz"}
+    assert (row["ymir_project_id"], row["ymir_group_name"], row["ymir_model_name"]) == (
+        1,
+        "seed",
+        "seed_1",
+    )
+    model = ymir_model(ymir.url, row["ymir_model_id"])
+    assert model.result_state is ResultState.READY
+    stages = {stage.name: (stage.tp, stage.fp, stage.fn) for stage in model.stages}
+    assert stages == {"stage_1000": (60, 30, 30), "stage_2000": (0, 0, 0)}
+    assert (model.map, model.recommended_stage, model.keywords) == (
+        0.6,
+        "stage_2000",
+        ("person", "cat"),
+    )
+    assert ledger_stages(row) == stages
+    # the ledger's model hash is the model YMIR stored
+    assert row["model_hash"] == model.hash
+    stored = (ymir.models_path / model.hash).read_bytes()
+    assert hashlib.sha1(stored).hexdigest() == model.hash
+    (shown,) = ymir_rows(ymir.workplace, "models", project_id=1)
+    assert shown["id"] == row["ymir_model_id"]
+    assert row["sha256"][:12] in shown["description"]
+    assert staged(staging) == []  # removed once YMIR had it
+
+
+@pytest.mark.mir
+def test_a_legacy_package_is_a_model_with_its_one_stage(
+    boxes: Dropboxes,
+    make_ymir: Callable[..., YmirStandin],
+    staging: Path,
+    mir_bin: Path,
+    tmp_path: Path,
+) -> None:
+    ymir = make_ymir(mir=mir_bin)
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+
+    drop = box.drop("resnet-1.1.0.tar.gz", legacy_package(tmp_path / "legacy.tar.gz").read_bytes())
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert row["status"] == "imported", row["errors"]
+    assert (row["ymir_group_name"], row["ymir_model_name"]) == ("resnet-1.1.0", "resnet-1.1.0_1")
+    model = ymir_model(ymir.url, row["ymir_model_id"])
+    assert model.result_state is ResultState.READY
+    (stage,) = model.stages
+    assert (stage.name, stage.map, model.keywords) == ("default_best_stage", 0.42, ("person",))
+    # the package we migrated and sent, stamped with its own date, not mir's migration's
+    assert stage.timestamp == 1655975300
+    assert row["model_hash"] == model.hash
+    assert staged(staging) == []
+
+
+# -- which project --------------------------------------------------------------------------------
+
+
+@pytest.mark.mir
+def test_packages_go_to_the_project_of_their_top_level_folder(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    projects = (("detection", DETECTION), ("masks", SEGMENTATION), ("team-b", DETECTION))
+    ymir = make_ymir(projects=projects, mir=mir_bin)
+    box = make_box(boxes, ymir.url, staging, project_id=0, projects={"team-a": 1, "team-b": 3})
+    start(box)
+
+    team_a = box.drop("team-a/sub/model.tar.gz", valid_package("a"))
+    team_b = box.drop("team-b/model.tar.gz", valid_package("b"))
+    loose = box.drop("loose.tar.gz", valid_package("c"))
+    elsewhere = box.drop("elsewhere/model.tar.gz", valid_package("d"))
+    box.wait_settled()
+
+    for drop, project_id in ((team_a, 1), (team_b, 3)):
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        assert (row["ymir_project_id"], row["ymir_group_name"]) == (project_id, "model")
+        (shown,) = ymir_rows(ymir.workplace, "models", project_id)
+        assert shown["id"] == row["ymir_model_id"]
+        assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
+    for drop in (loose, elsewhere):
+        row = final_row(box, drop)
+        assert (row["status"], codes(row)) == ("failed", ["import.ymir_unrouted"])
+        assert row["ymir_model_id"] is None
+    assert box.names("done") == {"team-a/sub/model.tar.gz", "team-b/model.tar.gz"}
+    assert box.names("failed") == {"loose.tar.gz", "elsewhere/model.tar.gz"}
+    assert len(ymir_rows(ymir.workplace, "models")) == 2
+    assert staged(staging) == []
+
+
+def test_a_package_of_another_object_type_fails_before_ymir_creates_anything(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path
+) -> None:
+    ymir = make_ymir(projects=(("detection", DETECTION), ("masks", SEGMENTATION)))
+    box = make_box(boxes, ymir.url, staging, projects={"masks": 2})
+    start(box)
+
+    drop = box.drop("masks/detector.tar.gz", valid_package("detector"))
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert (row["status"], codes(row)) == ("failed", ["import.ymir_object_type"])
+    assert "YMIR project 2 ('masks') holds object type 3" in row["errors"][0]["message"]
+    assert box.names("failed") == {"masks/detector.tar.gz"}
+    assert "masks/detector.tar.gz.error.json" in box.error_files()
+    for table in ("tasks", "groups", "models"):
+        assert ymir_rows(ymir.workplace, table) == [], table
+    assert staged(staging) == []
+
+
+# -- names ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.mir
+def test_a_group_name_taken_in_ymir_gets_the_suffix_2(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    ymir = make_ymir(mir=mir_bin)
+    # someone imported under that name already (YMIR compares names case-insensitively)
+    taken = client_of(ymir.url).import_model(1, "SEED", "by hand", f"{SHARING}/hand.tar.gz")
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+
+    drop = box.drop("seed.tar.gz", seed_bytes())
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert row["status"] == "imported", row["errors"]
+    assert (row["ymir_group_name"], row["ymir_model_name"]) == ("seed-2", "seed-2_1")
+    model = ymir_model(ymir.url, row["ymir_model_id"])
+    assert (model.result_state, model.group_name) == (ResultState.READY, "seed-2")
+    groups = {group["name"] for group in ymir_rows(ymir.workplace, "groups", 1)}
+    assert groups == {"SEED", "seed-2"}
+    models = ymir_rows(ymir.workplace, "models", 1)
+    assert sorted(model["id"] for model in models) == [taken.model_id, row["ymir_model_id"]]
+
+
+# -- YMIR down, tokens ----------------------------------------------------------------------------
+
+
+@pytest.mark.mir
+def test_a_package_waits_while_ymir_is_down_and_is_imported_once_it_is_back(
+    boxes: Dropboxes, tmp_path: Path, sharing: Path, staging: Path, mir_bin: Path
+) -> None:
+    workplace = tmp_path / "ymir"
+    arguments = ["--workplace", str(workplace), "--mount", f"{SHARING}={sharing}",
+                 "--import-delay", "0.2", "--mir", str(mir_bin)]  # fmt: skip
+    with StandinProcess(arguments) as ymir:
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        ymir.kill()
+
+        drop = box.drop_valid("model.tar.gz")
+
+        def waiting() -> bool:
+            rows = box.rows_for(drop)
+            return box.names("processing") == {"model.tar.gz"} and any(
+                row["status"] == "interrupted" and codes(row) == ["import.backend_unavailable"]
+                for row in rows
+            )
+
+        wait_until(waiting, TIMEOUT, lambda: "the package waits for YMIR: " + box.describe())
+        assert box.names("done") == set() and box.names("failed") == set()
+        assert box.final_status(drop) == []
+        assert all(row["ymir_model_id"] is None for row in box.rows_for(drop))
+        assert box.running
+
+        ymir.start()  # the same port
+        box.wait_settled()
+
+        assert box.final_status(drop) == ["imported"]
+        row = final_row(box, drop)
+        (shown,) = ymir_rows(workplace, "models", 1)
+        assert shown["id"] == row["ymir_model_id"]
+        assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
+        assert len(ymir_rows(workplace, "tasks")) == 1  # one POST
+        assert box.names("done") == {"model.tar.gz"}
+        assert staged(staging) == []
+
+
+@pytest.mark.mir
+def test_a_token_that_expired_between_two_packages_is_replaced(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    ymir = make_ymir(mir=mir_bin)
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+    first = box.drop_valid("first.tar.gz")
+    box.wait_settled()
+
+    ymir.expire_tokens()
+    second = box.drop_valid("second.tar.gz")
+    box.wait_settled()
+
+    assert box.final_status(first) == ["imported"]
+    assert box.final_status(second) == ["imported"], final_row(box, second)["errors"]
+    assert len(ymir.store.data["tokens"]) == 1  # one new login
+    models = ymir_rows(ymir.workplace, "models", 1)
+    assert [model["result_state"] for model in models] == [ResultState.READY] * 2
+
+
+# -- the daemon killed during YMIR's import: resumed, never posted again ------------------------
+
+
+@pytest.mark.mir
+def test_a_daemon_killed_while_ymir_imports_resumes_the_same_model(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    ymir = make_ymir(HeldStandin, mir=mir_bin)
+    assert isinstance(ymir, HeldStandin)
+    ymir.imports.clear()  # YMIR takes its time
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+
+    drop = box.drop_valid("model.tar.gz")
+    killed = wait_until(
+        lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
+    )
+    box.kill()
+    (model,) = ymir_rows(ymir.workplace, "models", 1)
+    assert (model["id"], model["result_state"]) == (killed["ymir_model_id"], 0)
+
+    start(box)
+    wait_until(
+        lambda: [row for row in box.rows_for(drop) if row["id"] > killed["id"]
+                 and row["ymir_model_id"] == killed["ymir_model_id"]],
+        TIMEOUT,
+        "the next attempt takes up YMIR's model",
+    )  # fmt: skip
+    ymir.imports.set()
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert row["status"] == "imported", row["errors"]
+    assert row["ymir_model_id"] == killed["ymir_model_id"]
+    (before,) = [r for r in box.rows_for(drop) if r["id"] == killed["id"]]
+    assert (before["status"], codes(before)) == ("interrupted", ["import.crashed"])
+    assert box.events("ymir_resumed")
+    (shown,) = ymir_rows(ymir.workplace, "models", 1)
+    assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
+    assert len(ymir_rows(ymir.workplace, "tasks")) == 1
+    assert staged(staging) == []
+
+
+@pytest.mark.mir
+@pytest.mark.parametrize("ymir_got_it", [True, False], ids=["ymir-created-it", "post-lost"])
+def test_a_daemon_killed_after_recording_the_group_name_finds_the_group_or_posts_again(
+    boxes: Dropboxes,
+    make_ymir: Callable[..., YmirStandin],
+    staging: Path,
+    mir_bin: Path,
+    ymir_got_it: bool,
+) -> None:
+    ymir = make_ymir(HeldStandin, mir=mir_bin)
+    assert isinstance(ymir, HeldStandin)
+    ymir.posts.clear()
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+
+    drop = box.drop_valid("model.tar.gz")
+    wait_until(ymir.post_arrived.is_set, TIMEOUT, "the daemon posts the import")
+    killed = in_flight_with(box, "ymir_group_name")
+    assert killed is not None and killed["ymir_model_id"] is None
+    assert killed["ymir_group_name"] == "model"
+    box.kill()  # while YMIR has the POST and has not answered
+    ymir.lose_posts = not ymir_got_it
+    ymir.posts.set()
+    wait_until(ymir.post_handled.is_set, TIMEOUT, "YMIR is done with the POST")
+    ymir.lose_posts = False
+    assert len(ymir_rows(ymir.workplace, "groups", 1)) == (1 if ymir_got_it else 0)
+
+    start(box)
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert row["status"] == "imported", row["errors"]
+    assert row["ymir_group_name"] == "model"
+    (group,) = ymir_rows(ymir.workplace, "groups", 1)
+    (model,) = ymir_rows(ymir.workplace, "models", 1)
+    assert (group["name"], model["id"]) == ("model", row["ymir_model_id"])
+    assert ymir_model(ymir.url, model["id"]).result_state is ResultState.READY
+    assert bool(box.events("ymir_group_found")) is ymir_got_it
+    assert staged(staging) == []
+
+
+@pytest.mark.mir
+def test_a_daemon_killed_after_ymir_finished_records_that_model(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    ymir = make_ymir(mir=mir_bin)
+    box = make_box(boxes, ymir.url, staging)
+    start(box, **{CRASH_ENV: "stored"})
+
+    drop = box.drop_valid("model.tar.gz")
+    assert box.wait_exit() == -9
+    (killed,) = box.rows_for(drop)
+    assert (killed["status"], killed["ymir_model_id"] is not None) == ("importing", True)
+    start(box)
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert row["status"] == "imported", row["errors"]
+    assert row["ymir_model_id"] == killed["ymir_model_id"]
+    assert row["model_hash"] == ymir_model(ymir.url, row["ymir_model_id"]).hash
+    assert len(ymir_rows(ymir.workplace, "models", 1)) == 1
+    assert staged(staging) == []
+
+
+# -- YMIR refuses; we refuse ----------------------------------------------------------------------
+
+
+@pytest.mark.mir
+def test_a_package_mir_refuses_fails_with_ymirs_error_code(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> None:
+    """A timestamp past 2**31 - 1 passes our checks, and mir 2.3.0 crashes on it (its
+    protobuf field is an int32): YMIR ends the model in error with code 169999."""
+    ymir = make_ymir(mir=mir_bin)
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+    info = seed_info()
+    info["stages"]["stage_1000"]["timestamp"] = 2**40
+
+    drop = box.drop("far-future.tar.gz", seed_bytes(info))
+    box.wait_settled()
+
+    row = final_row(box, drop)
+    assert (row["status"], codes(row)) == ("failed", ["import.ymir_failed"])
+    assert "169999" in row["errors"][0]["message"]
+    assert box.names("failed") == {"far-future.tar.gz"}
+    model = ymir_model(ymir.url, row["ymir_model_id"])
+    assert (model.result_state, model.error_code) == (ResultState.ERROR, 169999)
+    assert staged(staging) == []  # removed after YMIR's error too
+
+
+HOSTILE = ("traversal-dotdot", "symlink-absolute", "info-alias-bomb", "mAP-over-1")
+
+
+def test_invalid_and_hostile_packages_never_reach_ymir(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, tmp_path: Path
+) -> None:
+    ymir = make_ymir()
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+
+    drops = [(box.drop("not-a-model.tar.gz", invalid_package("x")), "info.missing")]
+    for case_id in HOSTILE:
+        case = BY_ID[case_id]
+        built = case.build(tmp_path / f"{case_id}.tar.gz")
+        drops.append((box.drop(f"{case_id}.tar.gz", built.read_bytes()), case.code))
+    box.wait_settled()
+
+    for drop, code in drops:
+        row = final_row(box, drop)
+        assert row["status"] == "failed"
+        assert code in codes(row), (drop.relative, codes(row))
+        assert row["ymir_project_id"] is None and row["ymir_group_name"] is None
+    for table in ("tasks", "groups", "models"):
+        assert ymir_rows(ymir.workplace, table) == [], table
+    assert staged(staging) == []
