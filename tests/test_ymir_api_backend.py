@@ -2,15 +2,19 @@
 
 What is asserted is what a YMIR user would see (the models, groups and stages of a project, read
 through the API or the stand-in's database) and what the ledger says about it. Imports run the
-real ``mir models`` of ymir-cmd 2.3.0 (tests marked ``mir``).
+real ``mir models`` of ymir-cmd 2.3.0 (tests marked ``mir``). The tests are grouped in classes:
+under ``--dist loadscope`` each class is one unit of work, so the file spreads over the workers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import suppress
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ from daemon_harness import (
 )
 from factory import gzip_bytes, legacy_package, seed_entries, seed_info, tar_bytes
 from hostile import BY_ID
-from ymir_standin import Crash, Row, StandinProcess, YmirStandin
+from ymir_standin import Crash, Refusal, Row, StandinProcess, YmirStandin
 
 from ymir_dropbox.storing.ymir_client import ModelState, ResultState, YmirClient
 
@@ -39,6 +43,7 @@ PASSWORD = "standin-password"
 PASSWORD_ENV = "YMIR_DROPBOX_YMIR_PASSWORD"
 DETECTION, SEGMENTATION = 2, 3
 TIMEOUT = 30.0
+HOSTILE = ("traversal-dotdot", "symlink-absolute", "info-alias-bomb", "mAP-over-1")
 
 
 # -- YMIR: the stand-in, and what its user sees ---------------------------------------------------
@@ -47,7 +52,8 @@ TIMEOUT = 30.0
 class HeldStandin(YmirStandin):
     """A stand-in whose imports wait while ``imports`` is clear, and whose POSTs wait while
     ``posts`` is clear (``post_arrived`` tells one came in): the daemon can be killed at a
-    chosen step of YMIR's import. ``lose_posts``: a held POST is then dropped unprocessed."""
+    chosen step of YMIR's import. ``lose_posts``: a held POST is then dropped unprocessed;
+    ``refuse_posts``: every POST is refused with that YMIR code."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +64,7 @@ class HeldStandin(YmirStandin):
         self.post_arrived = threading.Event()
         self.post_handled = threading.Event()
         self.lose_posts = False
+        self.refuse_posts: int | None = None
 
     def import_model(self, *, query: dict[str, str], body: bytes) -> Row:
         self.post_arrived.set()
@@ -65,6 +72,8 @@ class HeldStandin(YmirStandin):
             self.posts.wait()
             if self.lose_posts:
                 raise Crash("the request never reached YMIR's app", 502)
+            if self.refuse_posts is not None:
+                raise Refusal(self.refuse_posts, "General API Error")
             return super().import_model(query=query, body=body)
         finally:
             self.post_handled.set()
@@ -77,6 +86,17 @@ class HeldStandin(YmirStandin):
         self.imports.set()
         self.posts.set()
         super().stop()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """An answer to a daemon killed meanwhile goes nowhere, without a traceback."""
+        handler: Any = super()._handler_class()
+
+        class Quiet(handler):  # type: ignore[misc]
+            def answer(self, answer: Any) -> None:
+                with suppress(BrokenPipeError, ConnectionResetError):
+                    super().answer(answer)
+
+        return Quiet
 
 
 @pytest.fixture
@@ -209,378 +229,481 @@ def in_flight_with(box: Dropbox, column: str) -> dict[str, Any] | None:
     )
 
 
-# -- what a package becomes -----------------------------------------------------------------------
+class TestWhatAPackageBecomes:
+    """The package as a model in YMIR: its group, name, stages and hash."""
 
-
-@pytest.mark.mir
-def test_the_seeds_example_is_a_model_in_the_project_with_tp_60(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    ymir = make_ymir(mir=mir_bin)
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-
-    drop = box.drop("seed.tar.gz", seed_bytes())
-    box.wait_settled()
-
-    row = final_row(box, drop)
-    assert row["status"] == "imported", row["errors"]
-    assert box.names("done") == {"seed.tar.gz"}
-    assert (row["ymir_project_id"], row["ymir_group_name"], row["ymir_model_name"]) == (
-        1,
-        "seed",
-        "seed_1",
-    )
-    model = ymir_model(ymir.url, row["ymir_model_id"])
-    assert model.result_state is ResultState.READY
-    stages = {stage.name: (stage.tp, stage.fp, stage.fn) for stage in model.stages}
-    assert stages == {"stage_1000": (60, 30, 30), "stage_2000": (0, 0, 0)}
-    assert (model.map, model.recommended_stage, model.keywords) == (
-        0.6,
-        "stage_2000",
-        ("person", "cat"),
-    )
-    assert ledger_stages(row) == stages
-    # the ledger's model hash is the model YMIR stored
-    assert row["model_hash"] == model.hash
-    stored = (ymir.models_path / model.hash).read_bytes()
-    assert hashlib.sha1(stored).hexdigest() == model.hash
-    (shown,) = ymir_rows(ymir.workplace, "models", project_id=1)
-    assert shown["id"] == row["ymir_model_id"]
-    assert row["sha256"][:12] in shown["description"]
-    assert staged(staging) == []  # removed once YMIR had it
-
-
-@pytest.mark.mir
-def test_a_legacy_package_is_a_model_with_its_one_stage(
-    boxes: Dropboxes,
-    make_ymir: Callable[..., YmirStandin],
-    staging: Path,
-    mir_bin: Path,
-    tmp_path: Path,
-) -> None:
-    ymir = make_ymir(mir=mir_bin)
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-
-    drop = box.drop("resnet-1.1.0.tar.gz", legacy_package(tmp_path / "legacy.tar.gz").read_bytes())
-    box.wait_settled()
-
-    row = final_row(box, drop)
-    assert row["status"] == "imported", row["errors"]
-    assert (row["ymir_group_name"], row["ymir_model_name"]) == ("resnet-1.1.0", "resnet-1.1.0_1")
-    model = ymir_model(ymir.url, row["ymir_model_id"])
-    assert model.result_state is ResultState.READY
-    (stage,) = model.stages
-    assert (stage.name, stage.map, model.keywords) == ("default_best_stage", 0.42, ("person",))
-    # the package we migrated and sent, stamped with its own date, not mir's migration's
-    assert stage.timestamp == 1655975300
-    assert row["model_hash"] == model.hash
-    assert staged(staging) == []
-
-
-# -- which project --------------------------------------------------------------------------------
-
-
-@pytest.mark.mir
-def test_packages_go_to_the_project_of_their_top_level_folder(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    projects = (("detection", DETECTION), ("masks", SEGMENTATION), ("team-b", DETECTION))
-    ymir = make_ymir(projects=projects, mir=mir_bin)
-    box = make_box(boxes, ymir.url, staging, project_id=0, projects={"team-a": 1, "team-b": 3})
-    start(box)
-
-    team_a = box.drop("team-a/sub/model.tar.gz", valid_package("a"))
-    team_b = box.drop("team-b/model.tar.gz", valid_package("b"))
-    loose = box.drop("loose.tar.gz", valid_package("c"))
-    elsewhere = box.drop("elsewhere/model.tar.gz", valid_package("d"))
-    box.wait_settled()
-
-    for drop, project_id in ((team_a, 1), (team_b, 3)):
-        row = final_row(box, drop)
-        assert row["status"] == "imported", row["errors"]
-        assert (row["ymir_project_id"], row["ymir_group_name"]) == (project_id, "model")
-        (shown,) = ymir_rows(ymir.workplace, "models", project_id)
-        assert shown["id"] == row["ymir_model_id"]
-        assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
-    for drop in (loose, elsewhere):
-        row = final_row(box, drop)
-        assert (row["status"], codes(row)) == ("failed", ["import.ymir_unrouted"])
-        assert row["ymir_model_id"] is None
-    assert box.names("done") == {"team-a/sub/model.tar.gz", "team-b/model.tar.gz"}
-    assert box.names("failed") == {"loose.tar.gz", "elsewhere/model.tar.gz"}
-    assert len(ymir_rows(ymir.workplace, "models")) == 2
-    assert staged(staging) == []
-
-
-def test_a_package_of_another_object_type_fails_before_ymir_creates_anything(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path
-) -> None:
-    ymir = make_ymir(projects=(("detection", DETECTION), ("masks", SEGMENTATION)))
-    box = make_box(boxes, ymir.url, staging, projects={"masks": 2})
-    start(box)
-
-    drop = box.drop("masks/detector.tar.gz", valid_package("detector"))
-    box.wait_settled()
-
-    row = final_row(box, drop)
-    assert (row["status"], codes(row)) == ("failed", ["import.ymir_object_type"])
-    assert "YMIR project 2 ('masks') holds object type 3" in row["errors"][0]["message"]
-    assert box.names("failed") == {"masks/detector.tar.gz"}
-    assert "masks/detector.tar.gz.error.json" in box.error_files()
-    for table in ("tasks", "groups", "models"):
-        assert ymir_rows(ymir.workplace, table) == [], table
-    assert staged(staging) == []
-
-
-# -- names ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.mir
-def test_a_group_name_taken_in_ymir_gets_the_suffix_2(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    ymir = make_ymir(mir=mir_bin)
-    # someone imported under that name already (YMIR compares names case-insensitively)
-    taken = client_of(ymir.url).import_model(1, "SEED", "by hand", f"{SHARING}/hand.tar.gz")
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-
-    drop = box.drop("seed.tar.gz", seed_bytes())
-    box.wait_settled()
-
-    row = final_row(box, drop)
-    assert row["status"] == "imported", row["errors"]
-    assert (row["ymir_group_name"], row["ymir_model_name"]) == ("seed-2", "seed-2_1")
-    model = ymir_model(ymir.url, row["ymir_model_id"])
-    assert (model.result_state, model.group_name) == (ResultState.READY, "seed-2")
-    groups = {group["name"] for group in ymir_rows(ymir.workplace, "groups", 1)}
-    assert groups == {"SEED", "seed-2"}
-    models = ymir_rows(ymir.workplace, "models", 1)
-    assert sorted(model["id"] for model in models) == [taken.model_id, row["ymir_model_id"]]
-
-
-# -- YMIR down, tokens ----------------------------------------------------------------------------
-
-
-@pytest.mark.mir
-def test_a_package_waits_while_ymir_is_down_and_is_imported_once_it_is_back(
-    boxes: Dropboxes, tmp_path: Path, sharing: Path, staging: Path, mir_bin: Path
-) -> None:
-    workplace = tmp_path / "ymir"
-    arguments = ["--workplace", str(workplace), "--mount", f"{SHARING}={sharing}",
-                 "--import-delay", "0.2", "--mir", str(mir_bin)]  # fmt: skip
-    with StandinProcess(arguments) as ymir:
+    @pytest.mark.mir
+    def test_the_seeds_example_is_a_model_in_the_project_with_tp_60(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
         box = make_box(boxes, ymir.url, staging)
         start(box)
-        ymir.kill()
 
-        drop = box.drop_valid("model.tar.gz")
-
-        def waiting() -> bool:
-            rows = box.rows_for(drop)
-            return box.names("processing") == {"model.tar.gz"} and any(
-                row["status"] == "interrupted" and codes(row) == ["import.backend_unavailable"]
-                for row in rows
-            )
-
-        wait_until(waiting, TIMEOUT, lambda: "the package waits for YMIR: " + box.describe())
-        assert box.names("done") == set() and box.names("failed") == set()
-        assert box.final_status(drop) == []
-        assert all(row["ymir_model_id"] is None for row in box.rows_for(drop))
-        assert box.running
-
-        ymir.start()  # the same port
+        drop = box.drop("seed.tar.gz", seed_bytes())
         box.wait_settled()
 
-        assert box.final_status(drop) == ["imported"]
         row = final_row(box, drop)
-        (shown,) = ymir_rows(workplace, "models", 1)
+        assert row["status"] == "imported", row["errors"]
+        assert box.names("done") == {"seed.tar.gz"}
+        assert (row["ymir_project_id"], row["ymir_group_name"], row["ymir_model_name"]) == (
+            1,
+            "seed",
+            "seed_1",
+        )
+        model = ymir_model(ymir.url, row["ymir_model_id"])
+        assert model.result_state is ResultState.READY
+        stages = {stage.name: (stage.tp, stage.fp, stage.fn) for stage in model.stages}
+        assert stages == {"stage_1000": (60, 30, 30), "stage_2000": (0, 0, 0)}
+        assert (model.map, model.recommended_stage, model.keywords) == (
+            0.6,
+            "stage_2000",
+            ("person", "cat"),
+        )
+        assert ledger_stages(row) == stages
+        # the ledger's model hash is the model YMIR stored
+        assert model.hash is not None and row["model_hash"] == model.hash
+        stored = (ymir.models_path / model.hash).read_bytes()
+        assert hashlib.sha1(stored).hexdigest() == model.hash
+        (shown,) = ymir_rows(ymir.workplace, "models", project_id=1)
         assert shown["id"] == row["ymir_model_id"]
-        assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
-        assert len(ymir_rows(workplace, "tasks")) == 1  # one POST
-        assert box.names("done") == {"model.tar.gz"}
+        assert row["sha256"][:12] in shown["description"]
+        assert staged(staging) == []  # removed once YMIR had it
+
+    @pytest.mark.mir
+    def test_a_legacy_package_is_a_model_with_its_one_stage(
+        self,
+        boxes: Dropboxes,
+        make_ymir: Callable[..., YmirStandin],
+        staging: Path,
+        mir_bin: Path,
+        tmp_path: Path,
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop(
+            "resnet-1.1.0.tar.gz", legacy_package(tmp_path / "legacy.tar.gz").read_bytes()
+        )
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        assert (row["ymir_group_name"], row["ymir_model_name"]) == (
+            "resnet-1.1.0",
+            "resnet-1.1.0_1",
+        )
+        model = ymir_model(ymir.url, row["ymir_model_id"])
+        assert model.result_state is ResultState.READY
+        (stage,) = model.stages
+        assert (stage.name, stage.map, model.keywords) == ("default_best_stage", 0.42, ("person",))
+        # the package we migrated and sent, stamped with its own date, not mir's migration's
+        assert stage.timestamp == 1655975300
+        assert row["model_hash"] == model.hash
+        assert staged(staging) == []
+
+    @pytest.mark.mir
+    def test_a_group_name_taken_in_ymir_gets_the_suffix_2(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
+        # someone imported under that name already (YMIR compares names case-insensitively)
+        taken = client_of(ymir.url).import_model(1, "SEED", "by hand", f"{SHARING}/hand.tar.gz")
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop("seed.tar.gz", seed_bytes())
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        assert (row["ymir_group_name"], row["ymir_model_name"]) == ("seed-2", "seed-2_1")
+        model = ymir_model(ymir.url, row["ymir_model_id"])
+        assert (model.result_state, model.group_name) == (ResultState.READY, "seed-2")
+        groups = {group["name"] for group in ymir_rows(ymir.workplace, "groups", 1)}
+        assert groups == {"SEED", "seed-2"}
+        models = ymir_rows(ymir.workplace, "models", 1)
+        assert sorted(model["id"] for model in models) == [taken.model_id, row["ymir_model_id"]]
+
+    @pytest.mark.mir
+    def test_a_name_that_is_not_utf8_gives_plain_text_to_ymir(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """YMIR keeps names and descriptions as UTF-8 text: a stray byte must not reach it."""
+        ymir = make_ymir(mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop(os.fsdecode(b"mod\xe8le-\xff.tar.gz"), valid_package("latin-1"))
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        (group,) = ymir_rows(ymir.workplace, "groups", 1)
+        (model,) = ymir_rows(ymir.workplace, "models", 1)
+        for text in (group["name"], model["description"]):
+            text.encode("utf-8")  # no lone surrogate: YMIR's database would refuse it
+        assert group["name"] == row["ymir_group_name"] == "mod-le"
+        assert model["description"].startswith("ymir-dropbox: mod?le-?.tar.gz sha256 ")
+
+
+class TestWhichProject:
+    """The project: by the top-level inbox folder, checked for the object type."""
+
+    @pytest.mark.mir
+    def test_packages_go_to_the_project_of_their_top_level_folder(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        projects = (("detection", DETECTION), ("masks", SEGMENTATION), ("team-b", DETECTION))
+        ymir = make_ymir(projects=projects, mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging, project_id=0, projects={"team-a": 1, "team-b": 3})
+        start(box)
+
+        team_a = box.drop("team-a/sub/model.tar.gz", valid_package("a"))
+        team_b = box.drop("team-b/model.tar.gz", valid_package("b"))
+        loose = box.drop("loose.tar.gz", valid_package("c"))
+        elsewhere = box.drop("elsewhere/model.tar.gz", valid_package("d"))
+        box.wait_settled()
+
+        for drop, project_id in ((team_a, 1), (team_b, 3)):
+            row = final_row(box, drop)
+            assert row["status"] == "imported", row["errors"]
+            assert (row["ymir_project_id"], row["ymir_group_name"]) == (project_id, "model")
+            (shown,) = ymir_rows(ymir.workplace, "models", project_id)
+            assert shown["id"] == row["ymir_model_id"]
+            assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
+        for drop in (loose, elsewhere):
+            row = final_row(box, drop)
+            assert (row["status"], codes(row)) == ("failed", ["import.ymir_unrouted"])
+            assert row["ymir_model_id"] is None
+        assert box.names("done") == {"team-a/sub/model.tar.gz", "team-b/model.tar.gz"}
+        assert box.names("failed") == {"loose.tar.gz", "elsewhere/model.tar.gz"}
+        assert len(ymir_rows(ymir.workplace, "models")) == 2
+        assert staged(staging) == []
+
+    def test_a_package_of_another_object_type_fails_before_ymir_creates_anything(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path
+    ) -> None:
+        ymir = make_ymir(projects=(("detection", DETECTION), ("masks", SEGMENTATION)))
+        box = make_box(boxes, ymir.url, staging, projects={"masks": 2})
+        start(box)
+
+        drop = box.drop("masks/detector.tar.gz", valid_package("detector"))
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert (row["status"], codes(row)) == ("failed", ["import.ymir_object_type"])
+        assert "YMIR project 2 ('masks') holds object type 3" in row["errors"][0]["message"]
+        assert box.names("failed") == {"masks/detector.tar.gz"}
+        assert "masks/detector.tar.gz.error.json" in box.error_files()
+        for table in ("tasks", "groups", "models"):
+            assert ymir_rows(ymir.workplace, table) == [], table
         assert staged(staging) == []
 
 
-@pytest.mark.mir
-def test_a_token_that_expired_between_two_packages_is_replaced(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    ymir = make_ymir(mir=mir_bin)
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-    first = box.drop_valid("first.tar.gz")
-    box.wait_settled()
+class TestYmirUnavailable:
+    """YMIR away for a while, or its token expired: the package waits, nothing fails."""
 
-    ymir.expire_tokens()
-    second = box.drop_valid("second.tar.gz")
-    box.wait_settled()
+    @pytest.mark.mir
+    def test_a_package_waits_while_ymir_is_down_and_is_imported_once_it_is_back(
+        self, boxes: Dropboxes, tmp_path: Path, sharing: Path, staging: Path, mir_bin: Path
+    ) -> None:
+        workplace = tmp_path / "ymir"
+        arguments = ["--workplace", str(workplace), "--mount", f"{SHARING}={sharing}",
+                     "--import-delay", "0.2", "--mir", str(mir_bin)]  # fmt: skip
+        with StandinProcess(arguments) as ymir:
+            box = make_box(boxes, ymir.url, staging)
+            start(box)
+            ymir.kill()
 
-    assert box.final_status(first) == ["imported"]
-    assert box.final_status(second) == ["imported"], final_row(box, second)["errors"]
-    assert len(ymir.store.data["tokens"]) == 1  # one new login
-    models = ymir_rows(ymir.workplace, "models", 1)
-    assert [model["result_state"] for model in models] == [ResultState.READY] * 2
+            drop = box.drop_valid("model.tar.gz")
 
+            def waiting() -> bool:
+                rows = box.rows_for(drop)
+                return box.names("processing") == {"model.tar.gz"} and any(
+                    row["status"] == "interrupted" and codes(row) == ["import.backend_unavailable"]
+                    for row in rows
+                )
 
-# -- the daemon killed during YMIR's import: resumed, never posted again ------------------------
+            wait_until(waiting, TIMEOUT, lambda: "the package waits for YMIR: " + box.describe())
+            assert box.names("done") == set() and box.names("failed") == set()
+            assert box.final_status(drop) == []
+            assert all(row["ymir_model_id"] is None for row in box.rows_for(drop))
+            assert box.running
 
+            ymir.start()  # the same port
+            box.wait_settled()
 
-@pytest.mark.mir
-def test_a_daemon_killed_while_ymir_imports_resumes_the_same_model(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    ymir = make_ymir(HeldStandin, mir=mir_bin)
-    assert isinstance(ymir, HeldStandin)
-    ymir.imports.clear()  # YMIR takes its time
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
+            assert box.final_status(drop) == ["imported"]
+            row = final_row(box, drop)
+            (shown,) = ymir_rows(workplace, "models", 1)
+            assert shown["id"] == row["ymir_model_id"]
+            assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
+            assert len(ymir_rows(workplace, "tasks")) == 1  # one POST
+            assert box.names("done") == {"model.tar.gz"}
+            assert staged(staging) == []
 
-    drop = box.drop_valid("model.tar.gz")
-    killed = wait_until(
-        lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
-    )
-    box.kill()
-    (model,) = ymir_rows(ymir.workplace, "models", 1)
-    assert (model["id"], model["result_state"]) == (killed["ymir_model_id"], 0)
+    @pytest.mark.mir
+    def test_a_token_that_expired_between_two_packages_is_replaced(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        first = box.drop_valid("first.tar.gz")
+        box.wait_settled()
 
-    start(box)
-    wait_until(
-        lambda: [row for row in box.rows_for(drop) if row["id"] > killed["id"]
-                 and row["ymir_model_id"] == killed["ymir_model_id"]],
-        TIMEOUT,
-        "the next attempt takes up YMIR's model",
-    )  # fmt: skip
-    ymir.imports.set()
-    box.wait_settled()
+        ymir.expire_tokens()
+        second = box.drop_valid("second.tar.gz")
+        box.wait_settled()
 
-    row = final_row(box, drop)
-    assert row["status"] == "imported", row["errors"]
-    assert row["ymir_model_id"] == killed["ymir_model_id"]
-    (before,) = [r for r in box.rows_for(drop) if r["id"] == killed["id"]]
-    assert (before["status"], codes(before)) == ("interrupted", ["import.crashed"])
-    assert box.events("ymir_resumed")
-    (shown,) = ymir_rows(ymir.workplace, "models", 1)
-    assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
-    assert len(ymir_rows(ymir.workplace, "tasks")) == 1
-    assert staged(staging) == []
-
-
-@pytest.mark.mir
-@pytest.mark.parametrize("ymir_got_it", [True, False], ids=["ymir-created-it", "post-lost"])
-def test_a_daemon_killed_after_recording_the_group_name_finds_the_group_or_posts_again(
-    boxes: Dropboxes,
-    make_ymir: Callable[..., YmirStandin],
-    staging: Path,
-    mir_bin: Path,
-    ymir_got_it: bool,
-) -> None:
-    ymir = make_ymir(HeldStandin, mir=mir_bin)
-    assert isinstance(ymir, HeldStandin)
-    ymir.posts.clear()
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-
-    drop = box.drop_valid("model.tar.gz")
-    wait_until(ymir.post_arrived.is_set, TIMEOUT, "the daemon posts the import")
-    killed = in_flight_with(box, "ymir_group_name")
-    assert killed is not None and killed["ymir_model_id"] is None
-    assert killed["ymir_group_name"] == "model"
-    box.kill()  # while YMIR has the POST and has not answered
-    ymir.lose_posts = not ymir_got_it
-    ymir.posts.set()
-    wait_until(ymir.post_handled.is_set, TIMEOUT, "YMIR is done with the POST")
-    ymir.lose_posts = False
-    assert len(ymir_rows(ymir.workplace, "groups", 1)) == (1 if ymir_got_it else 0)
-
-    start(box)
-    box.wait_settled()
-
-    row = final_row(box, drop)
-    assert row["status"] == "imported", row["errors"]
-    assert row["ymir_group_name"] == "model"
-    (group,) = ymir_rows(ymir.workplace, "groups", 1)
-    (model,) = ymir_rows(ymir.workplace, "models", 1)
-    assert (group["name"], model["id"]) == ("model", row["ymir_model_id"])
-    assert ymir_model(ymir.url, model["id"]).result_state is ResultState.READY
-    assert bool(box.events("ymir_group_found")) is ymir_got_it
-    assert staged(staging) == []
+        assert box.final_status(first) == ["imported"]
+        assert box.final_status(second) == ["imported"], final_row(box, second)["errors"]
+        assert len(ymir.store.data["tokens"]) == 1  # one new login
+        models = ymir_rows(ymir.workplace, "models", 1)
+        assert [model["result_state"] for model in models] == [ResultState.READY] * 2
 
 
-@pytest.mark.mir
-def test_a_daemon_killed_after_ymir_finished_records_that_model(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    ymir = make_ymir(mir=mir_bin)
-    box = make_box(boxes, ymir.url, staging)
-    start(box, **{CRASH_ENV: "stored"})
+class TestDaemonKilled:
+    """The daemon killed during YMIR's import: resumed, never posted twice."""
 
-    drop = box.drop_valid("model.tar.gz")
-    assert box.wait_exit() == -9
-    (killed,) = box.rows_for(drop)
-    assert (killed["status"], killed["ymir_model_id"] is not None) == ("importing", True)
-    start(box)
-    box.wait_settled()
+    @pytest.mark.mir
+    def test_a_daemon_killed_while_ymir_imports_resumes_the_same_model(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(HeldStandin, mir=mir_bin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.imports.clear()  # YMIR takes its time
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
 
-    row = final_row(box, drop)
-    assert row["status"] == "imported", row["errors"]
-    assert row["ymir_model_id"] == killed["ymir_model_id"]
-    assert row["model_hash"] == ymir_model(ymir.url, row["ymir_model_id"]).hash
-    assert len(ymir_rows(ymir.workplace, "models", 1)) == 1
-    assert staged(staging) == []
+        drop = box.drop_valid("model.tar.gz")
+        killed = wait_until(
+            lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
+        )
+        box.kill()
+        (model,) = ymir_rows(ymir.workplace, "models", 1)
+        assert (model["id"], model["result_state"]) == (killed["ymir_model_id"], 0)
 
+        start(box)
+        wait_until(
+            lambda: [row for row in box.rows_for(drop) if row["id"] > killed["id"]
+                     and row["ymir_model_id"] == killed["ymir_model_id"]],
+            TIMEOUT,
+            "the next attempt takes up YMIR's model",
+        )  # fmt: skip
+        ymir.imports.set()
+        box.wait_settled()
 
-# -- YMIR refuses; we refuse ----------------------------------------------------------------------
-
-
-@pytest.mark.mir
-def test_a_package_mir_refuses_fails_with_ymirs_error_code(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
-) -> None:
-    """A timestamp past 2**31 - 1 passes our checks, and mir 2.3.0 crashes on it (its
-    protobuf field is an int32): YMIR ends the model in error with code 169999."""
-    ymir = make_ymir(mir=mir_bin)
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-    info = seed_info()
-    info["stages"]["stage_1000"]["timestamp"] = 2**40
-
-    drop = box.drop("far-future.tar.gz", seed_bytes(info))
-    box.wait_settled()
-
-    row = final_row(box, drop)
-    assert (row["status"], codes(row)) == ("failed", ["import.ymir_failed"])
-    assert "169999" in row["errors"][0]["message"]
-    assert box.names("failed") == {"far-future.tar.gz"}
-    model = ymir_model(ymir.url, row["ymir_model_id"])
-    assert (model.result_state, model.error_code) == (ResultState.ERROR, 169999)
-    assert staged(staging) == []  # removed after YMIR's error too
-
-
-HOSTILE = ("traversal-dotdot", "symlink-absolute", "info-alias-bomb", "mAP-over-1")
-
-
-def test_invalid_and_hostile_packages_never_reach_ymir(
-    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, tmp_path: Path
-) -> None:
-    ymir = make_ymir()
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-
-    drops = [(box.drop("not-a-model.tar.gz", invalid_package("x")), "info.missing")]
-    for case_id in HOSTILE:
-        case = BY_ID[case_id]
-        built = case.build(tmp_path / f"{case_id}.tar.gz")
-        drops.append((box.drop(f"{case_id}.tar.gz", built.read_bytes()), case.code))
-    box.wait_settled()
-
-    for drop, code in drops:
         row = final_row(box, drop)
-        assert row["status"] == "failed"
-        assert code in codes(row), (drop.relative, codes(row))
-        assert row["ymir_project_id"] is None and row["ymir_group_name"] is None
-    for table in ("tasks", "groups", "models"):
-        assert ymir_rows(ymir.workplace, table) == [], table
-    assert staged(staging) == []
+        assert row["status"] == "imported", row["errors"]
+        assert row["ymir_model_id"] == killed["ymir_model_id"]
+        (before,) = [r for r in box.rows_for(drop) if r["id"] == killed["id"]]
+        assert (before["status"], codes(before)) == ("interrupted", ["import.crashed"])
+        assert box.events("ymir_resumed")
+        (shown,) = ymir_rows(ymir.workplace, "models", 1)
+        assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
+        assert len(ymir_rows(ymir.workplace, "tasks")) == 1
+        assert staged(staging) == []
+
+    @pytest.mark.mir
+    @pytest.mark.parametrize("ymir_got_it", [True, False], ids=["ymir-created-it", "post-lost"])
+    def test_a_daemon_killed_after_recording_the_group_name_finds_the_group_or_posts_again(
+        self,
+        boxes: Dropboxes,
+        make_ymir: Callable[..., YmirStandin],
+        staging: Path,
+        mir_bin: Path,
+        ymir_got_it: bool,
+    ) -> None:
+        ymir = make_ymir(HeldStandin, mir=mir_bin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.posts.clear()
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop_valid("model.tar.gz")
+        wait_until(ymir.post_arrived.is_set, TIMEOUT, "the daemon posts the import")
+        killed = in_flight_with(box, "ymir_group_name")
+        assert killed is not None and killed["ymir_model_id"] is None
+        assert killed["ymir_group_name"] == "model"
+        box.kill()  # while YMIR has the POST and has not answered
+        ymir.lose_posts = not ymir_got_it
+        ymir.posts.set()
+        wait_until(ymir.post_handled.is_set, TIMEOUT, "YMIR is done with the POST")
+        ymir.lose_posts = False
+        assert len(ymir_rows(ymir.workplace, "groups", 1)) == (1 if ymir_got_it else 0)
+
+        start(box)
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        assert row["ymir_group_name"] == "model"
+        (group,) = ymir_rows(ymir.workplace, "groups", 1)
+        (model,) = ymir_rows(ymir.workplace, "models", 1)
+        assert (group["name"], model["id"]) == ("model", row["ymir_model_id"])
+        assert ymir_model(ymir.url, model["id"]).result_state is ResultState.READY
+        assert bool(box.events("ymir_group_found")) is ymir_got_it
+        assert staged(staging) == []
+
+    @pytest.mark.mir
+    def test_a_daemon_killed_after_ymir_finished_records_that_model(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box, **{CRASH_ENV: "stored"})
+
+        drop = box.drop_valid("model.tar.gz")
+        assert box.wait_exit() == -9
+        (killed,) = box.rows_for(drop)
+        assert (killed["status"], killed["ymir_model_id"] is not None) == ("importing", True)
+        start(box)
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        assert row["ymir_model_id"] == killed["ymir_model_id"]
+        assert row["model_hash"] == ymir_model(ymir.url, row["ymir_model_id"]).hash
+        assert len(ymir_rows(ymir.workplace, "models", 1)) == 1
+        assert staged(staging) == []
+
+    @pytest.mark.mir
+    def test_a_package_retried_after_ymir_failed_it_is_imported_anew(
+        self,
+        boxes: Dropboxes,
+        make_ymir: Callable[..., YmirStandin],
+        staging: Path,
+        mir_bin: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ymir = make_ymir(HeldStandin, mir=mir_bin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.imports.clear()
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        drop = box.drop_valid("model.tar.gz")
+        killed = wait_until(
+            lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
+        )
+        box.kill()
+        for path in staging.iterdir():
+            path.unlink()  # YMIR cannot read the package (say, a mount was missing): error
+        ymir.imports.set()
+        start(box)
+        box.wait_settled()
+        failed = final_row(box, drop)
+        assert (failed["ymir_model_id"], codes(failed)) == (
+            killed["ymir_model_id"],
+            ["import.ymir_failed"],
+        )
+
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+        retried = box.cli("retry", "--force", str(failed["id"]))
+        assert retried.returncode == 0, retried.stderr
+        box.wait_settled()
+
+        assert box.final_status(drop) == ["failed", "imported"]
+        row = box.rows_for(drop)[-1]
+        assert row["ymir_model_id"] != killed["ymir_model_id"]
+        assert ymir_model(ymir.url, row["ymir_model_id"]).result_state is ResultState.READY
+        assert len(ymir_rows(ymir.workplace, "tasks")) == 2
+
+
+class TestRefused:
+    """What YMIR or we refuse: failed/, the reason, nothing left staged."""
+
+    @pytest.mark.mir
+    def test_a_package_mir_refuses_fails_with_ymirs_error_code(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """A stage timestamp past 2**31 - 1 passes our checks, and mir 2.3.0 crashes on it (the
+        protobuf field is an int32): YMIR ends the model in error with code 169999. (A gap in
+        our checks: once they refuse it, this package fails validation instead.)"""
+        ymir = make_ymir(mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        info = seed_info()
+        info["stages"]["stage_1000"]["timestamp"] = 2**40
+
+        drop = box.drop("far-future.tar.gz", seed_bytes(info))
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert (row["status"], codes(row)) == ("failed", ["import.ymir_failed"])
+        assert "169999" in row["errors"][0]["message"]
+        assert box.names("failed") == {"far-future.tar.gz"}
+        model = ymir_model(ymir.url, row["ymir_model_id"])
+        assert (model.result_state, model.error_code) == (ResultState.ERROR, 169999)
+        assert staged(staging) == []  # removed after YMIR's error too
+
+    @pytest.mark.mir
+    def test_a_package_ymir_cannot_read_fails_with_ymirs_error_code(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """The staged file damaged before YMIR reads it: mir finds no package in it (160015)."""
+        ymir = make_ymir(HeldStandin, mir=mir_bin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.imports.clear()
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop_valid("model.tar.gz")
+        wait_until(lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR has the import")
+        (name,) = staged(staging)
+        (staging / name).write_bytes(bytes(range(256)) * 8)
+        ymir.imports.set()
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert (row["status"], codes(row)) == ("failed", ["import.ymir_failed"])
+        message = row["errors"][0]["message"]
+        assert "160015" in message and "not a model package YMIR can read" in message
+        model = ymir_model(ymir.url, row["ymir_model_id"])
+        assert (model.result_state, model.error_code) == (ResultState.ERROR, 160015)
+        assert staged(staging) == []
+
+    def test_an_import_ymir_refuses_for_good_fails_and_leaves_nothing_staged(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path
+    ) -> None:
+        ymir = make_ymir(HeldStandin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.refuse_posts = 110101
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop_valid("model.tar.gz")
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert (row["status"], codes(row)) == ("failed", ["import.ymir_refused"])
+        assert "110101" in row["errors"][0]["message"]
+        assert row["ymir_group_name"] == "model" and row["ymir_model_id"] is None
+        assert ymir.post_arrived.is_set()
+        assert ymir_rows(ymir.workplace, "models") == []
+        assert staged(staging) == []  # written for YMIR, then removed: no import will read it
+
+    def test_invalid_and_hostile_packages_never_reach_ymir(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, tmp_path: Path
+    ) -> None:
+        ymir = make_ymir()
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drops = [(box.drop("not-a-model.tar.gz", invalid_package("x")), "info.missing")]
+        for case_id in HOSTILE:
+            case = BY_ID[case_id]
+            built = case.build(tmp_path / f"{case_id}.tar.gz")
+            drops.append((box.drop(f"{case_id}.tar.gz", built.read_bytes()), case.code))
+        box.wait_settled()
+
+        for drop, code in drops:
+            row = final_row(box, drop)
+            assert row["status"] == "failed"
+            assert code in codes(row), (drop.relative, codes(row))
+            assert row["ymir_project_id"] is None and row["ymir_group_name"] is None
+        for table in ("tasks", "groups", "models"):
+            assert ymir_rows(ymir.workplace, table) == [], table
+        assert staged(staging) == []

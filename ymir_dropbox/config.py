@@ -415,12 +415,9 @@ def _ymir_api_config(
             raise ConfigError(
                 f"{where}: import.ymir_api.{key}: required when import.backend is 'ymir-api'"
             )
+    # The password is needed only to talk to YMIR (the daemon, check, projects), and read
+    # only then: an operator's `status` or `ledger` needs neither the file nor the variable.
     password = os.environ.get(YMIR_PASSWORD_ENV_VAR, "")
-    if not password and not section["password_file"]:
-        raise ConfigError(
-            f"{where}: import.ymir_api.password_file: required when import.backend is "
-            f"'ymir-api' and {YMIR_PASSWORD_ENV_VAR} is not set"
-        )
     try:
         section["group_name"].format(stem="x")
     except (KeyError, IndexError, ValueError):

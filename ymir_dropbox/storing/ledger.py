@@ -350,12 +350,13 @@ class Ledger:
         )
 
     def unfinished_by_sha256(self, sha256: str) -> list[dict[str, Any]]:
-        """Earlier attempts on the same package that a fault cut short, newest first: a
-        backend may resume what one of them started."""
+        """Earlier attempts on the same package that a fault cut short since it last settled,
+        newest first: a backend may resume what one of them started."""
         return self._all(
-            "SELECT * FROM attempts WHERE sha256 = ? AND status = 'interrupted' "
-            "ORDER BY id DESC LIMIT 20",
-            [sha256],
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = 'interrupted' AND id > "
+            "(SELECT coalesce(max(id), 0) FROM attempts WHERE sha256 = ? "
+            "AND status IN ('imported', 'duplicate', 'failed')) ORDER BY id DESC LIMIT 20",
+            [sha256, sha256],
         )
 
     def in_place(self, place: Place) -> list[dict[str, Any]]:

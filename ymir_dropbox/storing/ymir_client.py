@@ -167,6 +167,7 @@ class ModelState:
     task_id: int | None
     task_state: int | None  # 1 pending, 2 running, 3 done, 4 error, 100 terminated
     error_code: int | None
+    description: str = ""
 
 
 def same_group_name(first: str, second: str) -> bool:
@@ -212,6 +213,7 @@ def _model(item: Any) -> ModelState:
         task_id=_optional(int, task.get("id")),
         task_state=_optional(int, task.get("state")),
         error_code=_optional(int, task.get("error_code")),
+        description=str(item.get("description") or ""),
     )
 
 

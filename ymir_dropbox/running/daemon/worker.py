@@ -24,6 +24,7 @@ from ymir_dropbox.running.daemon.policy import MAX_CRASHES, JobEnd, JobResult
 from ymir_dropbox.running.folders import move
 from ymir_dropbox.running.metrics import Metrics
 from ymir_dropbox.running.readiness import OPEN_SETTLE_FACTOR, Observation, Ready
+from ymir_dropbox.storing.backends import PassingFailure
 from ymir_dropbox.storing.importer import Importer, Incomplete, describe_os_error
 from ymir_dropbox.storing.ledger import Ledger, relative_of
 from ymir_dropbox.storing.lifecycle import SETTLED, Place, Status
@@ -135,6 +136,8 @@ class Worker:
             return self._put_back(relative, str(incomplete))
         except OSError as error:
             return JobResult(JobEnd.DEFERRED, relative, reason=describe_os_error(error))
+        except PassingFailure as error:
+            return JobResult(JobEnd.DEFERRED, relative, reason=str(error))
         except Exception as error:
             crashes = self.ledger.crashes_in_a_row(relative)
             return JobResult(JobEnd.CRASHED, relative, reason=repr(error), crashes=crashes)

@@ -84,10 +84,14 @@ def group_name_for(template: str, package: str) -> str:
 
 
 def describe(package: PreparedPackage) -> str:
-    """The description YMIR shows: the package, its sha256 (12 digits) and the attempt."""
+    """The description YMIR shows: the package, its sha256 (12 digits) and the attempt.
+
+    A name that is not UTF-8 (its stray bytes are lone surrogates here) shows them as ``?``:
+    YMIR stores the description as UTF-8 text and cannot store a surrogate.
+    """
     tail = f" sha256 {package.sha256[:12]} attempt {package.attempt_id}"
     room = TEXT_LIMIT - len(tail) - len("ymir-dropbox: ")
-    name = package.path.name
+    name = package.path.name.encode("utf-8", "replace").decode("utf-8")
     if len(name) > room:
         name = name[: room - 1] + "…"
     return f"ymir-dropbox: {name}{tail}"
@@ -176,15 +180,22 @@ class YmirApiBackend:
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         try:
-            return self._import(package)
-        except YmirUnavailable as error:
-            raise PassingFailure(str(error)) from None
-        except YmirProjectNotFound as error:
-            raise ImportFailed(
-                [Problem("import.ymir_project", "import.ymir_api.project_id", str(error))]
-            ) from None
-        except YmirRefused as error:
-            raise ImportFailed([Problem("import.ymir_refused", "ymir", str(error))]) from None
+            try:
+                return self._import(package)
+            except YmirUnavailable as error:
+                # The staged package stays: YMIR may have the import and read it later.
+                raise PassingFailure(str(error)) from None
+            except YmirProjectNotFound as error:
+                raise ImportFailed(
+                    [Problem("import.ymir_project", "import.ymir_api.project_id", str(error))]
+                ) from None
+            except YmirRefused as error:
+                raise ImportFailed([Problem("import.ymir_refused", "ymir", str(error))]) from None
+        except ImportFailed:
+            # Failed for good (a POST refused, every group name taken, the model gone): no
+            # YMIR import will read the staged package any more.
+            self._unstage(package)
+            raise
 
     def _import(self, package: PreparedPackage) -> ImportResult:
         route = self.route(package)
@@ -222,7 +233,11 @@ class YmirApiBackend:
             if name:
                 group_id = self.client.find_group(project_id, name)
                 if group_id is not None:
-                    models = self.client.models_of_group(project_id, group_id)
+                    models = [
+                        model
+                        for model in self.client.models_of_group(project_id, group_id)
+                        if package.sha256[:12] in model.description  # ours, not a namesake
+                    ]
                     if models:
                         found = models[0]
                         package.record(
