@@ -17,6 +17,7 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 from watchdog.observers.polling import PollingObserver
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,10 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )  # fmt: skip
 MOUNTINFO = Path("/proc/self/mountinfo")
+# watchdog holds an IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and every event
+# behind it waits as long: each claim (a rename out of the inbox) delayed the next package's
+# pick-up by 0.5 s. The kernel queues both halves of a rename together, so 20 ms pairs them.
+InotifyMoveEventGrouper.delay = 0.02
 Hint = Literal["done", "writing", "touched"] | None
 # "created" says nothing of the writer: a file renamed in from outside the inbox arrives
 # complete, as a creation. "attrib" (chmod, a new mtime) says its writer is still about.
