@@ -498,3 +498,24 @@ def test_many_links_are_capped_but_counted(tmp_path: Path) -> None:
     codes = [problem.code for problem in report.errors]
     assert codes.count("tar.link_member") == 21
     assert report.errors[-1].field == ""
+
+
+@pytest.mark.parametrize(
+    ("place", "misspelt", "suggested"),
+    [((), "best_stage", "best_stage_name"), (("stages", "stage_1000"), "Map", "mAP")],
+    ids=["top-level", "in-a-stage"],
+)
+def test_an_unknown_field_gets_a_suggestion(
+    tmp_path: Path, place: tuple[str, ...], misspelt: str, suggested: str
+) -> None:
+    info = seed_info()
+    target = info
+    for key in place:
+        target = target[key]
+    target[misspelt] = 1
+
+    report = validate_package(seed_package(tmp_path / "p.tar.gz", info), LIMITS)
+
+    [warning] = [item for item in report.warnings if item.code == "info.unknown_field"]
+    assert warning.field == ".".join([*place, misspelt])
+    assert warning.message.endswith(f"(did you mean {suggested!r}?)")

@@ -6,6 +6,7 @@ files or touch the ledger. The daemon decides what to do with the report.
 
 from __future__ import annotations
 
+import difflib
 import io
 import threading
 from collections.abc import Iterator
@@ -214,6 +215,7 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
 
 
 _validators = threading.local()
+SCHEMAS: dict[str, dict[str, Any]] = {"v2": SCHEMA_V2, "legacy": SCHEMA_LEGACY}
 
 
 def _validator(schema: str) -> StrictValidator:
@@ -234,12 +236,34 @@ def _check_schema(info: dict[str, Any], schema: str) -> tuple[list[Problem], lis
     warnings: list[Problem] = []
     for error in schema_errors(validator):
         code = RULE_CODES.get(error.rule, "info.invalid_value")
-        problem = Problem(code, error.dotted, _schema_message(error))
+        problem = Problem(code, error.dotted, _schema_message(error, SCHEMAS[schema]))
         (warnings if code == "info.unknown_field" else errors).append(problem)
     return errors, warnings
 
 
-def _schema_message(error: SchemaError) -> str:
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean 'mAP'?)`` for a near miss (case ignored), else nothing."""
+    folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(word.casefold(), list(folded), n=1, cutoff=0.6)
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""
+
+
+def _known_fields(schema: dict[str, Any], path: tuple[Any, ...]) -> list[str]:
+    """The fields the schema allows beside the unknown one at ``path``."""
+    rules: dict[str, Any] = {"schema": schema}
+    for part in path[:-1]:
+        inner = rules.get("schema")
+        if isinstance(inner, dict) and str(part) in inner:
+            rules = inner[str(part)]
+        elif isinstance(rules.get("valuesrules"), dict):
+            rules = rules["valuesrules"]  # a key chosen by the package (a stage's name)
+        else:
+            return []
+    fields = rules.get("schema")
+    return list(fields) if isinstance(fields, dict) else []
+
+
+def _schema_message(error: SchemaError, schema: dict[str, Any]) -> str:
     field = error.dotted
     value = error.value
     found = f"found {type(value).__name__} {value!r}"
@@ -265,7 +289,8 @@ def _schema_message(error: SchemaError) -> str:
         case "path_component":
             return f"{field} must be a plain name (no '/', backslash, '..', controls), {found}"
         case "unknown_field":
-            return f"{field} is not a field of the format; it is ignored"
+            hint = did_you_mean(str(error.path[-1]), _known_fields(schema, error.path))
+            return f"{field} is not a field of the format; it is ignored{hint}"
     return f"{field} is invalid ({error.rule}), {found}"
 
 
