@@ -6,7 +6,6 @@ are relative to that file's folder; the built-in defaults are relative to the wo
 
 from __future__ import annotations
 
-import difflib
 import os
 import shlex
 import tomllib
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.names import did_you_mean
 from ymir_dropbox.reading.problems import ConfigError
 from ymir_dropbox.reading.rules import StrictValidator, schema_errors
 
@@ -438,12 +438,6 @@ def _ymir_api_config(
         timeout=section["timeout"],
         projects=dict(section["projects"]),
     )
-
-
-def did_you_mean(word: str, known: list[str]) -> str:
-    """`` (did you mean 'settle_seconds'?)`` for a near miss, else nothing."""
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _known_keys(path: tuple[Any, ...]) -> list[str]:

@@ -1,10 +1,12 @@
 """Which names are safe: a single path component, also once Unicode look-alikes are folded.
 
-Used for member names in the archive and for stage, file and section names in the YAML.
+Used for member names in the archive and for stage, file and section names in the YAML;
+and the suggestion for a name that is nearly one we know.
 """
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 
 MAX_NAME_BYTES = 255
@@ -24,3 +26,10 @@ def is_path_component(name: str) -> bool:
         and not any(0xD800 <= ord(char) <= 0xDFFF for char in name)
         and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
     )
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean 'mAP'?)`` for a near miss among ``known`` (case ignored), else ""."""
+    folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(word.casefold(), list(folded), n=1, cutoff=0.6)
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""

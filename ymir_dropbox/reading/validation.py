@@ -6,7 +6,6 @@ files or touch the ledger. The daemon decides what to do with the report.
 
 from __future__ import annotations
 
-import difflib
 import io
 import threading
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from ymir_dropbox.reading.info_schema import (
 )
 from ymir_dropbox.reading.info_yaml import load_info
 from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.reading.names import did_you_mean
 from ymir_dropbox.reading.normalization import migrate_legacy, normalize
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.rules import SchemaError, StrictValidator, schema_errors
@@ -239,13 +239,6 @@ def _check_schema(info: dict[str, Any], schema: str) -> tuple[list[Problem], lis
         problem = Problem(code, error.dotted, _schema_message(error, SCHEMAS[schema]))
         (warnings if code == "info.unknown_field" else errors).append(problem)
     return errors, warnings
-
-
-def did_you_mean(word: str, known: list[str]) -> str:
-    """`` (did you mean 'mAP'?)`` for a near miss (case ignored), else nothing."""
-    folded = {name.casefold(): name for name in known}
-    close = difflib.get_close_matches(word.casefold(), list(folded), n=1, cutoff=0.6)
-    return f" (did you mean {folded[close[0]]!r}?)" if close else ""
 
 
 def _known_fields(schema: dict[str, Any], path: tuple[Any, ...]) -> list[str]:
