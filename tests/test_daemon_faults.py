@@ -139,6 +139,26 @@ def test_a_package_that_kills_the_daemon_three_times_goes_to_failed(make: Dropbo
     dropbox.assert_invariants()
 
 
+def test_a_model_file_no_attempt_imported_is_removed_at_start(make: Dropboxes) -> None:
+    """A crash after the store wrote the model, and the package gone before the redo: nothing
+    in the model store is left unaccounted for."""
+    dropbox = make()
+    dropbox.start(env={CRASH_ENV: "stored"})
+    drop = dropbox.drop_valid("model.tar.gz")
+    assert dropbox.wait_exit() == -9, dropbox.tail()
+    [orphan] = list(dropbox.folder("models").iterdir())
+    [row] = dropbox.ledger_rows()
+    assert row["model_hash"] == orphan.name, "the hash was not recorded before the rename"
+    (dropbox.folder("processing") / "model.tar.gz").unlink()
+    dropbox.forget(drop)
+    restart_until_settled(dropbox)
+    assert not orphan.exists()
+    assert dropbox.events("model_removed")
+    kept = {row["model_hash"] for row in dropbox.ledger_rows() if row["status"] == "imported"}
+    assert {path.name for path in dropbox.folder("models").iterdir()} == kept
+    dropbox.assert_invariants()
+
+
 def test_a_second_restart_after_a_crash_finds_nothing_lost(make: Dropboxes) -> None:
     dropbox = make()
     dropbox.start(env={CRASH_ENV: "claimed"})

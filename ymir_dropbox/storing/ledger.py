@@ -359,6 +359,21 @@ class Ledger:
             [sha256, sha256],
         )
 
+    def orphan_models(self) -> list[str]:
+        """Model files the embedded store wrote for attempts that never imported them (a crash
+        after the store, then no redo: the package deleted, or failed as crashed), and that
+        no import and no attempt in flight owns."""
+        rows = self._all(
+            "SELECT DISTINCT model_hash FROM attempts WHERE backend = 'embedded' "
+            "AND status = 'interrupted' AND model_hash IS NOT NULL "
+            "AND model_hash NOT IN (SELECT model_hash FROM attempts "
+            "  WHERE status IN ('imported', 'duplicate') AND model_hash IS NOT NULL) "
+            "AND sha256 NOT IN (SELECT sha256 FROM attempts "
+            "  WHERE status IN ('claimed', 'importing') AND sha256 IS NOT NULL)",
+            [],
+        )
+        return [str(row["model_hash"]) for row in rows]
+
     def in_place(self, place: Place) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])
 

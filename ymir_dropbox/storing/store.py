@@ -222,15 +222,23 @@ class _LazySpool:
 
 
 def store_package(
-    report: ValidationReport, source: BinaryIO, models: Path, level: int, spool_folder: Path
+    report: ValidationReport,
+    source: BinaryIO,
+    models: Path,
+    level: int,
+    spool_folder: Path,
+    before_rename: Callable[[str], None] = lambda model_hash: None,
 ) -> tuple[str, Path]:
     """Write the stored file under a temporary name, fsync, and rename it to its hash.
 
     A crash leaves at most a temporary file (removed by ``remove_temporaries`` at start),
-    never a half file under a hash name. Returns the model hash and the stored path.
+    never a half file under a hash name. ``before_rename`` learns the hash before the file
+    takes its name (the ledger records it: nothing in the store is unaccounted for). Returns
+    the model hash and the stored path.
     """
     with temporary_file(models) as (target, temporary):
         model_hash = write_tar(report, source, target, level, spool_folder)
+        before_rename(model_hash)
         stored = models / model_hash
         finish_file(target, temporary, stored)
     return model_hash, stored

@@ -4,7 +4,8 @@ Every attempt still in flight was cut short: by a stop past its timeout (recorde
 before the exit), or by the death of the process (killed, out of memory, a power cut), which
 counts as a crash of that import. A backend may have finished the import anyway (mir commits
 before we hear of it): then the import is recorded, not redone. Every settled attempt still
-placed in processing/ is filed; every other file in processing/ is imported again.
+placed in processing/ is filed; every other file in processing/ is imported again; a model
+file the store wrote for an attempt that never imported it is removed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.running.daemon.filing import Filing
 from ymir_dropbox.running.folders import walk_inbox
 from ymir_dropbox.storing.backends import Backend
-from ymir_dropbox.storing.durable import remove_temporaries
+from ymir_dropbox.storing.durable import fsync_folder, remove_temporaries
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger, path_of, relative_of
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -50,6 +51,12 @@ def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> l
             errors = [Problem("import.crashed", "", DIED).as_dict()]
         ledger.finish(row["id"], Status.INTERRUPTED, notes=notes, errors=errors)
         log.warning("attempt_interrupted", attempt=row["id"], package=row["package"])
+    for model_hash in ledger.orphan_models():
+        orphan = paths.models / model_hash
+        if orphan.is_file() and not orphan.is_symlink():
+            orphan.unlink()
+            fsync_folder(paths.models)
+            log.warning("model_removed", model_hash=model_hash, reason="no attempt imported it")
     present = {
         relative
         for relative, info in walk_inbox(paths.processing, True)

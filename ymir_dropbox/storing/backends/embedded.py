@@ -27,11 +27,17 @@ class EmbeddedBackend:
         return None
 
     def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
-        # A crash after the store is harmless: the redo writes the same bytes, same hash.
+        # A crash after the store is harmless: the redo writes the same bytes, same hash,
+        # and a file no attempt ends up importing is removed at start (see recovery).
         return None
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         model_hash, stored = store_package(
-            package.report, package.source, self.models, self.level, self.work
+            package.report,
+            package.source,
+            self.models,
+            self.level,
+            self.work,
+            before_rename=lambda model_hash: package.record(model_hash=model_hash),
         )
         return ImportResult(model_hash=model_hash, stored_path=stored)
