@@ -20,7 +20,14 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from daemon_harness import Dropbox, Dropboxes, dropboxes, valid_package, write_large_package
+from daemon_harness import (
+    Dropbox,
+    Dropboxes,
+    dropboxes,
+    valid_package,
+    wait_until,
+    write_large_package,
+)
 
 REPEATS = 5
 
@@ -236,4 +243,27 @@ def test_polling_waits_for_a_writer_that_pauses_longer_than_settle(
     dropbox.wait_settled(timeout=30)
     assert dropbox.names("failed") == set()
     assert dropbox.names("done") == {"paused.tar.gz"}
+    dropbox.assert_invariants()
+
+
+def test_a_failed_package_that_its_writer_completes_later_is_judged_again(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """A writer that paused longer than any wait (10 x settle_seconds), then went on writing
+    into its file, now in failed/: the verdict was about other bytes; it is judged again."""
+    dropbox = make(settle_seconds=0.2, rescan_interval=0.5)
+    dropbox.start()
+    data = write_large_package(tmp_path / "late.tar.gz", 1 << 20).read_bytes()
+    target = dropbox.inbox / "late.tar.gz"
+    with target.open("wb") as stream:
+        stream.write(data[: len(data) // 2])
+        stream.flush()
+        failed = dropbox.folder("failed") / "late.tar.gz"
+        wait_until(failed.exists, 30, "the half package fails as truncated")
+        stream.write(data[len(data) // 2 :])  # into the same file, now in failed/
+    dropbox.record("late.tar.gz", data)
+    wait_until(lambda: "late.tar.gz" in dropbox.names("done"), 30, "it is judged again")
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == set()
+    assert dropbox.events("failed_package_changed")
     dropbox.assert_invariants()

@@ -29,12 +29,13 @@ from ymir_dropbox.running.metrics import Metrics
 from ymir_dropbox.running.notifications import Notifier
 from ymir_dropbox.running.readiness import ReadinessTracker
 from ymir_dropbox.running.retention import apply_retention, folder_usage
+from ymir_dropbox.running.retry import retry_failed
 from ymir_dropbox.running.sdnotify import notify
 from ymir_dropbox.running.status import collect_status
 from ymir_dropbox.running.status import publish_state as publish
 from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.importer import Importer
-from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place, Status
 from ymir_dropbox.storing.progress import Progress
 
@@ -119,6 +120,7 @@ PUBLISH_EVERY_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 5.0
 PROGRESS_AFTER_SECONDS = 3.0
 RETENTION_EVERY_SECONDS = 3600.0
+RECENT_FAILURES = 50  # how many of the latest failures are watched for a change of their file
 
 
 def housekeeping(config: Config, scheduler: Scheduler, ledger: Ledger, progress: Progress) -> None:
@@ -149,7 +151,29 @@ def housekeeping(config: Config, scheduler: Scheduler, ledger: Ledger, progress:
             now = datetime.now(UTC)
             apply_retention(config.paths, ledger, now, kept.done_days, kept.failed_days)
 
+    def rejudge_changed_failures() -> None:
+        """A failed package whose file changed since it was judged (a writer that paused
+        longer than any wait, then went on writing into it in failed/) is judged again."""
+        for row in ledger.latest(Status.FAILED, RECENT_FAILURES):
+            path = path_of(row, "final_path")
+            if row["place"] != Place.FAILED or path is None or row.get("size") is None:
+                continue
+            try:
+                size = os.lstat(path).st_size
+            except OSError:
+                continue
+            if size != row["size"]:
+                log.warning(
+                    "failed_package_changed",
+                    attempt=row["id"],
+                    path=str(path),
+                    judged_size=row["size"],
+                    size=size,
+                )
+                retry_failed(config, ledger, [row["id"]], force=True)
+
     scheduler.every(PUBLISH_EVERY_SECONDS, publish_state)
+    scheduler.every(config.watch.rescan_interval, rejudge_changed_failures)
     scheduler.every(PROGRESS_EVERY_SECONDS, log_progress)
     scheduler.every(RETENTION_EVERY_SECONDS, apply_retention_policy)
 
