@@ -338,3 +338,17 @@ def test_a_ledger_of_the_first_release_is_migrated_and_its_rows_still_work(
     assert found is not None and found["id"] == row["id"]
     ledger.move(row["id"], Place.FAILED)
     assert ledger.in_place(Place.FAILED)[0]["status"] == Status.FAILED
+
+
+def test_a_reader_of_a_ledger_still_being_created_sees_no_rows(tmp_path: Path) -> None:
+    """`status` at the moment the first daemon creates the ledger: empty, not an error."""
+    path = tmp_path / "ledger.sqlite"
+    sqlite3.connect(path).close()  # the file exists; its tables not yet
+
+    reader = Ledger.open_for_reading(path)
+
+    assert reader.recent() == [] and reader.counts_since("") == {
+        "imported": 0,
+        "duplicate": 0,
+        "failed": 0,
+    }

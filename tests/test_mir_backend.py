@@ -198,6 +198,7 @@ def test_daemon_imports_each_format_into_the_repository(
             legacy_package(staging / "legacy.tar.gz"),
             ymir_layout_package(staging / "ymir.tar.gz"),
         ]
+        wait_until(inbox.is_dir, 60, "the daemon made its folders")
         for package in made:
             subprocess.run(["cp", str(package), str(inbox / package.name)], check=True)
         ledger = tmp_path / "box" / "ledger.sqlite"
@@ -205,10 +206,13 @@ def test_daemon_imports_each_format_into_the_repository(
         def all_imported() -> bool:
             if not ledger.exists():
                 return False
-            with sqlite3.connect(ledger) as connection:
-                return connection.execute(
-                    "SELECT count(*) FROM attempts WHERE status = 'imported' AND place = 'done'"
-                ).fetchone()[0] == len(made)
+            try:
+                with sqlite3.connect(ledger) as connection:
+                    return connection.execute(
+                        "SELECT count(*) FROM attempts WHERE status = 'imported' AND place = 'done'"
+                    ).fetchone()[0] == len(made)
+            except sqlite3.OperationalError:  # the daemon is creating the ledger's tables
+                return False
 
         wait_until(all_imported, 120, "three imports through mir")
     finally:

@@ -164,10 +164,11 @@ class Ledger:
         self.read_only = read_only
         try:
             connection = _connect(path, read_only)
+            version = SCHEMA_VERSION
             if read_only:
                 # Readers (status, ledger) never write: no WAL switch, no migration.
                 try:
-                    self._check_version(_user_version(connection))
+                    version = _user_version(connection)
                 except sqlite3.OperationalError:
                     # A WAL ledger at rest has no -shm file, and a reader who may not create
                     # one reads it as an immutable file (nothing writes it: no -wal either).
@@ -175,7 +176,9 @@ class Ledger:
                         raise
                     connection.close()
                     connection = _connect(path, read_only, immutable=True)
-                    self._check_version(_user_version(connection))
+                    version = _user_version(connection)
+                self._check_version(version)
+            self._empty = version == 0  # a reader's look while the first daemon creates it
         except sqlite3.Error as error:
             raise LedgerError(f"{path}: cannot open the ledger: {error}") from None
         self.db = Database(connection)
@@ -429,6 +432,8 @@ class Ledger:
         unknown = set(equal) - set(COLUMNS)
         assert not unknown, unknown
         where = " AND ".join(f"[{name}] = ?" for name in equal) or "1"
+        if self._empty:
+            return 0
         with self._lock:
             found: int = self.db.execute(
                 f"SELECT count(*) FROM attempts WHERE {where}",  # noqa: S608 - known columns
@@ -441,6 +446,8 @@ class Ledger:
         return rows[0] if rows else None
 
     def _all(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        if self._empty:
+            return []
         with self._lock:
             rows = list(self.db.query(sql, params))
         return [_decode(row) for row in rows]
