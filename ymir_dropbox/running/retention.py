@@ -13,16 +13,17 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
 
 from ymir_dropbox.config import Config, Paths
 from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.running.folders import open_folder
 from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -177,27 +178,16 @@ def _parts_under(folder: Path, path: Path) -> list[str]:
 
 @contextmanager
 def _open_folder(folder: Path, parts: list[str]) -> Iterator[int]:
-    """A descriptor on ``folder/parts...``, or -1 when one of ``parts`` does not exist.
-
-    Each step below ``folder`` is opened with O_NOFOLLOW: a symlink anywhere under the
-    configured folder stops the walk (ELOOP, ENOTDIR) and nothing is removed.
-    """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    fd = os.open(folder, flags)
-    try:
-        for part in parts:
-            try:
-                step = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                step = -1
-            os.close(fd)
-            fd = step
-            if fd < 0:
-                break
+    """A descriptor on ``folder/parts...`` walked without following a symlink (see
+    :func:`folders.open_folder`), or -1 when one of ``parts`` does not exist. The configured
+    folder itself must exist (not an unmounted share)."""
+    with ExitStack() as stack:
+        try:
+            fd = stack.enter_context(open_folder(folder, PurePosixPath(*parts)))
+        except FileNotFoundError:
+            os.stat(folder)  # raises if the configured folder is the one missing
+            fd = -1
         yield fd
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def _regular_size(parent: int, name: str) -> int | None:

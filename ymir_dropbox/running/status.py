@@ -14,6 +14,7 @@ from ymir_dropbox.config import Config
 from ymir_dropbox.running.folders import is_ignored, is_package_name, walk_inbox
 from ymir_dropbox.running.lock import lock_held
 from ymir_dropbox.running.retention import folder_usage
+from ymir_dropbox.running.status_page import human_size
 from ymir_dropbox.storing.ledger import Ledger, failure_reason
 from ymir_dropbox.storing.lifecycle import Status
 
@@ -159,15 +160,6 @@ def render_status(status: dict[str, Any]) -> str:
     disk = status.get("disk") or {}
     if disk:
         lines.append(
-            "disk:        " + ", ".join(f"{name} {_size(size)}" for name, size in disk.items())
+            "disk:        " + ", ".join(f"{name} {human_size(size)}" for name, size in disk.items())
         )
     return "\n".join(lines)
-
-
-def _size(size: int) -> str:
-    amount = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if amount < 1000:
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1000
-    return f"{amount:.1f} TB"

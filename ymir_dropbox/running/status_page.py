@@ -208,7 +208,7 @@ def _disk(usage: dict[str, Any]) -> str:
     if not usage:
         return ""
     rows = "".join(
-        f"<dt>{_e(name)}</dt><dd>{_e(_bytes(size))}</dd>" for name, size in usage.items()
+        f"<dt>{_e(name)}</dt><dd>{_e(human_size(size))}</dd>" for name, size in usage.items()
     )
     return f'<section id="disk"><h2>Disk</h2><dl>{rows}</dl></section>'
 
@@ -233,7 +233,8 @@ def _duration(seconds: Any) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def _bytes(size: Any) -> str:
+def human_size(size: Any) -> str:
+    """``1.5 MiB``: a size in bytes for people."""
     if not isinstance(size, int | float) or isinstance(size, bool):
         return str(size)
     amount = float(size)
