@@ -37,9 +37,11 @@ from factory import (
 
 from ymir_dropbox.config import DEFAULTS
 from ymir_dropbox.reading.limits import Limits
-from ymir_dropbox.reading.validation import validated
+from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.reading.validation import validate_file, validated
+from ymir_dropbox.storing import store as store_module
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries
-from ymir_dropbox.storing.store import PackageChanged, store_package
+from ymir_dropbox.storing.store import PackageChanged, store_package, streamed_store
 
 LIMITS = Limits(**DEFAULTS["limits"])
 HASH_NAME = re.compile(r"[0-9a-f]{40}")
@@ -360,6 +362,121 @@ def test_a_package_that_no_longer_decompresses_is_not_stored(tmp_path: Path) -> 
     assert os.listdir(models) == []
 
 
+# -- stored in the pass that validates -------------------------------------------------------
+
+
+def store_streamed(
+    package: Path, models: Path, after_validation: Callable[[], None] = lambda: None
+) -> tuple[str, Path]:
+    """Validate ``package`` with a streamed store as its sink, run ``after_validation``, then
+    commit (as the importer does)."""
+    models.mkdir(parents=True, exist_ok=True)
+    with (
+        open_package(package) as source,
+        streamed_store(models, 1, models.parent, package.stat().st_size) as streamed,
+    ):
+        assert streamed is not None
+        report = validate_file(package.name, source, LIMITS, sink=streamed)
+        assert report.ok, report.errors
+        after_validation()
+        return streamed.commit(report, source)
+
+
+def scribble_keeping_size_and_mtime(package: Path) -> Callable[[], None]:
+    """Overwrite the middle of the package, leaving what tells a write (size, mtime) as it
+    was: a pass that read the file again would find it broken."""
+
+    def scribble() -> None:
+        before = package.stat()
+        with package.open("r+b") as writer:
+            writer.seek(before.st_size // 2)
+            writer.write(bytes(min(4096, before.st_size // 4)))
+        os.utime(package, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    return scribble
+
+
+STREAMED_CASES: dict[str, Callable[[Path], Path]] = {
+    **{f"valid-{name}": build for name, build in VALID_PACKAGES.items()},
+    **{f"repacked-{name}": build for name, build in REPACKINGS.items()},
+    "root-copy-then-stage-copy": lambda path: write_package(
+        path,
+        [
+            *seed_entries(info_last=False),
+            Entry("stage_1000/model-1000.params", b"the stage's own copy"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("build", STREAMED_CASES.values(), ids=STREAMED_CASES.keys())
+def test_stored_in_the_validating_pass_as_in_a_pass_of_its_own(
+    build: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    package = build(tmp_path / "p.tar.gz")
+
+    streamed, stored = store_streamed(package, tmp_path / "streamed")
+    separate, _ = store(package, tmp_path / "separate")
+
+    assert streamed == separate
+    assert os.listdir(tmp_path / "streamed") == [streamed]
+    assert hashlib.sha1(stored.read_bytes()).hexdigest() == streamed
+
+
+def test_a_package_with_its_info_first_is_read_once(tmp_path: Path) -> None:
+    package = big_package(tmp_path / "p.tar.gz", info_first=True)
+    expected, _ = store(package, tmp_path / "separate")
+
+    model_hash, _ = store_streamed(
+        package, tmp_path / "models", scribble_keeping_size_and_mtime(package)
+    )
+
+    assert model_hash == expected
+
+
+def test_small_files_before_the_info_wait_in_the_spool_and_are_read_once(tmp_path: Path) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")  # info last, after 3 small files
+    expected, _ = store(package, tmp_path / "separate")
+
+    model_hash, _ = store_streamed(
+        package, tmp_path / "models", scribble_keeping_size_and_mtime(package)
+    )
+
+    assert model_hash == expected
+
+
+def test_more_than_the_spool_allows_before_the_info_is_stored_in_a_second_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = seed_package(tmp_path / "p.tar.gz")
+    expected, _ = store(package, tmp_path / "separate")
+    monkeypatch.setattr(store_module, "SPOOL_BEFORE_INFO", 1000)
+
+    model_hash, _ = store_streamed(package, tmp_path / "models")
+
+    assert model_hash == expected
+    with pytest.raises(PackageChanged):  # proof that the second pass reads the file again
+        store_streamed(package, tmp_path / "again", scribble_keeping_size_and_mtime(package))
+    assert os.listdir(tmp_path / "again") == []
+
+
+def test_an_invalid_package_leaves_nothing_in_the_store(tmp_path: Path) -> None:
+    info = seed_info()
+    info["best_stage_name"] = "stage_3000"
+    package = seed_package(tmp_path / "p.tar.gz", info)
+    models = tmp_path / "models"
+    models.mkdir()
+
+    with (
+        open_package(package) as source,
+        streamed_store(models, 1, tmp_path, package.stat().st_size) as streamed,
+    ):
+        report = validate_file(package.name, source, LIMITS, sink=streamed)
+
+    assert not report.ok
+    assert os.listdir(models) == []
+
+
 MEMORY_SCRIPT = r"""
 import json, re, sys
 from pathlib import Path
@@ -426,17 +543,16 @@ print("stored")
 FILE_SIZE_LIMIT = 64 * 1024
 
 
-def big_package(path: Path) -> Path:
+def big_package(path: Path, info_first: bool = False) -> Path:
     """A package whose stored form cannot fit under FILE_SIZE_LIMIT (random weights)."""
-    info = seed_info()
+    info = Entry("ymir-info.yaml", yaml.safe_dump(seed_info()).encode())
     weights = random.Random(1).randbytes(4 * FILE_SIZE_LIMIT)
     entries = [
         Entry("model-1000.params", weights),
         Entry("model-2000.params", weights[::-1]),
         Entry("model-symbol.json", b"{}"),
-        Entry("ymir-info.yaml", yaml.safe_dump(info).encode()),
     ]
-    return write_package(path, entries)
+    return write_package(path, [info, *entries] if info_first else [*entries, info])
 
 
 def crash_while_storing(tmp_path: Path, on_signal: str) -> tuple[Any, Path]:

@@ -19,11 +19,11 @@ import stat
 import threading
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 from isal import igzip, isal_zlib
 
@@ -104,6 +104,20 @@ class ArchiveScan:
             self.problems.append(Problem(code, field_name, message))
         elif seen == MAX_PROBLEMS_PER_CODE:
             self.problems.append(Problem(code, "", f"more members with the same problem ({code})"))
+
+
+class MemberSink(Protocol):
+    """Takes the members' bytes as the scan reads them, so that a package can be stored in the
+    same pass that validates it. It is given every member the checks let through (a plain
+    file, with a safe name, seen once), in archive order. It decides nothing: the report does.
+    """
+
+    def info(self, member: Member, data: bytes) -> None:
+        """``ymir-info.yaml`` was read (at most ``MAX_INFO_BYTES``)."""
+
+    def member(self, member: Member, readinto: Callable[[memoryview], int]) -> None:
+        """Another member: ``readinto`` reads its data on from where it is, returning 0 at
+        its end. The sink may read all of it, part or none; the scan passes over the rest."""
 
 
 class _Stop(Exception):
@@ -231,6 +245,11 @@ class _Inflated:
         self._advance(got)
         return bytes(view[:got])
 
+    def readinto(self, view: memoryview) -> int:
+        count: int = self.reader.readinto(view[:CHUNK])
+        self._advance(count)
+        return count
+
     def skip(self, size: int) -> int:
         left = size
         while left and (count := self.reader.readinto(self.scratch[: min(left, CHUNK)])):
@@ -284,14 +303,20 @@ def scan_package(path: Path, limits: Limits, *, sha256: str | None = None) -> Ar
 
 
 def scan_file(
-    opened: io.BufferedReader, limits: Limits, *, sha256: str | None = None
+    opened: io.BufferedReader,
+    limits: Limits,
+    *,
+    sha256: str | None = None,
+    sink: MemberSink | None = None,
 ) -> ArchiveScan:
     """Check an open package file, from its start, in one streaming pass. Problems are
     collected, never raised.
 
     The same pass computes the package's sha256 (of every file, even one over the limits),
     unless ``sha256`` is given (see :func:`file_sha256`): then it is trusted, and the file is
-    read no further than the checks need. Raises ``OSError`` only when the file cannot be read.
+    read no further than the checks need. Each member that passes the checks is given to
+    ``sink``, if set, as it is read. Raises ``OSError`` only when the file cannot be read (or
+    the sink cannot write).
     """
     scan = ArchiveScan()
     opened.seek(0)
@@ -299,13 +324,13 @@ def scan_file(
     scan.package_bytes = scan.identity.size
     if sha256 is not None:
         scan.sha256 = sha256
-        _scan_container(opened, scan, limits)
+        _scan_container(opened, scan, limits, sink)
         return scan
     hashing = _Sha256Reader(opened.fileno())
     if scan.package_bytes > THREAD_ABOVE_BYTES:
         hashing.start()
     try:
-        _scan_container(opened, scan, limits)
+        _scan_container(opened, scan, limits, sink)
     except BaseException:
         hashing.stop()
         raise
@@ -314,7 +339,9 @@ def scan_file(
     return scan
 
 
-def _scan_container(source: io.BufferedReader, scan: ArchiveScan, limits: Limits) -> None:
+def _scan_container(
+    source: io.BufferedReader, scan: ArchiveScan, limits: Limits, sink: MemberSink | None
+) -> None:
     if scan.package_bytes > limits.max_package_bytes:
         scan.add(
             "package.too_large",
@@ -330,7 +357,7 @@ def _scan_container(source: io.BufferedReader, scan: ArchiveScan, limits: Limits
     ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
     inflated = _Inflated(GzipReader(source, CHUNK), ceiling)
     try:
-        _scan_members(TarReader(inflated), scan, limits)
+        _scan_members(TarReader(inflated), scan, limits, sink)
         if not inflated.rest_is_zeros() and not scan.has("container.trailing_data"):
             scan.add(
                 "container.trailing_data",
@@ -353,7 +380,9 @@ def _scan_container(source: io.BufferedReader, scan: ArchiveScan, limits: Limits
         scan.add("container.corrupt", "", f"the gzip stream is corrupt: {error}")
 
 
-def _scan_members(tar: TarReader, scan: ArchiveScan, limits: Limits) -> None:
+def _scan_members(
+    tar: TarReader, scan: ArchiveScan, limits: Limits, sink: MemberSink | None
+) -> None:
     seen: set[str] = set()
     try:
         for entry in tar:
@@ -417,6 +446,10 @@ def _scan_members(tar: TarReader, scan: ArchiveScan, limits: Limits) -> None:
                     )
                 else:
                     scan.info = tar.read_data()
+                    if sink is not None:
+                        sink.info(member, scan.info)
+            elif sink is not None:
+                sink.member(member, tar.readinto_data)
     except TarStop as stop:
         if stop.code != "container.trailing_data":
             raise

@@ -58,6 +58,9 @@ class Stream(Protocol):
     def skip(self, size: int) -> int:
         """Pass over ``size`` bytes; returns how many there were."""
 
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` with the next bytes; returns how many came (0 at the end)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TarEntry:
@@ -185,7 +188,7 @@ class TarReader:
     """The members of a tar stream, in order. Raises :class:`TarStop` when it cannot go on.
 
     The data of each member is passed over when the next one is asked for, unless read with
-    :meth:`read_data` first.
+    :meth:`read_data` or :meth:`readinto_data` first.
     """
 
     def __init__(self, stream: Stream) -> None:
@@ -208,6 +211,19 @@ class TarReader:
         self._data_left -= self._data_size
         self._data_size = 0
         return data
+
+    def readinto_data(self, view: memoryview) -> int:
+        """Read the next part of the data of the member just returned into ``view``; returns
+        how many bytes came, 0 once its data is all read."""
+        wanted = min(len(view), self._data_size)
+        if not wanted:
+            return 0
+        count = self.stream.readinto(view[:wanted])
+        if not count:
+            raise TarStop("container.truncated", "", "the tar archive is truncated inside a member")
+        self._data_size -= count
+        self._data_left -= count
+        return count
 
     def next(self) -> TarEntry | None:
         """The next member, or None at the end of the archive."""

@@ -19,6 +19,7 @@ from ymir_dropbox.reading.archive import (
     ArchiveScan,
     FileIdentity,
     Member,
+    MemberSink,
     PackageUnreadable,
     open_package,
     scan_file,
@@ -128,10 +129,16 @@ def validated(
 
 
 def validate_file(
-    name: str, opened: io.BufferedReader, limits: Limits, *, sha256: str | None = None
+    name: str,
+    opened: io.BufferedReader,
+    limits: Limits,
+    *,
+    sha256: str | None = None,
+    sink: MemberSink | None = None,
 ) -> ValidationReport:
-    """Validate an open package file (from its start) named ``name`` in the report."""
-    return validate_scan(name, scan_file(opened, limits, sha256=sha256))
+    """Validate an open package file (from its start) named ``name`` in the report; the
+    members are given to ``sink`` as they are read (see :class:`MemberSink`)."""
+    return validate_scan(name, scan_file(opened, limits, sha256=sha256, sink=sink))
 
 
 def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
@@ -166,11 +173,41 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
                 errors.append(Problem("info.missing", INFO_NAME, f"the archive has no {INFO_NAME}"))
         return report()
 
-    info, problems = load_info(scan.info)
-    errors.extend(problems)
-    if info is None:
-        return report()
+    assert scan.info_member is not None
+    judged = judge_info(scan.info, scan.info_member.mtime)
+    errors.extend(judged.errors)
+    warnings.extend(judged.warnings)
+    if judged.info is None:
+        return report(declared_version=judged.declared)
+    files, missing, unlisted = _plan_files(judged.info, scan.members)
+    errors.extend(missing)
+    warnings.extend(unlisted)
+    if errors:
+        return report(declared_version=judged.declared)
+    return report(
+        declared_version=judged.declared, normalized=normalize(judged.info), files=tuple(files)
+    )
 
+
+@dataclass(frozen=True, slots=True)
+class InfoJudgement:
+    """What ``ymir-info.yaml`` alone says: its problems, and the document in its 2.0.0 form
+    (legacy migrated, not yet normalized) once it fits the schema, even when its meaning is
+    wrong (a best stage that is not a stage): the files it lists are still checked."""
+
+    info: dict[str, Any] | None
+    declared: str | None
+    errors: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+
+
+def judge_info(data: bytes, mtime: int) -> InfoJudgement:
+    """Check the bytes of ``ymir-info.yaml`` (whose archive mtime is ``mtime``) on their own,
+    before any member is looked at: the store uses it as soon as the file has been read."""
+    info, problems = load_info(data)
+    errors = list(problems)
+    if info is None:
+        return InfoJudgement(None, None, tuple(errors), ())
     declared = info.get("package_version")
     if declared is not None and not isinstance(declared, str):
         errors.append(
@@ -181,7 +218,7 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
                 f"found {type(declared).__name__} {declared!r}",
             )
         )
-        return report()
+        return InfoJudgement(None, None, tuple(errors), ())
     legacy = declared == LEGACY_VERSION or (
         declared is None and "models" in info and "stages" not in info
     )
@@ -194,24 +231,51 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
                 f"{', '.join(sorted(KNOWN_VERSIONS))} or {LEGACY_VERSION}",
             )
         )
-        return report(declared_version=declared)
+        return InfoJudgement(None, declared, tuple(errors), ())
 
     schema_problems, unknown = _check_schema(info, "legacy" if legacy else "v2")
     errors.extend(schema_problems)
-    warnings.extend(unknown)
     if errors:
-        return report(declared_version=declared)
-
+        return InfoJudgement(None, declared, tuple(errors), tuple(unknown))
     if legacy:
-        assert scan.info_member is not None
-        info = migrate_legacy(info, scan.info_member.mtime)
+        info = migrate_legacy(info, mtime)
     errors.extend(_check_meaning(info))
-    files, missing, unlisted = _plan_files(info, scan.members)
-    errors.extend(missing)
-    warnings.extend(unlisted)
-    if errors:
-        return report(declared_version=declared)
-    return report(declared_version=declared, normalized=normalize(info), files=tuple(files))
+    return InfoJudgement(info, declared, tuple(errors), tuple(unknown))
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFile:
+    """One file of the stored package, and the archive members that can hold its bytes, the
+    first found taken (a stage's file under ``<stage>/``, else at the root)."""
+
+    name: str
+    candidates: tuple[str, ...]
+    field: str
+    stage: str | None = None
+
+
+def stored_files(info: dict[str, Any]) -> list[PlannedFile]:
+    """The files of the stored package, in their stored order: the stages by name, each
+    stage's files as listed, then the attachments by section. The order depends on the
+    document alone, so the same files packed in any order store the same bytes."""
+    planned = []
+    for name in sorted(info["stages"]):
+        for index, file_name in enumerate(info["stages"][name]["files"]):
+            planned.append(
+                PlannedFile(
+                    f"{name}/{file_name}",
+                    (f"{name}/{file_name}", file_name),
+                    f"stages.{name}.files[{index}]",
+                    name,
+                )
+            )
+    for section in sorted(info.get(ATTACHMENTS) or {}):
+        for index, file_name in enumerate(info[ATTACHMENTS][section]):
+            member_name = f"{ATTACHMENTS}/{section}/{file_name}"
+            planned.append(
+                PlannedFile(member_name, (member_name,), f"{ATTACHMENTS}.{section}[{index}]")
+            )
+    return planned
 
 
 _validators = threading.local()
@@ -327,36 +391,29 @@ def _plan_files(
     files: list[StoredFile] = []
     missing: list[Problem] = []
     used = {INFO_NAME}
-    for name in sorted(info["stages"]):
-        for index, file_name in enumerate(info["stages"][name]["files"]):
-            for candidate in (f"{name}/{file_name}", file_name):
-                if candidate in members:
-                    files.append(StoredFile(f"{name}/{file_name}", members[candidate]))
-                    used.add(candidate)
-                    break
-            else:
-                missing.append(
-                    Problem(
-                        "package.missing_file",
-                        f"stages.{name}.files[{index}]",
-                        f"stage {name!r} lists {file_name!r}, but the archive has neither "
-                        f"{name}/{file_name} nor {file_name}",
-                    )
+    for planned in stored_files(info):
+        found = next((name for name in planned.candidates if name in members), None)
+        if found is not None:
+            files.append(StoredFile(planned.name, members[found]))
+            used.add(found)
+        elif planned.stage is not None:
+            under, file_name = planned.candidates
+            missing.append(
+                Problem(
+                    "package.missing_file",
+                    planned.field,
+                    f"stage {planned.stage!r} lists {file_name!r}, but the archive has "
+                    f"neither {under} nor {file_name}",
                 )
-    for section in sorted(info.get(ATTACHMENTS) or {}):
-        for index, file_name in enumerate(info[ATTACHMENTS][section]):
-            member_name = f"{ATTACHMENTS}/{section}/{file_name}"
-            if member_name in members:
-                files.append(StoredFile(member_name, members[member_name]))
-                used.add(member_name)
-            else:
-                missing.append(
-                    Problem(
-                        "package.missing_attachment",
-                        f"{ATTACHMENTS}.{section}[{index}]",
-                        f"attachment {member_name!r} is listed but not in the archive",
-                    )
+            )
+        else:
+            missing.append(
+                Problem(
+                    "package.missing_attachment",
+                    planned.field,
+                    f"attachment {planned.name!r} is listed but not in the archive",
                 )
+            )
     unlisted = [
         Problem(
             "package.unlisted_file",

@@ -32,6 +32,7 @@ from ymir_dropbox.storing.faults import crash_point
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Status
 from ymir_dropbox.storing.progress import Progress
+from ymir_dropbox.storing.store import StreamedStore
 
 log = structlog.get_logger(__name__)
 
@@ -168,11 +169,19 @@ class Importer:
                     )
             # One pass: every check, and the sha256 of the file (in a second thread). The file
             # stays open: the store reads again the very bytes validated.
+            # One pass: every check, the sha256 of the file (in a second thread) and, with the
+            # embedded backend, the stored archive, kept only if the package is valid. The file
+            # stays open: a second pass, if the store needs one, reads the very bytes validated.
             progress.step(attempt_id, "validate", position)
-            report = validate_file(path.name, source, self.config.limits, sha256=known)
+            streamed = stack.enter_context(self.backend.streamed(size))
+            report = validate_file(
+                path.name, source, self.config.limits, sha256=known, sink=streamed
+            )
             if {problem.code for problem in report.errors} == {TRUNCATED} and not complete():
                 raise Incomplete(f"{path.name}: {report.errors[0].message}")
-            return self._judged(path, attempt_id, report, source, progress, position, finish, bound)
+            return self._judged(
+                path, attempt_id, report, source, streamed, progress, position, finish, bound
+            )
 
     def _judged(
         self,
@@ -180,6 +189,7 @@ class Importer:
         attempt_id: int,
         report: ValidationReport,
         source: BinaryIO,
+        streamed: StreamedStore | None,
         progress: Progress,
         position: Callable[[], int],
         finish: Callable[..., float],
@@ -235,6 +245,7 @@ class Importer:
                 record=record,
                 progress=report_progress,
                 earlier=tuple(self.ledger.unfinished_by_sha256(sha256)),
+                streamed=streamed,
             )
             try:
                 result = self.backend.import_package(package)

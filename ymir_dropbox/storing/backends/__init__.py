@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -10,6 +11,7 @@ from typing import Any, BinaryIO, Protocol
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.problems import DropboxError, Problem
 from ymir_dropbox.reading.validation import ValidationReport
+from ymir_dropbox.storing.store import StreamedStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class PreparedPackage:
     # Earlier attempts on the same package that a fault cut short, newest first: a backend
     # may resume what one of them started instead of starting again.
     earlier: tuple[dict[str, Any], ...] = ()
+    # The stored archive written while validation read the package, when the backend asked.
+    streamed: StreamedStore | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,10 @@ class Backend(Protocol):
 
     def check(self) -> None:
         """Raise a DropboxError with a clear message when the backend cannot work."""
+
+    def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
+        """A store to write while validation reads the package (it becomes the
+        ``PreparedPackage.streamed`` of a valid one), or None when the backend stores after."""
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         """Store the package; raise ImportFailed (the package's fault), OSError or

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.problems import DropboxError
 from ymir_dropbox.storing.backends import ImportResult, PreparedPackage
-from ymir_dropbox.storing.store import store_package
+from ymir_dropbox.storing.store import StreamedStore, store_package, streamed_store
 
 
 class EmbeddedBackend:
@@ -23,6 +24,9 @@ class EmbeddedBackend:
         if not os.access(self.models, os.W_OK | os.X_OK):
             raise DropboxError(f"model store {self.models} is not writable")
 
+    def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
+        return streamed_store(self.models, self.level, self.work, package_bytes)
+
     def reference(self, attempt_id: int) -> str | None:
         return None
 
@@ -32,12 +36,13 @@ class EmbeddedBackend:
         return None
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
-        model_hash, stored = store_package(
-            package.report,
-            package.source,
-            self.models,
-            self.level,
-            self.work,
-            before_rename=lambda model_hash: package.record(model_hash=model_hash),
-        )
+        def record(model_hash: str) -> None:
+            package.record(model_hash=model_hash)
+
+        if package.streamed is not None:
+            model_hash, stored = package.streamed.commit(package.report, package.source, record)
+        else:
+            model_hash, stored = store_package(
+                package.report, package.source, self.models, self.level, self.work, record
+            )
         return ImportResult(model_hash=model_hash, stored_path=stored)

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import structlog
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.problems import DropboxError, Problem
 from ymir_dropbox.storing.backends import ImportFailed, ImportResult, PreparedPackage
-from ymir_dropbox.storing.store import write_tar
+from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
 PACK_SUCCESS = re.compile(r"Pack success, model hash: ([0-9a-f]{40})")
@@ -107,6 +107,9 @@ class MirBackend:
     def _lock(self) -> threading.Lock:
         with _repository_locks_guard:
             return _repository_locks.setdefault(self.root, threading.Lock())
+
+    def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
+        return nullcontext()  # the package is staged once it is known to be valid
 
     def reference(self, attempt_id: int) -> str | None:
         return dst_rev_for(self.template, attempt_id)

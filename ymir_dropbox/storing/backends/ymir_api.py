@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,7 +33,7 @@ from ymir_dropbox.storing.backends import (
     PreparedPackage,
 )
 from ymir_dropbox.storing.durable import finish_file, temporary_file
-from ymir_dropbox.storing.store import write_tar
+from ymir_dropbox.storing.store import StreamedStore, write_tar
 from ymir_dropbox.storing.ymir_client import (
     TEXT_LIMIT,
     ModelState,
@@ -145,6 +146,9 @@ class YmirApiBackend:
     def project_ids(self) -> list[int]:
         ids = {self.settings.project_id, *self.settings.projects.values()}
         return sorted(project_id for project_id in ids if project_id)
+
+    def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
+        return nullcontext()  # the package is staged once it is known to be valid
 
     def reference(self, attempt_id: int) -> str | None:
         return None
