@@ -96,12 +96,12 @@ def test_gnu_gzip_accepts_the_stream(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("mode", ["wb", "w+b"], ids=["hashed-as-written", "read-back"])
+@pytest.mark.parametrize("mode", ["wb", "w+b"], ids=["write-only", "read-write"])
 @pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "one-thread"])
 def test_a_file_target_is_written_past_its_buffer(
     mode: str, threaded: bool, tmp_path: Path
 ) -> None:
-    """A file open for reading too is hashed by a second thread that reads it back."""
+    """The stream starts where the file is, after what its buffer held."""
     path = tmp_path / "stored.gz"
     with path.open(mode) as target:
         target.write(b"before")  # the stream starts where the file is
@@ -111,13 +111,15 @@ def test_a_file_target_is_written_past_its_buffer(
     assert sha1 == hashlib.sha1(path.read_bytes()[6:]).hexdigest()
 
 
-def test_the_writer_waits_for_a_hashing_thread_far_behind(
+def test_a_chunk_buffer_is_filled_again_only_once_hashed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gzip_output, "MAX_LAG", 1)
+    """With a single buffer, every chunk waits for the hashing thread: were it filled again
+    sooner, the thread would hash the next chunk's bytes in place of this one's."""
+    monkeypatch.setattr(gzip_output, "BUFFERS", 1)
     path = tmp_path / "stored.gz"
-    with path.open("w+b") as target:
-        _, sha1 = encode(RANDOM + TEXT, target=target)  # type: ignore[arg-type]
+    with path.open("wb") as target:
+        _, sha1 = encode(RANDOM * 4 + TEXT, target=target)  # type: ignore[arg-type]
 
     assert sha1 == hashlib.sha1(path.read_bytes()).hexdigest()
 

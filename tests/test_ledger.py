@@ -50,7 +50,7 @@ def test_wal_mode_is_on(tmp_path: Path) -> None:
 def test_every_commit_reaches_the_disk_before_the_move_it_announces(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
 
-    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert ledger.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:

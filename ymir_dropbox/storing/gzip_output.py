@@ -17,9 +17,9 @@ so that the final fsync waits for little. Memory is a chunk or two, whatever the
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
+import queue
 import struct
 import threading
 from collections.abc import Callable
@@ -30,10 +30,9 @@ from isal import isal_zlib
 from ymir_dropbox.storing.linux import start_writeback
 
 CHUNK = 1024 * 1024
-READ_BACK = 1024 * 1024
-# The writer waits when the hashing thread falls this far behind: what it reads back is still
-# in the page cache, however little memory the machine has.
-MAX_LAG = 64 * 1024 * 1024
+# Chunk buffers: the writer fills one while the hashing thread hashes the others, and waits
+# for one when the thread falls this far behind.
+BUFFERS = 4
 SAMPLE = 8 * 1024
 MIN_SAVING = 0.02
 STORED_BLOCK = 0xFFFF
@@ -68,97 +67,90 @@ def _write_all(fd: int, pieces: list[Piece]) -> int:
     return total
 
 
-def _readable(fd: int) -> bool:
-    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+class _Writer:
+    """Writes the pieces of the stream to the target, and starts the disk on them."""
 
-
-class _Sha1ReadBack:
-    """The SHA-1 of a file being written, computed by a thread that reads it back behind the
-    writer (``pread`` on the same descriptor): told how far the file is written, it hashes up
-    to there, then waits for more."""
-
-    def __init__(self, fd: int, start: int) -> None:
-        self.fd = fd
-        self.hashed = start
-        self.written = start
-        self.done = False
-        self.error: BaseException | None = None
-        self.digest = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
-        self.changed = threading.Condition()
-        self.thread = threading.Thread(target=self._run, name="store-sha1", daemon=True)
-        self.thread.start()
-
-    def advance(self, written: int) -> None:
-        with self.changed:
-            self.written += written
-            self.changed.notify_all()
-            self.changed.wait_for(lambda: self.written - self.hashed <= MAX_LAG or self.done)
-
-    def _run(self) -> None:
-        buffer = bytearray(READ_BACK)
-        view = memoryview(buffer)
-        try:
-            while True:
-                with self.changed:
-                    self.changed.wait_for(lambda: self.done or self.written > self.hashed)
-                    until, last = self.written, self.done
-                while self.hashed < until:
-                    wanted = view[: min(READ_BACK, until - self.hashed)]
-                    count = os.preadv(self.fd, [wanted], self.hashed)
-                    if not count:
-                        raise OSError(f"the stored file ends at byte {self.hashed}, not {until}")
-                    self.digest.update(view[:count])
-                    with self.changed:
-                        self.hashed += count
-                        self.changed.notify_all()
-                if last:
-                    return
-        except BaseException as error:
-            with self.changed:
-                self.error = error
-                self.done = True  # the writer waits no more
-                self.changed.notify_all()
-
-    def stop(self) -> None:
-        """Let the thread hash what is written and end."""
-        with self.changed:
-            self.done = True
-            self.changed.notify()
-        self.thread.join()
-
-    def hexdigest(self) -> str:
-        self.stop()
-        if self.error is not None:
-            raise self.error
-        return self.digest.hexdigest()
-
-
-class GzipOutput:
-    """A gzip stream written to ``target`` in fixed chunks; :meth:`finish` returns its SHA-1.
-
-    Call :meth:`stop` in any case when done (it ends the hashing thread). The SHA-1 is computed
-    in a second thread when ``threaded`` and ``target`` is a file open for reading and writing;
-    otherwise as the pieces are written.
-    """
-
-    def __init__(self, target: BinaryIO, level: int, threaded: bool) -> None:
+    def __init__(self, target: BinaryIO) -> None:
         self.target = target
-        self.level = level
-        self.crc = 0
-        self.size = 0
         self.written = 0
         self.flushed = 0
         try:
             self.fd: int | None = target.fileno()
         except (AttributeError, OSError):  # not a file (io.BytesIO)
             self.fd = None
-        self.read_back: _Sha1ReadBack | None = None
-        self.sha1 = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
-        if self.fd is not None:
+        else:
             target.flush()  # what follows is written to the descriptor, past the buffer
-            if threaded and _readable(self.fd):
-                self.read_back = _Sha1ReadBack(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
-        self.buffer = bytearray(CHUNK)
+
+    def put(self, pieces: list[Piece]) -> None:
+        if self.fd is None:
+            for piece in pieces:
+                self.target.write(piece)
+            return
+        self.written += _write_all(self.fd, pieces)
+        if self.written - self.flushed >= WRITEBACK_BYTES:
+            # Start the disk on what is written so far; the final fsync waits for less.
+            start_writeback(self.fd, self.flushed, self.written - self.flushed)
+            self.flushed = self.written
+
+
+class _HashingThread:
+    """The SHA-1 of the pieces written, computed by a second thread from the very buffers
+    they were written from, just after (no copy); each buffer comes back to the writer once
+    hashed. hashlib releases the GIL. A few buffers only: more let the bytes leave the
+    caches before they are hashed, which costs more than the waits it saves."""
+
+    def __init__(self, buffers: int) -> None:
+        self.digest = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
+        self.pending: queue.SimpleQueue[tuple[list[Piece], bytearray | None] | None] = (
+            queue.SimpleQueue()
+        )
+        self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(buffers):
+            self.free.put(bytearray(CHUNK))
+        self.thread = threading.Thread(target=self._run, name="store-sha1", daemon=True)
+        self.thread.start()
+
+    def put(self, pieces: list[Piece], buffer: bytearray | None) -> None:
+        """Hash the pieces (views of ``buffer``, if any, which is then free again)."""
+        self.pending.put((pieces, buffer))
+
+    def buffer(self) -> bytearray:
+        """A chunk buffer that no piece still waiting refers to."""
+        return self.free.get()
+
+    def _run(self) -> None:
+        while (job := self.pending.get()) is not None:
+            pieces, buffer = job
+            for piece in pieces:
+                self.digest.update(piece)
+            if buffer is not None:
+                self.free.put(buffer)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.pending.put(None)
+            self.thread.join()
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self.digest.hexdigest()
+
+
+class GzipOutput:
+    """A gzip stream written to ``target`` in fixed chunks; :meth:`finish` returns its SHA-1.
+
+    Call :meth:`stop` in any case when done (it ends the hashing thread). The SHA-1 is
+    computed by a second thread when ``threaded``; otherwise as the pieces are written.
+    """
+
+    def __init__(self, target: BinaryIO, level: int, threaded: bool) -> None:
+        self.level = level
+        self.crc = 0
+        self.size = 0
+        self.writer = _Writer(target)
+        self.sha1 = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
+        self.hashing = _HashingThread(BUFFERS) if threaded else None
+        self.buffer = self.hashing.buffer() if self.hashing is not None else bytearray(CHUNK)
         self.view = memoryview(self.buffer)
         self.filled = 0
         self._put([GZIP_HEADER])
@@ -209,7 +201,10 @@ class GzipOutput:
                 block = data[start : start + STORED_BLOCK]
                 full = len(block) == STORED_BLOCK
                 pieces += [FULL_STORED_HEADER if full else _stored_header(len(block)), block]
-            self._put(pieces)
+            self._put(pieces, self.buffer)
+            if self.hashing is not None:  # the pieces are views of this buffer: take another
+                self.buffer = self.hashing.buffer()
+                self.view = memoryview(self.buffer)
         self.filled = 0
 
     def _worth_compressing(self, data: memoryview) -> bool:
@@ -221,23 +216,14 @@ class GzipOutput:
         packed = isal_zlib.compress(sample, self.level, -isal_zlib.MAX_WBITS)
         return len(packed) < SAMPLE * (1 - MIN_SAVING)
 
-    def _put(self, pieces: list[Piece]) -> None:
-        """Write the pieces (the chunk buffer is free again once this returns) and hash them."""
-        if self.fd is None:
-            for piece in pieces:
-                self.target.write(piece)
+    def _put(self, pieces: list[Piece], buffer: bytearray | None = None) -> None:
+        """Write the pieces (views of ``buffer``, if any), then hash them."""
+        self.writer.put(pieces)
+        if self.hashing is not None:
+            self.hashing.put(pieces, buffer)
         else:
-            count = _write_all(self.fd, pieces)
-            self.written += count
-            if self.written - self.flushed >= WRITEBACK_BYTES:
-                # Start the disk on what is written so far; the final fsync waits for less.
-                start_writeback(self.fd, self.flushed, self.written - self.flushed)
-                self.flushed = self.written
-            if self.read_back is not None:
-                self.read_back.advance(count)
-                return
-        for piece in pieces:
-            self.sha1.update(piece)
+            for piece in pieces:
+                self.sha1.update(piece)
 
     def finish(self) -> str:
         """Write the last chunk, the end of the deflate stream and the gzip trailer; return
@@ -246,10 +232,10 @@ class GzipOutput:
             self._emit()
         trailer = struct.pack("<II", self.crc, self.size & 0xFFFFFFFF)
         self._put([LAST_BLOCK + trailer])
-        if self.read_back is not None:
-            return self.read_back.hexdigest()
+        if self.hashing is not None:
+            return self.hashing.hexdigest()
         return self.sha1.hexdigest()
 
     def stop(self) -> None:
-        if self.read_back is not None:
-            self.read_back.stop()
+        if self.hashing is not None:
+            self.hashing.stop()

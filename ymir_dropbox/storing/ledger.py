@@ -1,4 +1,4 @@
-"""The ledger: one SQLite row per attempt, through sqlite-utils, in WAL mode.
+"""The ledger: one SQLite row per attempt, in WAL mode.
 
 Every step of an attempt is written before it is taken (claimed, importing, final), so after a
 crash the daemon knows from the ledger and the folders alone what it was doing. A partial
@@ -15,9 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from ymir_dropbox.reading.problems import DropboxError
 from ymir_dropbox.storing.lifecycle import (
@@ -30,6 +28,9 @@ from ymir_dropbox.storing.lifecycle import (
     check_place,
     check_status,
 )
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 JSON_COLUMNS = ("class_names", "errors", "warnings", "notes", "ymir_stages")
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -181,15 +182,15 @@ class Ledger:
             self._empty = version == 0  # a reader's look while the first daemon creates it
         except sqlite3.Error as error:
             raise LedgerError(f"{path}: cannot open the ledger: {error}") from None
-        self.db = Database(connection)
+        self.connection = connection
         self._lock = threading.RLock()
         if read_only:
             return
         try:
-            self.db.enable_wal()
+            self.connection.execute("PRAGMA journal_mode = wal")
             # FULL: every commit is on disk before the move it announces, so a power cut
             # never leaves a folder ahead of the ledger (NORMAL could lose the last rows).
-            self.db.execute("PRAGMA synchronous = FULL")
+            self.connection.execute("PRAGMA synchronous = FULL")
             self._migrate()
         except sqlite3.DatabaseError as error:
             raise LedgerError(f"{path}: cannot use the ledger: {error}") from None
@@ -210,21 +211,27 @@ class Ledger:
 
     def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION; one writer at a time, so two openers agree."""
-        with _Transaction(self.db.conn):
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        with _Transaction(self.connection):
+            version = _user_version(self.connection)
             self._check_version(version)
+            if version == SCHEMA_VERSION:
+                return
+            # sqlite-utils is for changing the schema; the queries go straight to sqlite3,
+            # which spares every command the time it takes to import.
+            from sqlite_utils import Database
+
+            db = Database(self.connection)
             for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(self.db)
-                self.db.execute(f"PRAGMA user_version = {target}")
+                migration(db)
+                self.connection.execute(f"PRAGMA user_version = {target}")
 
     @property
     def schema_version(self) -> int:
-        version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
-        return version
+        return _user_version(self.connection)
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            self.connection.close()
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -253,7 +260,7 @@ class Ledger:
         names = ", ".join(f"[{name}]" for name in record)
         marks = ", ".join("?" for _ in record)
         with self._lock:
-            cursor = self.db.execute(
+            cursor = self.connection.execute(
                 f"INSERT INTO attempts ({names}) VALUES ({marks})",  # noqa: S608 - known columns
                 list(record.values()),
             )
@@ -296,9 +303,9 @@ class Ledger:
         self, attempt_id: int, status: Status | object, fields: dict[str, Any], place: Any = KEEP
     ) -> None:
         changes = dict(fields)
-        with self._lock, _Transaction(self.db.conn):
+        with self._lock, _Transaction(self.connection):
             if status is not KEEP or place is not KEEP:
-                current = self.db.execute(
+                current = self.connection.execute(
                     "SELECT status, place FROM attempts WHERE id = ?", [attempt_id]
                 ).fetchone()
                 if current is None:
@@ -314,7 +321,7 @@ class Ledger:
                 return
             assignments = ", ".join(f"[{name}] = ?" for name in record)
             try:
-                self.db.execute(
+                self.connection.execute(
                     f"UPDATE attempts SET {assignments} WHERE id = ?",  # noqa: S608 - known columns
                     [*record.values(), attempt_id],
                 )
@@ -435,7 +442,7 @@ class Ledger:
         if self._empty:
             return 0
         with self._lock:
-            found: int = self.db.execute(
+            found: int = self.connection.execute(
                 f"SELECT count(*) FROM attempts WHERE {where}",  # noqa: S608 - known columns
                 list(equal.values()),
             ).fetchone()[0]
@@ -449,7 +456,9 @@ class Ledger:
         if self._empty:
             return []
         with self._lock:
-            rows = list(self.db.query(sql, params))
+            cursor = self.connection.execute(sql, params)
+            names = [column[0] for column in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor]
         return [_decode(row) for row in rows]
 
 

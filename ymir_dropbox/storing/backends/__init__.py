@@ -85,13 +85,16 @@ class Backend(Protocol):
 
 
 def make_backend(config: Config) -> Backend:
-    from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
-    from ymir_dropbox.storing.backends.mir import MirBackend
-    from ymir_dropbox.storing.backends.ymir_api import YmirApiBackend
+    """The configured backend; only its module is imported (a command starts sooner)."""
+    match config.import_.backend:
+        case "mir":
+            from ymir_dropbox.storing.backends.mir import MirBackend
 
-    factories: dict[str, Callable[[Config], Backend]] = {
-        "embedded": EmbeddedBackend,
-        "mir": MirBackend,
-        "ymir-api": YmirApiBackend,
-    }
-    return factories[config.import_.backend](config)
+            return MirBackend(config)
+        case "ymir-api":
+            from ymir_dropbox.storing.backends.ymir_api import YmirApiBackend
+
+            return YmirApiBackend(config)
+    from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(config)
