@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ from factory import (
 )
 
 from ymir_dropbox.config import DEFAULTS
-from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.validation import validate_file, validated
 from ymir_dropbox.storing import store as store_module
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries
@@ -396,9 +397,42 @@ def scribble_keeping_size_and_mtime(package: Path) -> Callable[[], None]:
     return scribble
 
 
+def ymir_layout_entries(weights: bytes = b"") -> list[Entry]:
+    """YMIR's own layout, ``ymir-info.yaml`` last, the files in the stored order (as ``mir``
+    packs them); ``weights`` as the stage files' bytes if given."""
+    entries = ymir_layout_package_entries()
+    info, files = entries[0], entries[1:]
+    if weights:
+        files = [Entry(e.name, weights if e.name.endswith(".params") else e.data) for e in files]
+    return [*files, info]
+
+
+def ymir_layout_package_entries() -> list[Entry]:
+    with tarfile.open(ymir_layout_package(Path(tempfile.mkdtemp()) / "p.tar.gz")) as tar:
+        return [
+            Entry(member.name, tar.extractfile(member).read())  # type: ignore[union-attr]
+            for member in tar.getmembers()
+        ]
+
+
+def swapped_stage_folders(entries: list[Entry]) -> list[Entry]:
+    """stage_2000's files before stage_1000's: not the stored order."""
+    first = [e for e in entries if e.name.startswith("stage_1000/")]
+    second = [e for e in entries if e.name.startswith("stage_2000/")]
+    rest = [e for e in entries if e not in first and e not in second]
+    return [*second, *first, *rest]
+
+
 STREAMED_CASES: dict[str, Callable[[Path], Path]] = {
     **{f"valid-{name}": build for name, build in VALID_PACKAGES.items()},
     **{f"repacked-{name}": build for name, build in REPACKINGS.items()},
+    "ymir-layout-info-last": lambda path: write_package(path, ymir_layout_entries()),
+    "stage-folders-swapped-info-last": lambda path: write_package(
+        path, swapped_stage_folders(ymir_layout_entries())
+    ),
+    "unlisted-file-in-a-stage-folder": lambda path: write_package(
+        path, [Entry("stage_1000/notes.txt", b"not stored"), *ymir_layout_entries()]
+    ),
     "root-copy-then-stage-copy": lambda path: write_package(
         path,
         [
@@ -425,6 +459,24 @@ def test_stored_in_the_validating_pass_as_in_a_pass_of_its_own(
 
 def test_a_package_with_its_info_first_is_read_once(tmp_path: Path) -> None:
     package = big_package(tmp_path / "p.tar.gz", info_first=True)
+    expected, _ = store(package, tmp_path / "separate")
+
+    model_hash, _ = store_streamed(
+        package, tmp_path / "models", scribble_keeping_size_and_mtime(package)
+    )
+
+    assert model_hash == expected
+
+
+def test_stage_folders_in_the_stored_order_before_the_info_are_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``mir`` packs: every stage's folder, in order, then ymir-info.yaml. The files are
+    written ahead, before the stored order is known, and the bet holds (none waits in the
+    spool, kept tiny here)."""
+    monkeypatch.setattr(store_module, "SPOOL_BEFORE_INFO", 1000)
+    weights = random.Random(4).randbytes(4 * FILE_SIZE_LIMIT)
+    package = write_package(tmp_path / "p.tar.gz", ymir_layout_entries(weights))
     expected, _ = store(package, tmp_path / "separate")
 
     model_hash, _ = store_streamed(

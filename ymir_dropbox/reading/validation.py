@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ymir_dropbox.reading.archive import (
     INFO_NAME,
     ArchiveScan,
     FileIdentity,
     Member,
-    MemberSink,
     PackageUnreadable,
     open_package,
     scan_file,
@@ -128,21 +127,56 @@ def validated(
         yield report, opened
 
 
+class PackageSink(Protocol):
+    """Takes a package as validation reads it (a store writing alongside): what
+    ``ymir-info.yaml`` says as soon as it is read, and the members' bytes (see
+    :class:`~ymir_dropbox.reading.archive.MemberSink`). It decides nothing: the report does."""
+
+    def info(self, judged: InfoJudgement) -> None:
+        """``ymir-info.yaml`` was read and judged on its own."""
+
+    def member(self, member: Member, readinto: Callable[[memoryview], int]) -> None:
+        """Another member (as ``MemberSink.member``)."""
+
+
+class _Judging:
+    """The scan's sink: judges ``ymir-info.yaml`` once, as soon as it is read, for the report
+    and for the package sink, to which it hands the members on."""
+
+    def __init__(self, sink: PackageSink | None) -> None:
+        self.sink = sink
+        self.judged: InfoJudgement | None = None
+
+    def info(self, member: Member, data: bytes) -> None:
+        self.judged = judge_info(data, member.mtime)
+        if self.sink is not None:
+            self.sink.info(self.judged)
+
+    def member(self, member: Member, readinto: Callable[[memoryview], int]) -> None:
+        if self.sink is not None:
+            self.sink.member(member, readinto)
+
+
 def validate_file(
     name: str,
     opened: io.BufferedReader,
     limits: Limits,
     *,
     sha256: str | None = None,
-    sink: MemberSink | None = None,
+    sink: PackageSink | None = None,
 ) -> ValidationReport:
     """Validate an open package file (from its start) named ``name`` in the report; the
-    members are given to ``sink`` as they are read (see :class:`MemberSink`)."""
-    return validate_scan(name, scan_file(opened, limits, sha256=sha256, sink=sink))
+    package is given to ``sink`` as it is read (see :class:`PackageSink`)."""
+    judging = _Judging(sink)
+    scan = scan_file(opened, limits, sha256=sha256, sink=judging)
+    return validate_scan(name, scan, judging.judged)
 
 
-def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
-    """Turn what the archive pass found into a report (no I/O)."""
+def validate_scan(
+    package: str, scan: ArchiveScan, judged: InfoJudgement | None = None
+) -> ValidationReport:
+    """Turn what the archive pass found into a report (no I/O); ``judged``: what
+    :func:`judge_info` found in the scan's ``ymir-info.yaml``, if it already ran."""
     errors = list(scan.problems)
     warnings: list[Problem] = []
 
@@ -174,7 +208,8 @@ def validate_scan(package: str, scan: ArchiveScan) -> ValidationReport:
         return report()
 
     assert scan.info_member is not None
-    judged = judge_info(scan.info, scan.info_member.mtime)
+    if judged is None:
+        judged = judge_info(scan.info, scan.info_member.mtime)
     errors.extend(judged.errors)
     warnings.extend(judged.warnings)
     if judged.info is None:

@@ -40,7 +40,12 @@ from ymir_dropbox.reading.archive import (
     Member,
 )
 from ymir_dropbox.reading.normalization import dump_info
-from ymir_dropbox.reading.validation import ValidationReport, judge_info, stored_files
+from ymir_dropbox.reading.validation import (
+    ATTACHMENTS,
+    InfoJudgement,
+    ValidationReport,
+    stored_files,
+)
 from ymir_dropbox.storing.durable import finish_file, temporary_file
 from ymir_dropbox.storing.gzip_output import GzipOutput
 
@@ -168,6 +173,23 @@ class _Builder:
         self.spool = spool
         self.slots = slots
         self.done = 0  # how many slots are written
+        self.ahead: list[Member] = []  # written before the stored order was known
+
+    def write_ahead(self, member: Member, readinto: Callable[[memoryview], int]) -> None:
+        """Write a member under its own name before the stored order is known, betting that
+        it is the next stored file (see :meth:`plan`)."""
+        self.tar.add(member.name, member.size, readinto)
+        self.ahead.append(member)
+
+    def plan(self, slots: list[_Slot]) -> bool:
+        """Take the stored order; whether the members written ahead are its first files."""
+        self.slots = slots
+        if [slot.name for slot in slots[: len(self.ahead)]] != [m.name for m in self.ahead]:
+            return False
+        for slot, member in zip(slots, self.ahead, strict=False):
+            slot.source = member
+        self.done = len(self.ahead)
+        return True
 
     @property
     def complete(self) -> bool:
@@ -279,7 +301,7 @@ def write_tar(
 
 
 class StreamedStore:
-    """The stored archive, written while validation reads the package (a ``MemberSink``)
+    """The stored archive, written while validation reads the package (a ``PackageSink``)
     into a temporary file in the model store; :meth:`commit` gives it its name.
 
     It judges nothing: it writes what the package would store if valid, and :meth:`commit`
@@ -302,15 +324,16 @@ class StreamedStore:
         self.spool_folder = spool_folder
         self.output = GzipOutput(target, level, threaded=package_bytes > THREAD_ABOVE_BYTES)
         self.spool = _Spool(spool_folder)
-        self.builder: _Builder | None = None
+        self.builder = _Builder(self.output, self.spool, [])
+        self.planned = False
         self.by_candidate: dict[str, list[tuple[int, _Slot]]] = {}
         self.early: list[tuple[Member, int]] = []  # members before ymir-info.yaml, spooled
+        self.ahead_key: tuple[int, str] = (0, "")
         self.gave_up: str | None = None
 
-    def info(self, member: Member, data: bytes) -> None:
+    def info(self, judged: InfoJudgement) -> None:
         if self.gave_up is not None:
             return
-        judged = judge_info(data, member.mtime)
         if judged.info is None or judged.errors:
             self._give_up(f"{INFO_NAME} is not valid")
             return
@@ -320,9 +343,16 @@ class StreamedStore:
             slots.append(slot)
             for rank, candidate in enumerate(planned.candidates):
                 self.by_candidate.setdefault(candidate, []).append((rank, slot))
-        self.builder = _Builder(self.output, self.spool, slots)
+        self.planned = True
+        if not self.builder.plan(slots):
+            self._give_up("the files written ahead do not begin the stored order")
+            return
         for early, start in self.early:
-            for slot in self._takers(early) or ():
+            takers = self._takers(early)
+            if takers is None:
+                self._give_up(f"{early.name!r} comes after the root file that took its place")
+                return
+            for slot in takers:
                 slot.source, slot.spooled_at = early, start
         self.early.clear()
         try:
@@ -352,7 +382,12 @@ class StreamedStore:
             self._give_up(f"the store cannot be written: {error}")
 
     def _take(self, member: Member, readinto: Callable[[memoryview], int]) -> None:
-        if self.builder is None:
+        if not self.planned:
+            key = _stored_order_key(member.name)
+            if key is not None and key >= self.ahead_key:
+                self.ahead_key = key
+                self.builder.write_ahead(member, readinto)
+                return
             if self.spool.bytes + member.size > SPOOL_BEFORE_INFO:
                 self._give_up(f"more than {SPOOL_BEFORE_INFO} bytes come before {INFO_NAME}")
                 return
@@ -393,7 +428,6 @@ class StreamedStore:
         (valid) ``report`` plans; if not, it is written again, from ``source``."""
         assert report.ok and report.normalized is not None
         if self._as_planned(report):
-            assert self.builder is not None
             self.builder.finish(report.normalized)
             model_hash = self.output.finish()
         else:
@@ -409,7 +443,7 @@ class StreamedStore:
         return model_hash, stored
 
     def _as_planned(self, report: ValidationReport) -> bool:
-        if self.gave_up is not None or self.builder is None or not self.builder.complete:
+        if self.gave_up is not None or not self.planned or not self.builder.complete:
             return False
         written = [(slot.name, slot.source) for slot in self.builder.slots]
         return written == [(stored.name, stored.source) for stored in report.files]
@@ -417,6 +451,18 @@ class StreamedStore:
     def close(self) -> None:
         self.spool.close()
         self.output.stop()
+
+
+def _stored_order_key(name: str) -> tuple[int, str] | None:
+    """Where a member would come in the stored order if it is stored under its own name (a
+    stage's file in the stage's folder, an attachment): stages by name, then attachments by
+    section; None for a member that cannot be (at the root, deeper in folders)."""
+    parts = name.split("/")
+    if len(parts) == 2 and parts[0] != ATTACHMENTS:
+        return (0, parts[0])
+    if len(parts) == 3 and parts[0] == ATTACHMENTS:
+        return (1, parts[1])
+    return None
 
 
 @contextmanager
