@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,6 +144,28 @@ def test_slow_writer_with_pauses_shorter_than_settle_is_imported_not_failed(
     dropbox.wait_settled()
     assert dropbox.names("done") == {"slow.tar.gz"}
     assert statuses(dropbox) == {"slow.tar.gz": ["imported"]}
+    dropbox.assert_invariants()
+
+
+def test_writer_that_reopens_while_an_import_would_run_keeps_its_package_whole(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """A writer closes, pauses past the quiet after a close, then reopens the name to append.
+    Had the first half been claimed (the import held at ``claimed`` until the writer is
+    done), the second would land in a new inbox file: the package split in two, both
+    failed. The claim waits for the end of the gzip stream instead."""
+    dropbox = make(settle_seconds=2.0)
+    name = "reopened.tar.gz"
+    dropbox.start(env=dropbox.pause_at("claimed", name))
+    source = tmp_path / name
+    source.write_bytes(valid_package("reopened", size=64 * 1024))
+    run_writer(source, dropbox.inbox / name, chunks=2, pause=0.8, reopen=True)
+    dropbox.record(name, source)
+    time.sleep(0.5)
+    dropbox.release()
+    dropbox.wait_settled()
+    assert dropbox.names("failed") == set()
+    assert statuses(dropbox) == {name: ["imported"]}
     dropbox.assert_invariants()
 
 

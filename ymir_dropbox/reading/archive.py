@@ -458,3 +458,30 @@ def _scan_members(
         scan.add(stop.code, stop.field, stop.message)
     if tar.members == 0:
         scan.add("container.empty", "", "the archive holds no members")
+
+
+def gzip_complete(opened: io.BufferedReader, max_ratio: float) -> bool:
+    """Whether the gzip stream of an open file, read from its start, reaches its end marker
+    (its writer may still be appending).
+
+    A damaged stream counts as complete: it will not get better by waiting, and validation
+    reports it with its reason. So does one that unpacks past ``max_ratio`` times its size
+    (a bomb): reading on would only cost, and validation refuses it.
+    """
+    opened.seek(0)
+    if opened.peek(2)[:2] not in (GZIP_MAGIC, GZIP_MAGIC[:1], b""):
+        return True
+    ceiling = max(max_ratio * os.fstat(opened.fileno()).st_size, RATIO_GRACE_BYTES)
+    reader = GzipReader(opened, CHUNK)
+    scratch = memoryview(bytearray(CHUNK))
+    unpacked = 0
+    try:
+        while count := reader.readinto(scratch):
+            unpacked += count
+            if unpacked > ceiling:
+                return True
+    except EOFError:
+        return False
+    except (zlib.error, ISAL_ERROR, igzip.BadGzipFile, ValueError):
+        return True
+    return True

@@ -3,6 +3,14 @@
 The attempt's row is written first (place ``inbox``), then the rename, then the place
 ``processing``. The file must still be the one readiness judged: any change since is the
 writer at work again, and the file stays in the inbox.
+
+A close is not the end of every writer: one that closes, pauses and reopens the file by its
+path to append would, once the file is claimed, append to a new file in the inbox, and its
+package would be split in two. So a file signalled by a close or a rename, up to
+``CHECK_BEFORE_CLAIM_BYTES``, is claimed only once its gzip stream reaches its end (a few
+milliseconds). A larger one is not read twice for this: the import's own pass finds a stream
+that ends too early and puts the file back in the inbox, which works unless the writer has
+reopened the name in the meantime.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from pathlib import PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.reading.archive import gzip_complete, open_package
 from ymir_dropbox.running.daemon.policy import JobEnd, JobResult
 from ymir_dropbox.running.folders import move
 from ymir_dropbox.running.readiness import Observation, Ready
@@ -27,6 +35,7 @@ from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
 log = structlog.get_logger(__name__)
+CHECK_BEFORE_CLAIM_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +67,13 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
     if Observation.of(info) != ready.observation:
         return JobResult(JobEnd.CHANGED, relative)
     try:
-        with open_package(path):
-            pass
+        with open_package(path) as opened:
+            if (
+                not ready.quiet
+                and info.st_size <= CHECK_BEFORE_CLAIM_BYTES
+                and not gzip_complete(opened, config.limits.max_ratio)
+            ):
+                return JobResult(JobEnd.NOT_READY, relative)
     except FileNotFoundError:
         return JobResult(JobEnd.GONE, relative)
     except OSError as error:
