@@ -22,6 +22,7 @@ from ymir_dropbox.reading.archive import (
     clean_member_name,
     open_package,
     package_sha256,
+    scan_file,
     scan_package,
 )
 from ymir_dropbox.reading.limits import Limits
@@ -151,6 +152,18 @@ def test_scan_hashes_even_a_broken_package(tmp_path: Path) -> None:
     scan = scan_package(package, LIMITS)
 
     assert scan.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
+
+
+def test_a_scan_that_stores_nothing_need_not_hash(tmp_path: Path) -> None:
+    """`ymir-dropbox validate` shows no sha256: its pass is not held up by the hash."""
+    package = seed_package(tmp_path / "p.tar.gz")
+
+    with open_package(package) as opened:
+        scan = scan_file(opened, LIMITS, hashed=False)
+
+    assert scan.sha256 is None
+    assert scan.members == scan_package(package, LIMITS).members
+    assert not scan.problems
 
 
 def test_scan_with_a_known_sha256_does_not_hash_again(tmp_path: Path) -> None:

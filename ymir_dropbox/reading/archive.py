@@ -308,21 +308,23 @@ def scan_file(
     *,
     sha256: str | None = None,
     sink: MemberSink | None = None,
+    hashed: bool = True,
 ) -> ArchiveScan:
     """Check an open package file, from its start, in one streaming pass. Problems are
     collected, never raised.
 
     The same pass computes the package's sha256 (of every file, even one over the limits),
     unless ``sha256`` is given (see :func:`file_sha256`): then it is trusted, and the file is
-    read no further than the checks need. Each member that passes the checks is given to
-    ``sink``, if set, as it is read. Raises ``OSError`` only when the file cannot be read (or
-    the sink cannot write).
+    read no further than the checks need; so it is when not ``hashed`` (the sha256 is then
+    None: a check that stores nothing needs none). Each member that passes the checks is
+    given to ``sink``, if set, as it is read. Raises ``OSError`` only when the file cannot be
+    read (or the sink cannot write).
     """
     scan = ArchiveScan()
     opened.seek(0)
     scan.identity = FileIdentity.of(opened.fileno())
     scan.package_bytes = scan.identity.size
-    if sha256 is not None:
+    if sha256 is not None or not hashed:
         scan.sha256 = sha256
         _scan_container(opened, scan, limits, sink)
         return scan

@@ -94,25 +94,27 @@ class ValidationReport:
         return result
 
 
-def validate_package(path: Path, limits: Limits, *, sha256: str | None = None) -> ValidationReport:
+def validate_package(
+    path: Path, limits: Limits, *, sha256: str | None = None, hashed: bool = True
+) -> ValidationReport:
     """Validate the package at ``path`` (see :func:`validated`).
 
     Raises ``OSError`` only when the file cannot be opened or read.
     """
-    with validated(path, limits, sha256=sha256) as (report, _):
+    with validated(path, limits, sha256=sha256, hashed=hashed) as (report, _):
         return report
 
 
 @contextmanager
 def validated(
-    path: Path, limits: Limits, *, sha256: str | None = None
+    path: Path, limits: Limits, *, sha256: str | None = None, hashed: bool = True
 ) -> Iterator[tuple[ValidationReport, io.BufferedReader | None]]:
     """Validate the package at ``path`` and keep it open while the block runs, so that the
     store reads again the very file validated, even if its path is deleted or replaced.
 
-    One pass, which also computes the package's sha256 (in a second thread: on two cores at
-    no cost in time) unless ``sha256`` is given, as found by
-    :func:`~ymir_dropbox.reading.archive.file_sha256`. The file is ``None`` when it cannot be
+    One pass, which also computes the package's sha256 (in a second thread) unless
+    ``sha256`` is given, as found by :func:`~ymir_dropbox.reading.archive.file_sha256`, or
+    the report has no use for it (not ``hashed``). The file is ``None`` when it cannot be
     opened as a package (a symlink, a fifo): the report says why.
     """
     with ExitStack() as stack:
@@ -123,7 +125,7 @@ def validated(
             opened = None
             report = ValidationReport(path.name, (Problem("package.not_regular", "", str(error)),))
         else:
-            report = validate_file(path.name, opened, limits, sha256=sha256)
+            report = validate_file(path.name, opened, limits, sha256=sha256, hashed=hashed)
         yield report, opened
 
 
@@ -164,11 +166,12 @@ def validate_file(
     *,
     sha256: str | None = None,
     sink: PackageSink | None = None,
+    hashed: bool = True,
 ) -> ValidationReport:
     """Validate an open package file (from its start) named ``name`` in the report; the
     package is given to ``sink`` as it is read (see :class:`PackageSink`)."""
     judging = _Judging(sink)
-    scan = scan_file(opened, limits, sha256=sha256, sink=judging)
+    scan = scan_file(opened, limits, sha256=sha256, sink=judging, hashed=hashed)
     return validate_scan(name, scan, judging.judged)
 
 

@@ -215,7 +215,7 @@ def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
             if path.is_dir():
                 report = check_folder(path, config.limits)
             else:
-                report = validate_package(path, config.limits)
+                report = validate_package(path, config.limits, hashed=False)
         except OSError as error:
             from ymir_dropbox.reading.problems import Problem
 
