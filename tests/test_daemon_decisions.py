@@ -5,15 +5,17 @@ Real folders, a real ledger and the real importer; only the clock is the test's.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import subprocess
 import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
 from factory import gzip_bytes, seed_package
 
-from ymir_dropbox.config import Config
+from ymir_dropbox.config import Config, load_config
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.running.daemon.filing import Filing
 from ymir_dropbox.running.daemon.inbox import InboxView
@@ -30,6 +32,7 @@ from ymir_dropbox.running.daemon.worker import Worker
 from ymir_dropbox.running.metrics import Metrics
 from ymir_dropbox.running.readiness import ReadinessTracker
 from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import IllegalTransition, Place, Status
@@ -315,3 +318,35 @@ def test_a_filing_fault_is_retried_and_the_package_keeps_its_own_reason(config: 
     report = json.loads((config.paths.failed / "team/broken.tar.gz.error.json").read_text())
     assert [error["code"] for error in report["errors"]] == ["container.not_tar"]
     assert ledger.get(judged["id"])["place"] == "failed"  # type: ignore[index]
+
+
+def test_a_start_removes_what_a_killed_writer_left_in_the_ymir_staging_folder(
+    tmp_path: Path,
+) -> None:
+    """The ymir-api backend stages packages outside the configured folders; a temporary file
+    a killed daemon left there goes at the next start, a live writer's and a staged package
+    (which an import may resume) stay."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'base_dir = "dropbox"\n[import]\nbackend = "ymir-api"\n[import.ymir_api]\n'
+        f'url = "http://127.0.0.1:9"\nuser = "u"\nproject_id = 1\nstaging = "{staging}"\n'
+        'staging_in_ymir = "/data/staging"\n'
+    )
+    config = load_config(path)
+    config.ensure_folders()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = staging / f"{TEMP_PREFIX}{dead.pid}-x{TEMP_SUFFIX}"
+    live = staging / f"{TEMP_PREFIX}{os.getpid()}-y{TEMP_SUFFIX}"
+    staged = staging / "0123456789abcdef.tar.gz"
+    for file in (left, live, staged):
+        file.write_bytes(b"partial")
+    ledger = Ledger(config.paths.ledger)
+
+    with live.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        recover(config.paths, ledger, make_backend(config), Filing(config.paths, ledger))
+
+    assert sorted(path.name for path in staging.iterdir()) == sorted([live.name, staged.name])

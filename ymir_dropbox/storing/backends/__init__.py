@@ -76,6 +76,10 @@ class Backend(Protocol):
         """Store the package; raise ImportFailed (the package's fault), OSError or
         PassingFailure (the machine's or the network's: retried later)."""
 
+    def temporary_folders(self) -> tuple[Path, ...]:
+        """Where the backend writes its temporary files (``durable.temporary_file``): a
+        start removes those a killed writer left there."""
+
     def reference(self, attempt_id: int) -> str | None:
         """What the backend will create for this attempt outside the model store (a dst-rev),
         recorded in the ledger before the import starts; None if nothing."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.config import Config
@@ -26,6 +27,9 @@ class EmbeddedBackend:
 
     def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
         return streamed_store(self.models, self.level, self.work, package_bytes)
+
+    def temporary_folders(self) -> tuple[Path, ...]:
+        return (self.models,)
 
     def reference(self, attempt_id: int) -> str | None:
         return None

@@ -111,6 +111,9 @@ class MirBackend:
     def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
         return nullcontext()  # the package is staged once it is known to be valid
 
+    def temporary_folders(self) -> tuple[Path, ...]:
+        return ()  # it stages in work/mir-* folders, removed whole at start
+
     def reference(self, attempt_id: int) -> str | None:
         return dst_rev_for(self.template, attempt_id)
 

@@ -150,6 +150,9 @@ class YmirApiBackend:
     def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
         return nullcontext()  # the package is staged once it is known to be valid
 
+    def temporary_folders(self) -> tuple[Path, ...]:
+        return (self.settings.staging,)
+
     def reference(self, attempt_id: int) -> str | None:
         return None
 
