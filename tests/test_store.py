@@ -457,37 +457,35 @@ def test_stored_in_the_validating_pass_as_in_a_pass_of_its_own(
     assert hashlib.sha1(stored.read_bytes()).hexdigest() == streamed
 
 
-def test_a_package_with_its_info_first_is_read_once(tmp_path: Path) -> None:
-    package = big_package(tmp_path / "p.tar.gz", info_first=True)
-    expected, _ = store(package, tmp_path / "separate")
+READ_ONCE: dict[str, tuple[Callable[[Path], Path], int]] = {
+    "info-first": (
+        lambda path: big_package(path, info_first=True),
+        store_module.SPOOL_BEFORE_INFO,
+    ),
+    # What mir packs: every stage's folder, in order, then ymir-info.yaml. The files are
+    # written ahead, before the stored order is known (none may wait in the tiny spool).
+    "stage-folders-before-the-info": (
+        lambda path: write_package(
+            path, ymir_layout_entries(random.Random(4).randbytes(4 * FILE_SIZE_LIMIT))
+        ),
+        1000,
+    ),
+    # The seed's example: three small files at the root, then ymir-info.yaml.
+    "small-files-before-the-info": (seed_package, store_module.SPOOL_BEFORE_INFO),
+}
 
-    model_hash, _ = store_streamed(
-        package, tmp_path / "models", scribble_keeping_size_and_mtime(package)
-    )
 
-    assert model_hash == expected
-
-
-def test_stage_folders_in_the_stored_order_before_the_info_are_read_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("build", "spool_limit"), READ_ONCE.values(), ids=READ_ONCE.keys())
+def test_a_package_stored_in_the_validating_pass_is_read_once(
+    build: Callable[[Path], Path],
+    spool_limit: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """What ``mir`` packs: every stage's folder, in order, then ymir-info.yaml. The files are
-    written ahead, before the stored order is known, and the bet holds (none waits in the
-    spool, kept tiny here)."""
-    monkeypatch.setattr(store_module, "SPOOL_BEFORE_INFO", 1000)
-    weights = random.Random(4).randbytes(4 * FILE_SIZE_LIMIT)
-    package = write_package(tmp_path / "p.tar.gz", ymir_layout_entries(weights))
-    expected, _ = store(package, tmp_path / "separate")
-
-    model_hash, _ = store_streamed(
-        package, tmp_path / "models", scribble_keeping_size_and_mtime(package)
-    )
-
-    assert model_hash == expected
-
-
-def test_small_files_before_the_info_wait_in_the_spool_and_are_read_once(tmp_path: Path) -> None:
-    package = seed_package(tmp_path / "p.tar.gz")  # info last, after 3 small files
+    """Overwritten after validation, keeping what tells a write: a second pass would find
+    the package broken; this one never reads it again."""
+    monkeypatch.setattr(store_module, "SPOOL_BEFORE_INFO", spool_limit)
+    package = build(tmp_path / "p.tar.gz")
     expected, _ = store(package, tmp_path / "separate")
 
     model_hash, _ = store_streamed(
