@@ -340,13 +340,17 @@ def test_a_start_removes_what_a_killed_writer_left_in_the_ymir_staging_folder(
     dead.wait()
     left = staging / f"{TEMP_PREFIX}{dead.pid}-x{TEMP_SUFFIX}"
     live = staging / f"{TEMP_PREFIX}{os.getpid()}-y{TEMP_SUFFIX}"
+    # Another machine's daemon at work: its pid means nothing here, its lock does.
+    elsewhere = staging / f"{TEMP_PREFIX}{dead.pid}-z{TEMP_SUFFIX}"
     staged = staging / "0123456789abcdef.tar.gz"
-    for file in (left, live, staged):
+    for file in (left, live, elsewhere, staged):
         file.write_bytes(b"partial")
     ledger = Ledger(config.paths.ledger)
 
-    with live.open("rb") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with live.open("rb") as ours, elsewhere.open("rb") as theirs:
+        fcntl.flock(ours, fcntl.LOCK_EX)
+        fcntl.flock(theirs, fcntl.LOCK_EX)
         recover(config.paths, ledger, make_backend(config), Filing(config.paths, ledger))
 
-    assert sorted(path.name for path in staging.iterdir()) == sorted([live.name, staged.name])
+    kept = sorted(path.name for path in staging.iterdir())
+    assert kept == sorted([live.name, elsewhere.name, staged.name])

@@ -8,6 +8,7 @@ import hashlib
 import io
 import random
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,3 +138,45 @@ def test_fill_stops_where_the_source_runs_dry() -> None:
 
     assert output.fill(readinto, 1000) == 100
     output.stop()
+
+
+class _FailingDigest:
+    """A SHA-1 whose third update fails, as hashlib would with no memory left."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update(self, data: object) -> None:
+        self.updates += 1
+        if self.updates == 3:
+            raise MemoryError("no memory left")
+
+    def hexdigest(self) -> str:
+        return "0" * 40
+
+
+@pytest.mark.parametrize("chunks", [1, 6])
+def test_a_hashing_thread_that_fails_fails_the_stream(chunks: int, tmp_path: Path) -> None:
+    """Never a hash of part of the file (a file renamed to a wrong name), never a writer
+    waiting forever for a buffer the thread will not give back."""
+    raised: list[BaseException] = []
+
+    def write() -> None:
+        with (tmp_path / "stored.gz").open("wb") as target:
+            output = GzipOutput(target, 1, threaded=True)
+            assert output.hashing is not None
+            output.hashing.digest = _FailingDigest()  # type: ignore[assignment]
+            try:
+                output.fill(io.BytesIO(RANDOM * chunks).readinto, len(RANDOM) * chunks)
+                output.finish()
+            except MemoryError as error:
+                raised.append(error)
+            finally:
+                output.stop()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=30)
+
+    assert not writer.is_alive(), "the writer waits for a buffer forever"
+    assert len(raised) == 1

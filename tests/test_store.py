@@ -527,6 +527,38 @@ def test_an_invalid_package_leaves_nothing_in_the_store(tmp_path: Path) -> None:
     assert os.listdir(models) == []
 
 
+UNWRITABLE_SCRIPT = r"""
+import resource, sys, threading
+from pathlib import Path
+from ymir_dropbox.storing.store import streamed_store
+
+models = Path(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))  # EFBIG on any write
+for _ in range(3):
+    with streamed_store(models, 1, models.parent, 64 * 1024 * 1024) as streamed:
+        assert streamed is None, "a store that cannot be written is not used"
+print(sorted(thread.name for thread in threading.enumerate()))
+"""
+
+
+def test_a_store_that_cannot_be_written_leaves_no_file_and_no_thread(tmp_path: Path) -> None:
+    """Python ignores SIGXFSZ: a write past RLIMIT_FSIZE fails with EFBIG, as on a full disk,
+    from the first bytes (the gzip header) on."""
+    models = tmp_path / "models"
+    models.mkdir()
+
+    done = subprocess.run(
+        [sys.executable, "-c", UNWRITABLE_SCRIPT, str(models)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "['MainThread']"
+    assert os.listdir(models) == []
+
+
 MEMORY_SCRIPT = r"""
 import json, re, sys
 from pathlib import Path

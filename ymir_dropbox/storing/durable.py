@@ -64,11 +64,11 @@ def write_atomically(path: Path, data: bytes) -> None:
         finish_file(stream, temporary, path)
 
 
-def _writer_gone(path: Path) -> bool:
+def _writer_gone(path: Path, by_lock: bool = False) -> bool:
     """Whether the process that wrote this temporary file is gone (or, for our own pid after
-    a re-exec and for names without a pid, whether nobody holds its lock)."""
+    a re-exec, for names without a pid and ``by_lock``, whether nobody holds its lock)."""
     pid_text = path.name[len(TEMP_PREFIX) :].partition("-")[0]
-    if pid_text.isdigit() and int(pid_text) != os.getpid():
+    if not by_lock and pid_text.isdigit() and int(pid_text) != os.getpid():
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
@@ -89,13 +89,14 @@ def _writer_gone(path: Path) -> bool:
     return True
 
 
-def remove_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
+def remove_temporaries(folder: Path, recursive: bool = False, by_lock: bool = False) -> list[Path]:
     """Remove our own leftover temporary files from a crash (never anything else, and never
-    one whose writer is still at work)."""
+    one whose writer is still at work). ``by_lock``: judge by the lock alone, never by the
+    pid, for a folder other machines' daemons may write too (a pid is this machine's)."""
     removed = []
     pattern = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
     for path in folder.rglob(pattern) if recursive else folder.glob(pattern):
-        if path.is_file() and not path.is_symlink() and _writer_gone(path):
+        if path.is_file() and not path.is_symlink() and _writer_gone(path, by_lock):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

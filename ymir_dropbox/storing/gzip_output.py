@@ -108,6 +108,7 @@ class _HashingThread:
 
     def __init__(self, buffers: int) -> None:
         self.digest = hashlib.sha1()  # noqa: S324 - YMIR names models by SHA-1; not for security
+        self.error: BaseException | None = None
         self.pending: queue.SimpleQueue[tuple[list[Piece], bytearray | None] | None] = (
             queue.SimpleQueue()
         )
@@ -119,6 +120,8 @@ class _HashingThread:
 
     def put(self, pieces: list[Piece], buffer: bytearray | None) -> None:
         """Hash the pieces (views of ``buffer``, if any, which is then free again)."""
+        if self.error is not None:
+            raise self.error
         self.pending.put((pieces, buffer))
 
     def buffer(self) -> bytearray:
@@ -128,9 +131,13 @@ class _HashingThread:
     def _run(self) -> None:
         while (job := self.pending.get()) is not None:
             pieces, buffer = job
-            for piece in pieces:
-                self.digest.update(piece)
-            if buffer is not None:
+            if self.error is None:
+                try:
+                    for piece in pieces:
+                        self.digest.update(piece)
+                except BaseException as error:  # out of memory: raised to the writer
+                    self.error = error
+            if buffer is not None:  # always given back: the writer never waits in vain
                 self.free.put(buffer)
 
     def stop(self) -> None:
@@ -140,6 +147,8 @@ class _HashingThread:
 
     def hexdigest(self) -> str:
         self.stop()
+        if self.error is not None:
+            raise self.error
         return self.digest.hexdigest()
 
 
@@ -160,7 +169,11 @@ class GzipOutput:
         self.buffer = self.hashing.buffer() if self.hashing is not None else bytearray(CHUNK)
         self.view = memoryview(self.buffer)
         self.filled = 0
-        self._put([GZIP_HEADER])
+        try:
+            self._put([GZIP_HEADER])
+        except BaseException:
+            self.stop()
+            raise
 
     def write(self, data: bytes) -> None:
         """Append a few bytes (headers, padding, a small file)."""

@@ -18,6 +18,7 @@ known (:func:`write_tar`). Memory does not grow with the package.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -415,7 +416,8 @@ class StreamedStore:
         """Write no more; free the space written so far (the disk may be full)."""
         self.gave_up = reason
         self.close()
-        os.ftruncate(self.target.fileno(), 0)
+        with contextlib.suppress(OSError):  # commit writes it again from the start anyway
+            os.ftruncate(self.target.fileno(), 0)
 
     def commit(
         self,
@@ -475,6 +477,11 @@ def streamed_store(
     with ExitStack() as stack:
         try:
             target, temporary = stack.enter_context(temporary_file(models))
+        except OSError:
+            yield None
+            return
+        stack.callback(temporary.unlink, missing_ok=True)  # gone already once committed
+        try:
             store = StreamedStore(models, target, temporary, level, spool_folder, package_bytes)
         except OSError:
             yield None
@@ -483,7 +490,6 @@ def streamed_store(
             yield store
         finally:
             store.close()
-            temporary.unlink(missing_ok=True)  # gone already once committed
 
 
 def store_package(

@@ -32,10 +32,12 @@ DIED = "the daemon died during this import (killed, out of memory or a power cut
 
 def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> list[PurePosixPath]:
     """Settle what can be settled; return the packages in processing/ to import again."""
-    # The model store in any case: the backend may have been another before this start.
-    folders = dict.fromkeys([paths.models, *backend.temporary_folders()])
+    # The model store in any case (the backend may have been another before this start); a
+    # backend's own folders (YMIR's staging, maybe shared by other machines) by lock alone.
+    shared = [folder for folder in backend.temporary_folders() if folder != paths.models]
     for removed in [
-        *(path for folder in folders for path in remove_temporaries(folder)),
+        *remove_temporaries(paths.models),
+        *(path for folder in shared for path in remove_temporaries(folder, by_lock=True)),
         *remove_temporaries(paths.failed, recursive=True),
     ]:
         log.info("temporary_removed", path=str(removed))

@@ -91,6 +91,10 @@ class Backend(Protocol):
 def make_backend(config: Config) -> Backend:
     """The configured backend; only its module is imported (a command starts sooner)."""
     match config.import_.backend:
+        case "embedded":
+            from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
+
+            return EmbeddedBackend(config)
         case "mir":
             from ymir_dropbox.storing.backends.mir import MirBackend
 
@@ -99,6 +103,4 @@ def make_backend(config: Config) -> Backend:
             from ymir_dropbox.storing.backends.ymir_api import YmirApiBackend
 
             return YmirApiBackend(config)
-    from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
-
-    return EmbeddedBackend(config)
+    raise ValueError(f"unknown backend {config.import_.backend!r}")  # config validation refuses it
