@@ -354,9 +354,7 @@ def test_a_package_that_no_longer_decompresses_is_not_stored(tmp_path: Path) -> 
 
     with validated(package, LIMITS) as (report, source):
         assert source is not None
-        with package.open("r+b") as writer:
-            writer.seek(package.stat().st_size // 2)
-            writer.write(bytes(64))
+        scribble_keeping_size_and_mtime(package)()
         with pytest.raises(PackageChanged):
             store_package(report, source, models, 1, tmp_path)
 

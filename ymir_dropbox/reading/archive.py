@@ -473,17 +473,13 @@ def gzip_complete(opened: io.BufferedReader, max_ratio: float) -> bool:
     opened.seek(0)
     if opened.peek(2)[:2] not in (GZIP_MAGIC, GZIP_MAGIC[:1], b""):
         return True
-    ceiling = max(max_ratio * os.fstat(opened.fileno()).st_size, RATIO_GRACE_BYTES)
-    reader = GzipReader(opened, CHUNK)
-    scratch = memoryview(bytearray(CHUNK))
-    unpacked = 0
+    ceiling = max(int(max_ratio * os.fstat(opened.fileno()).st_size), RATIO_GRACE_BYTES)
+    inflated = _Inflated(GzipReader(opened, CHUNK), ceiling)
     try:
-        while count := reader.readinto(scratch):
-            unpacked += count
-            if unpacked > ceiling:
-                return True
+        while inflated.skip(CHUNK):
+            pass
     except EOFError:
         return False
-    except (zlib.error, ISAL_ERROR, igzip.BadGzipFile, ValueError):
+    except (_Stop, zlib.error, ISAL_ERROR, igzip.BadGzipFile, ValueError):
         return True
     return True

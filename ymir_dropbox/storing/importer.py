@@ -156,19 +156,8 @@ class Importer:
                 first = self.ledger.imported_by_sha256(known)
                 if first is not None:
                     self.ledger.record(attempt_id, sha256=known, size=size)
-                    duration = finish(
-                        "duplicate",
-                        duplicate_of=first["id"],
-                        model_hash=first["model_hash"],
-                        errors=[],
-                        **_described_by(first),
-                    )
-                    bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
-                    return Outcome(
-                        attempt_id, "duplicate", known, duration, duplicate_of=first["id"]
-                    )
-            # One pass: every check, and the sha256 of the file (in a second thread). The file
-            # stays open: the store reads again the very bytes validated.
+                    described = _described_by(first)
+                    return _duplicate(attempt_id, known, first, described, finish, bound)
             # One pass: every check, the sha256 of the file (in a second thread) and, with the
             # embedded backend, the stored archive, kept only if the package is valid. The file
             # stays open: a second pass, if the store needs one, reads the very bytes validated.
@@ -214,17 +203,7 @@ class Importer:
         with self._one_at_a_time(sha256):
             first = self.ledger.imported_by_sha256(sha256)
             if first is not None:
-                duration = finish(
-                    "duplicate",
-                    duplicate_of=first["id"],
-                    model_hash=first["model_hash"],
-                    errors=[],
-                    **description,
-                )
-                bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
-                return Outcome(
-                    attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"]
-                )
+                return _duplicate(attempt_id, sha256, first, description, finish, bound, report)
             reference = self.backend.reference(attempt_id)
             if reference is not None:
                 self.ledger.record(attempt_id, dst_rev=reference)
@@ -288,6 +267,27 @@ class Importer:
             duration=duration,
         )
         return Outcome(attempt_id, "imported", sha256, duration, report, result)
+
+
+def _duplicate(
+    attempt_id: int,
+    sha256: str,
+    first: dict[str, Any],
+    described: dict[str, object],
+    finish: Callable[..., float],
+    bound: Any,
+    report: ValidationReport | None = None,
+) -> Outcome:
+    """Record the attempt as a duplicate of ``first``, the import of the same sha256."""
+    duration = finish(
+        "duplicate",
+        duplicate_of=first["id"],
+        model_hash=first["model_hash"],
+        errors=[],
+        **described,
+    )
+    bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
+    return Outcome(attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"])
 
 
 def _described_by(first: dict[str, Any]) -> dict[str, object]:

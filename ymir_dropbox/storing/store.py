@@ -36,6 +36,7 @@ from ymir_dropbox.reading.archive import (
     CHUNK,
     INFO_NAME,
     ISAL_ERROR,
+    THREAD_ABOVE_BYTES,
     FileIdentity,
     GzipReader,
     Member,
@@ -52,8 +53,6 @@ from ymir_dropbox.storing.gzip_output import GzipOutput
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
-# Below this, a second thread for hashing and writing costs more than it saves.
-THREAD_ABOVE_BYTES = 8 * 1024 * 1024
 # Members that come before ymir-info.yaml wait in the spool up to this; past it, the package
 # is stored in a second pass instead.
 SPOOL_BEFORE_INFO = 256 * 1024 * 1024
@@ -432,13 +431,13 @@ class StreamedStore:
         if self._as_planned(report):
             self.builder.finish(report.normalized)
             model_hash = self.output.finish()
-        else:
+            if report.identity is not None and FileIdentity.of(source.fileno()) != report.identity:
+                raise PackageChanged("the package was written to while it was stored")
+        else:  # write_tar checks the file itself
             self.close()
             self.target.seek(0)
             self.target.truncate()
             model_hash = write_tar(report, source, self.target, self.level, self.spool_folder)
-        if report.identity is not None and FileIdentity.of(source.fileno()) != report.identity:
-            raise PackageChanged("the package was written to while it was stored")
         before_rename(model_hash)
         stored = self.models / model_hash
         finish_file(self.target, self.temporary, stored)
