@@ -137,7 +137,7 @@ def test_import_of_a_missing_file_exits_1(box: Path, tmp_path: Path) -> None:
 # Starting Python and importing ymir_dropbox costs about 0.3 s per command, too much for
 # two commands per hostile case. This runner imports the CLI once and forks one child per
 # command: each child is a separate process with its own working folder, environment and
-# output files, and calls ymir_dropbox.running.cli.main(argv), exactly what the console script does.
+# output files, and calls ymir_dropbox.cli.main(argv), exactly what the console script does.
 FORK_RUNNER = r"""
 import json, os, sys, traceback
 from ymir_dropbox.running import cli

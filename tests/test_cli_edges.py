@@ -26,7 +26,7 @@ from factory import (
     write_package,
 )
 
-from ymir_dropbox.running.cli import build_parser
+from ymir_dropbox.cli import build_parser
 from ymir_dropbox.storing.ledger import MIN_PREFIX
 
 

@@ -13,7 +13,7 @@ import pytest
 from factory import run_dropbox, seed_package, write_config
 
 from ymir_dropbox.config import DEFAULTS, ENV_VAR, SCHEMA, build_config, config_path, load_config
-from ymir_dropbox.reading.problems import ConfigError
+from ymir_dropbox.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"

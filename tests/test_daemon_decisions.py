@@ -16,21 +16,21 @@ import pytest
 from factory import gzip_bytes, seed_package
 
 from ymir_dropbox.config import Config, load_config
-from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.running.daemon.filing import Filing
-from ymir_dropbox.running.daemon.inbox import InboxView
-from ymir_dropbox.running.daemon.policy import (
+from ymir_dropbox.core.backoff import backoff
+from ymir_dropbox.daemon.filing import Filing
+from ymir_dropbox.daemon.inbox import InboxView
+from ymir_dropbox.daemon.policy import (
     Action,
     JobEnd,
     JobResult,
     RetryPolicy,
-    backoff,
 )
-from ymir_dropbox.running.daemon.recovery import recover
-from ymir_dropbox.running.daemon.scheduler import Scheduler
-from ymir_dropbox.running.daemon.worker import Worker
-from ymir_dropbox.running.metrics import Metrics
-from ymir_dropbox.running.readiness import ReadinessTracker
+from ymir_dropbox.daemon.readiness import ReadinessTracker
+from ymir_dropbox.daemon.recovery import recover
+from ymir_dropbox.daemon.scheduler import Scheduler
+from ymir_dropbox.daemon.worker import Worker
+from ymir_dropbox.operations.metrics import Metrics
+from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX
 from ymir_dropbox.storing.importer import Importer

@@ -26,7 +26,7 @@ from daemon_harness import (
 )
 from factory import Entry, gzip_bytes, seed_entries, tar_bytes
 
-from ymir_dropbox.storing.faults import POINTS
+from ymir_dropbox.core.faults import POINTS
 
 # An invalid package fails validation before anything is stored: it never reaches "stored".
 INVALID_POINTS = [point for point in POINTS if point != "stored"]

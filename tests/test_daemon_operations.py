@@ -21,7 +21,7 @@ from daemon_harness import (
     without_file_permission_bypass,
 )
 
-from ymir_dropbox.running.watching import choose_mode, filesystem_type
+from ymir_dropbox.daemon.watching import choose_mode, filesystem_type
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath as P
 import pytest
 
 from ymir_dropbox.config import load_config
-from ymir_dropbox.running.folders import free_path, is_ignored, is_package_name, move, split_suffix
+from ymir_dropbox.storing.folders import free_path, is_ignored, is_package_name, move, split_suffix
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import Dropbox, Dropboxes, dropboxes, valid_package, wait_until
 
-from ymir_dropbox.running.watching import FileEvent, InboxWatcher, choose_mode, filesystem_type
+from ymir_dropbox.daemon.watching import FileEvent, InboxWatcher, choose_mode, filesystem_type
 
 # Long enough that only the watcher (and the scan at start) can find a file during a test.
 NO_RESCAN_SECONDS = 3600.0

@@ -1,7 +1,11 @@
-"""The layers, checked from the imports: running -> storing -> config -> reading, never back.
+"""The floors, checked from the imports: each imports only from the floors below it.
 
-``reading`` judges a package and writes nothing; ``storing`` keeps what was judged; ``running``
-is the daemon and the command line. ``config`` parses the configuration for all of them.
+From the bottom: ``core`` (the base errors, fault plans, progress, logging: everyone may import
+it), ``reading`` (judging a package, writing nothing), ``config``, ``storing`` (keeping what was
+judged: the importer, the backends, the ledger, the folders), ``operations`` (the operator's
+tools: status, the page, metrics, notifications, retention, retry, check), ``daemon`` (the
+pipeline: watching, readiness, claiming, filing, the scheduler, recovery), ``training`` (the
+training server's side: pack) and the command line on top.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ymir_dropbox"
-ORDER = ("reading", "config", "storing", "running")
+ORDER = ("core", "reading", "config", "storing", "operations", "daemon", "training", "cli")
 # What writing a file looks like in Python source; none of it belongs in the reading layer.
 WRITES = {
     "unlink", "rmtree", "mkdir", "makedirs", "write_text", "write_bytes", "mkstemp",
@@ -25,8 +29,9 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     assert parts[0] == "ymir_dropbox", module
     if len(parts) == 1 or parts[1] in {"__main__"}:
-        return "running"
-    return parts[1] if parts[1] in ORDER else "running"
+        return "cli"
+    assert parts[1] in ORDER, f"{module} is on no floor"
+    return parts[1]
 
 
 def module_name(path: Path) -> str:
@@ -94,3 +99,16 @@ def test_the_reading_layer_writes_nothing(path: Path) -> None:
     assert calls & WRITES == set()
     assert os_calls & OS_WRITES == set()
     assert modes == set(), f"a file opened for writing in {path.name}"
+
+
+MAX_MODULES = 12
+
+
+@pytest.mark.parametrize(
+    "folder",
+    sorted({path.parent for path in SOURCES}),
+    ids=lambda folder: str(folder.relative_to(PACKAGE.parent)),
+)
+def test_no_folder_holds_more_than_twelve_modules(folder: Path) -> None:
+    modules = [path for path in folder.glob("*.py") if path.name != "__init__.py"]
+    assert len(modules) <= MAX_MODULES, f"{folder.name}: {len(modules)} modules"

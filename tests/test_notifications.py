@@ -19,8 +19,8 @@ import structlog
 from daemon_harness import wait_until
 
 from ymir_dropbox.config import NotifyConfig, build_config, load_config
-from ymir_dropbox.reading.problems import ConfigError
-from ymir_dropbox.running.notifications import (
+from ymir_dropbox.core.errors import ConfigError
+from ymir_dropbox.operations.notifications import (
     Notifier,
     outcome_document,
     outcome_environment,

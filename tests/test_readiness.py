@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from ymir_dropbox.running.daemon.policy import JobEnd, JobResult, RetryPolicy
-from ymir_dropbox.running.readiness import (
+from ymir_dropbox.daemon.policy import JobEnd, JobResult, RetryPolicy
+from ymir_dropbox.daemon.readiness import (
     EMPTY_SETTLE_FACTOR,
     QUIET_AFTER_CLOSE,
     Observation,

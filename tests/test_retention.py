@@ -15,8 +15,8 @@ import pytest
 import structlog
 
 from ymir_dropbox.config import Config, RetentionConfig
-from ymir_dropbox.reading.problems import DropboxError
-from ymir_dropbox.running.retention import (
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.operations.retention import (
     apply_retention,
     folder_usage,
     plan_retention,

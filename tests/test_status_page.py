@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from ymir_dropbox.reading.problems import DropboxError
-from ymir_dropbox.running.listener import Listener
-from ymir_dropbox.running.metrics import Metrics
-from ymir_dropbox.running.status_page import failure_reason, render_page
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.operations.listener import Listener
+from ymir_dropbox.operations.metrics import Metrics
+from ymir_dropbox.operations.status_page import failure_reason, render_page
 
 HOSTILE = "<script>alert(1)</script>.tar.gz"
 # Each one, if it ever ran, would leave a mark on the page the browser test looks for.

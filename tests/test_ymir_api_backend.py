@@ -34,7 +34,7 @@ from factory import gzip_bytes, legacy_package, seed_entries, seed_info, tar_byt
 from hostile import BY_ID
 from ymir_standin import Crash, Refusal, Row, StandinProcess, YmirStandin
 
-from ymir_dropbox.storing.ymir_client import ModelState, ResultState, YmirClient
+from ymir_dropbox.storing.backends.ymir_client import ModelState, ResultState, YmirClient
 
 SHARING = "/ymir-sharing"  # the folder YMIR's backend container sees
 STAGING_IN_YMIR = f"{SHARING}/ymir-dropbox"

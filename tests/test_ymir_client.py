@@ -23,7 +23,7 @@ from factory import seed_info, seed_package
 from ymir_standin import StandinProcess, YmirStandin
 
 from ymir_dropbox.reading.normalization import normalize
-from ymir_dropbox.storing.ymir_client import (
+from ymir_dropbox.storing.backends.ymir_client import (
     ModelState,
     Project,
     ResultState,

@@ -1,3 +1,3 @@
-from ymir_dropbox.running.cli import main
+from ymir_dropbox.cli import main
 
 raise SystemExit(main())

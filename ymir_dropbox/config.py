@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ymir_dropbox.core.errors import ConfigError
 from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.names import did_you_mean
-from ymir_dropbox.reading.problems import ConfigError
 from ymir_dropbox.reading.rules import StrictValidator, schema_errors
 
 ENV_VAR = "YMIR_DROPBOX_CONFIG"

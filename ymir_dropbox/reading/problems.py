@@ -88,12 +88,3 @@ class Problem:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class DropboxError(Exception):
-    """Base of every error that stops an operation (bad config, I/O failure). A problem *in a
-    package* is never an exception: it is a :class:`Problem` in a report."""
-
-
-class ConfigError(DropboxError):
-    """The configuration (file, environment or the command line's use of it) is wrong."""

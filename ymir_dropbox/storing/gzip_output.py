@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from isal import isal_zlib
 
-from ymir_dropbox.storing.linux import finish_writeback, start_writeback
+from ymir_dropbox.core.linux import finish_writeback, start_writeback
 
 CHUNK = 1024 * 1024
 # Chunk buffers: the writer fills one while the hashing thread hashes the others, and waits

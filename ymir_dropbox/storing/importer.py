@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 import structlog
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.faults import crash_point
+from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.reading.archive import PackageUnreadable, file_sha256, open_package
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_file
@@ -28,10 +30,8 @@ from ymir_dropbox.storing.backends import (
     PassingFailure,
     PreparedPackage,
 )
-from ymir_dropbox.storing.faults import crash_point
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Status
-from ymir_dropbox.storing.progress import Progress
 from ymir_dropbox.storing.store import StreamedStore
 
 log = structlog.get_logger(__name__)

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.storing.lifecycle import (
     FINAL,
     FIRST_PLACES,

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport
 from ymir_dropbox.storing.store import StreamedStore
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.storing.backends import ImportResult, PreparedPackage
 from ymir_dropbox.storing.store import StreamedStore, store_package, streamed_store
 

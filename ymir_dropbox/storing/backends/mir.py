@@ -23,7 +23,8 @@ from typing import Any
 import structlog
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import ImportFailed, ImportResult, PreparedPackage
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 

@@ -25,16 +25,15 @@ from typing import Any
 import structlog
 
 from ymir_dropbox.config import YMIR_PASSWORD_ENV_VAR, Config, YmirApiConfig
-from ymir_dropbox.reading.problems import DropboxError, Problem
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import (
     ImportFailed,
     ImportResult,
     PassingFailure,
     PreparedPackage,
 )
-from ymir_dropbox.storing.durable import finish_file, temporary_file
-from ymir_dropbox.storing.store import StreamedStore, write_tar
-from ymir_dropbox.storing.ymir_client import (
+from ymir_dropbox.storing.backends.ymir_client import (
     TEXT_LIMIT,
     ModelState,
     ResultState,
@@ -44,6 +43,8 @@ from ymir_dropbox.storing.ymir_client import (
     YmirRefused,
     YmirUnavailable,
 )
+from ymir_dropbox.storing.durable import finish_file, temporary_file
+from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
 GROUP_SUFFIXES = 100  # "name", "name-2", ... "name-100": then the package fails

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar
 
-from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.core.errors import DropboxError
 
 TEXT_LIMIT = 100  # YMIR stores names and descriptions as VARCHAR(100)
 PAGE_SIZE = 100

@@ -16,19 +16,20 @@ from pathlib import PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.progress import Progress
+from ymir_dropbox.daemon.claiming import Claimed, claim, owner_name
+from ymir_dropbox.daemon.filing import Filing
+from ymir_dropbox.daemon.policy import MAX_CRASHES, JobEnd, JobResult
+from ymir_dropbox.daemon.readiness import OPEN_SETTLE_FACTOR, Observation, Ready
+from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.reading.archive import open_package
-from ymir_dropbox.reading.problems import DropboxError, Problem
-from ymir_dropbox.running.daemon.claiming import Claimed, claim, owner_name
-from ymir_dropbox.running.daemon.filing import Filing
-from ymir_dropbox.running.daemon.policy import MAX_CRASHES, JobEnd, JobResult
-from ymir_dropbox.running.folders import move
-from ymir_dropbox.running.metrics import Metrics
-from ymir_dropbox.running.readiness import OPEN_SETTLE_FACTOR, Observation, Ready
+from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import PassingFailure
+from ymir_dropbox.storing.folders import move
 from ymir_dropbox.storing.importer import Importer, Incomplete, describe_os_error
 from ymir_dropbox.storing.ledger import Ledger, relative_of
 from ymir_dropbox.storing.lifecycle import SETTLED, Place, Status
-from ymir_dropbox.storing.progress import Progress
 
 log = structlog.get_logger(__name__)
 

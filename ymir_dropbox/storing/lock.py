@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.core.errors import DropboxError
 
 INHERITED_ENV_VAR = "YMIR_DROPBOX_LOCK_FD"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.running.folders import is_ignored, is_package_name, walk_inbox
-from ymir_dropbox.running.lock import lock_held
-from ymir_dropbox.running.retention import folder_usage
-from ymir_dropbox.running.status_page import human_size
+from ymir_dropbox.operations.retention import folder_usage
+from ymir_dropbox.operations.status_page import human_size
+from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_inbox
 from ymir_dropbox.storing.ledger import Ledger, failure_reason
 from ymir_dropbox.storing.lifecycle import Status
+from ymir_dropbox.storing.lock import lock_held
 
 RECENT = 10
 

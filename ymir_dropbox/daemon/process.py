@@ -17,27 +17,27 @@ from types import FrameType
 import structlog
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.running.daemon.filing import Filing
-from ymir_dropbox.running.daemon.inbox import InboxView
-from ymir_dropbox.running.daemon.policy import RetryPolicy
-from ymir_dropbox.running.daemon.recovery import recover
-from ymir_dropbox.running.daemon.scheduler import Scheduler
-from ymir_dropbox.running.daemon.worker import Worker
-from ymir_dropbox.running.folders import check_same_filesystem
-from ymir_dropbox.running.lock import INHERITED_ENV_VAR, acquire_lock
-from ymir_dropbox.running.metrics import Metrics
-from ymir_dropbox.running.notifications import Notifier
-from ymir_dropbox.running.readiness import ReadinessTracker
-from ymir_dropbox.running.retention import apply_retention, folder_usage
-from ymir_dropbox.running.retry import retry_failed
-from ymir_dropbox.running.sdnotify import notify
-from ymir_dropbox.running.status import collect_status
-from ymir_dropbox.running.status import publish_state as publish
+from ymir_dropbox.core.progress import Progress
+from ymir_dropbox.daemon.filing import Filing
+from ymir_dropbox.daemon.inbox import InboxView
+from ymir_dropbox.daemon.policy import RetryPolicy
+from ymir_dropbox.daemon.readiness import ReadinessTracker
+from ymir_dropbox.daemon.recovery import recover
+from ymir_dropbox.daemon.scheduler import Scheduler
+from ymir_dropbox.daemon.sdnotify import notify
+from ymir_dropbox.daemon.worker import Worker
+from ymir_dropbox.operations.metrics import Metrics
+from ymir_dropbox.operations.notifications import Notifier
+from ymir_dropbox.operations.retention import apply_retention, folder_usage
+from ymir_dropbox.operations.retry import retry_failed
+from ymir_dropbox.operations.status import collect_status
+from ymir_dropbox.operations.status import publish_state as publish
 from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.folders import check_same_filesystem
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place, Status
-from ymir_dropbox.storing.progress import Progress
+from ymir_dropbox.storing.lock import INHERITED_ENV_VAR, acquire_lock
 
 log = structlog.get_logger(__name__)
 

@@ -26,11 +26,11 @@ from pathlib import PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.faults import crash_point
+from ymir_dropbox.daemon.policy import JobEnd, JobResult
+from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.reading.archive import gzip_complete, open_package
-from ymir_dropbox.running.daemon.policy import JobEnd, JobResult
-from ymir_dropbox.running.folders import move
-from ymir_dropbox.running.readiness import Observation, Ready
-from ymir_dropbox.storing.faults import crash_point
+from ymir_dropbox.storing.folders import move
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ymir_dropbox.reading.problems import ConfigError, DropboxError
-from ymir_dropbox.running.listener import Listener, StatusSource
+from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.operations.listener import Listener, StatusSource
 
 DiskSource = Callable[[], Mapping[str, int]]
 

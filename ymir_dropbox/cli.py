@@ -16,8 +16,8 @@ import structlog
 
 from ymir_dropbox import __version__
 from ymir_dropbox.config import Config, config_path, load_config
-from ymir_dropbox.reading.problems import ConfigError, DropboxError
-from ymir_dropbox.running.logs import configure_logging
+from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.core.logs import configure_logging
 from ymir_dropbox.storing.ledger import MIN_PREFIX, for_people
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.reading.validation import ValidationReport, validate_package
-    from ymir_dropbox.running.packing import check_folder
+    from ymir_dropbox.training.packing import check_folder
 
     worst = EXIT_OK
     for path in arguments.packages:
@@ -361,7 +361,7 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.running.packing import check_output_name, pack_folder
+    from ymir_dropbox.training.packing import check_output_name, pack_folder
 
     if not (arguments.folder / "ymir-info.yaml").is_file():
         print(f"{arguments.folder}: no ymir-info.yaml in this folder", file=sys.stderr)
@@ -381,13 +381,13 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.running.daemon import run_daemon
+    from ymir_dropbox.daemon import run_daemon
 
     return run_daemon(config)
 
 
 def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.running.status import collect_status, render_status
+    from ymir_dropbox.operations.status import collect_status, render_status
 
     status = collect_status(config)
     if arguments.json:
@@ -398,7 +398,7 @@ def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.running.retry import retry_failed
+    from ymir_dropbox.operations.retry import retry_failed
     from ymir_dropbox.storing.ledger import Ledger, as_text, path_of
 
     if not arguments.ids and not arguments.all_failed:
@@ -426,7 +426,7 @@ def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
 def cmd_retention(config: Config, arguments: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from ymir_dropbox.running.retention import run_retention
+    from ymir_dropbox.operations.retention import run_retention
     from ymir_dropbox.storing.ledger import Ledger, as_text
 
     if arguments.days is not None and not arguments.failed:
@@ -453,7 +453,7 @@ def cmd_retention(config: Config, arguments: argparse.Namespace) -> int:
 def cmd_check(config: Config, arguments: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ymir_dropbox.running.check import check_setup
+    from ymir_dropbox.operations.check import check_setup
 
     findings = check_setup(config)
     for finding in findings:
@@ -469,7 +469,7 @@ def cmd_check(config: Config, arguments: argparse.Namespace) -> int:
 def cmd_projects(config: Config, arguments: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ymir_dropbox.running.check import list_projects
+    from ymir_dropbox.operations.check import list_projects
 
     projects = list_projects(config)
     if arguments.json:

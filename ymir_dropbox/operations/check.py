@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.reading.problems import DropboxError
-from ymir_dropbox.running.folders import check_same_filesystem
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.backends.ymir_api import read_password
+from ymir_dropbox.storing.backends.ymir_client import Project, YmirClient, YmirError
+from ymir_dropbox.storing.folders import check_same_filesystem
 from ymir_dropbox.storing.ledger import Ledger
-from ymir_dropbox.storing.ymir_client import Project, YmirClient, YmirError
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,11 @@ from typing import Any
 import structlog
 
 from ymir_dropbox.config import Paths
+from ymir_dropbox.daemon.filing import Filing
 from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.running.daemon.filing import Filing
-from ymir_dropbox.running.folders import walk_inbox
 from ymir_dropbox.storing.backends import Backend
 from ymir_dropbox.storing.durable import fsync_folder, remove_temporaries
+from ymir_dropbox.storing.folders import walk_inbox
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger, path_of, relative_of
 from ymir_dropbox.storing.lifecycle import Place, Status
 

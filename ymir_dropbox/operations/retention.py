@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 
 from ymir_dropbox.config import Config, Paths
-from ymir_dropbox.reading.problems import DropboxError
-from ymir_dropbox.running.folders import open_folder
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.storing.folders import open_folder
 from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place, Status
 

@@ -1,7 +1,7 @@
 """The retry and crash policy: what happens to a file after a worker is done with it.
 
 Pure: it takes what a worker reported and the clock, and returns a decision; the scheduler
-applies it. One backoff formula for the whole project, :func:`backoff`.
+applies it, with the project's one backoff formula (:func:`ymir_dropbox.core.backoff.backoff`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
 
+from ymir_dropbox.core.backoff import backoff
+
 MAX_CRASHES = 3  # unexpected errors (or deaths of the process) before a package is failed
-
-
-def backoff(failures: int, base: float, maximum: float) -> float:
-    """Seconds to wait after the ``failures``-th passing failure in a row: doubling, capped."""
-    return min(maximum, base * 2.0 ** max(0, failures - 1))
 
 
 class JobEnd(Enum):

@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.archive import open_package
-from ymir_dropbox.reading.problems import DropboxError
-from ymir_dropbox.running.folders import free_path, move, remove_error_files
+from ymir_dropbox.storing.folders import free_path, move, remove_error_files
 from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place
 

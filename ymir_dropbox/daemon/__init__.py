@@ -10,6 +10,6 @@
 - :mod:`.recovery`: what a start does with what the last run left.
 """
 
-from ymir_dropbox.running.daemon.process import run_daemon
+from ymir_dropbox.daemon.process import run_daemon
 
 __all__ = ["run_daemon"]

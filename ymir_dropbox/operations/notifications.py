@@ -26,6 +26,7 @@ import structlog
 
 from ymir_dropbox import __version__
 from ymir_dropbox.config import ENV_VAR, NotifyConfig
+from ymir_dropbox.core.backoff import backoff
 from ymir_dropbox.storing.lifecycle import SETTLED
 
 log = structlog.get_logger(__name__)
@@ -241,10 +242,6 @@ class Outbox:
             self._deliver(document)
 
     def _deliver(self, document: dict[str, Any]) -> None:
-        # Imported here: the daemon package imports this module, and importing its policy
-        # module at the top would run the daemon package's __init__ half-way through ours.
-        from ymir_dropbox.running.daemon.policy import backoff
-
         bound = log.bind(
             receiver=self.receiver.name,
             package=document.get("package"),

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ymir_dropbox.running.watching import Hint
+from ymir_dropbox.daemon.watching import Hint
 
 EMPTY_SETTLE_FACTOR = 10
 # A file whose writer has not closed it (seen under inotify) is complete only after this many

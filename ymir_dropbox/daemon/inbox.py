@@ -11,9 +11,9 @@ from pathlib import Path, PurePosixPath
 import structlog
 
 from ymir_dropbox.config import WatchConfig
-from ymir_dropbox.running.folders import is_ignored, is_package_name, walk_inbox
-from ymir_dropbox.running.readiness import Observation, ReadinessTracker, Ready
-from ymir_dropbox.running.watching import FileEvent, Hint, InboxWatcher
+from ymir_dropbox.daemon.readiness import Observation, ReadinessTracker, Ready
+from ymir_dropbox.daemon.watching import FileEvent, Hint, InboxWatcher
+from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_inbox
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000

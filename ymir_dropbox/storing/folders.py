@@ -17,9 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ymir_dropbox.config import Config, WatchConfig
-from ymir_dropbox.reading.problems import DropboxError
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.linux import rename_noreplace_at
 from ymir_dropbox.storing.durable import write_atomically
-from ymir_dropbox.storing.linux import rename_noreplace_at
 
 COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -15,10 +15,10 @@ from pathlib import Path, PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Paths
-from ymir_dropbox.running.folders import free_path, move, remove_error_files, write_error_files
-from ymir_dropbox.running.notifications import Notifier
-from ymir_dropbox.running.readiness import Observation
-from ymir_dropbox.storing.faults import crash_point
+from ymir_dropbox.core.faults import crash_point
+from ymir_dropbox.daemon.readiness import Observation
+from ymir_dropbox.operations.notifications import Notifier
+from ymir_dropbox.storing.folders import free_path, move, remove_error_files, write_error_files
 from ymir_dropbox.storing.ledger import Ledger, path_of
 from ymir_dropbox.storing.lifecycle import Place, Status, destination
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from ymir_dropbox.running.status_page import CONTENT_SECURITY_POLICY, render_page
+from ymir_dropbox.operations.status_page import CONTENT_SECURITY_POLICY, render_page
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""The floor every other may import: the base errors, fault injection, progress, logging."""

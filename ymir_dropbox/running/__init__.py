@@ -1,1 +1,0 @@
-"""Running: the daemon, watching the inbox, readiness, the folders, and the command line."""

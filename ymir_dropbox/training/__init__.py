@@ -1,0 +1,1 @@
+"""The training server's side: building a package from a folder."""
