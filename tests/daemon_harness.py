@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import pytest
 from factory import Entry, file_bytes, gzip_bytes, info_yaml, seed_entries, seed_info, tar_bytes
 
+from ymir_dropbox.storing.backends import fact_names
 from ymir_dropbox.storing.ledger import as_text
 
 PACKAGE_FOLDERS = ("inbox", "processing", "done", "failed")
@@ -494,6 +495,9 @@ class Dropbox:
             for column in ("errors", "warnings", "notes", "class_names"):
                 if isinstance(row.get(column), str):
                     row[column] = json.loads(row[column])
+            # A backend's facts, under the names `ledger --json` shows them.
+            row.update(dict.fromkeys(fact_names()))
+            row.update(json.loads(row.pop("backend_facts", None) or "{}"))
         return rows
 
     def rows_for(self, drop: Drop) -> list[dict[str, Any]]:

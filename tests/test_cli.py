@@ -125,11 +125,15 @@ def test_import_json_prints_the_ledger_row(box: Path, tmp_path: Path) -> None:
     assert row["class_names"] == ["person", "cat"]
 
 
-def test_import_of_a_missing_file_exits_1(box: Path, tmp_path: Path) -> None:
+def test_import_of_a_missing_file_is_a_usage_error_and_records_nothing(
+    box: Path, tmp_path: Path
+) -> None:
     done = run_dropbox("import", "--config", box, tmp_path / "absent.tar.gz", cwd=tmp_path)
 
-    assert done.returncode == 1
-    assert "absent.tar.gz" in done.stderr
+    assert done.returncode == 2
+    assert "absent.tar.gz: no such file" in done.stderr and "Traceback" not in done.stderr
+    listing = run_dropbox("ledger", "--json", "--config", box, cwd=tmp_path)
+    assert listing.stdout == ""
 
 
 # -- the canary: no hostile package writes anything outside the box ---------------------------
@@ -140,7 +144,7 @@ def test_import_of_a_missing_file_exits_1(box: Path, tmp_path: Path) -> None:
 # output files, and calls ymir_dropbox.cli.main(argv), exactly what the console script does.
 FORK_RUNNER = r"""
 import json, os, sys, traceback
-from ymir_dropbox.running import cli
+from ymir_dropbox import cli
 import ymir_dropbox.storing.backends.embedded, ymir_dropbox.storing.importer
 import ymir_dropbox.storing.ledger
 

@@ -32,6 +32,7 @@ from ymir_dropbox.daemon.worker import Worker
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.documents import attempt_document
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
@@ -114,14 +115,14 @@ def test_the_ledger_refuses_a_step_the_lifecycle_does_not_list(config: Config) -
         ledger.finish(attempt, Status.IMPORTED)  # never without the import step
     with pytest.raises(IllegalTransition):
         ledger.move(attempt, Place.DONE)  # never from the inbox straight to done/
-    assert ledger.get(attempt)["status"] == "claimed"  # type: ignore[index]
+    assert ledger.get(attempt).status == "claimed"  # type: ignore[union-attr]
 
 
 def test_crashes_are_counted_from_the_ledger_until_the_package_settles(config: Config) -> None:
     ledger = Ledger(config.paths.ledger)
-    crashed = Problem("import.crashed", "", "boom").as_dict()
+    crashed = Problem("import.crashed", "", "boom")
 
-    def attempt(status: Status, errors: list[dict[str, object]]) -> None:
+    def attempt(status: Status, errors: list[Problem]) -> None:
         row = ledger.begin(package=NAME.name, place=Place.PROCESSING, processing_path=NAME)
         ledger.start_import(row, "embedded")
         ledger.finish(row, status, errors=errors)
@@ -145,8 +146,9 @@ def test_a_name_that_is_not_utf8_is_kept_exactly(config: Config) -> None:
 
     row = ledger.settled_in_processing(name)
 
-    assert row is not None and row["id"] == attempt
-    assert row["processing_path"] == "caf\\xe9.tar.gz"  # shown escaped, stored exactly
+    assert row is not None and row.id == attempt
+    assert row.processing_path == Path(os.fsdecode(b"caf\xe9.tar.gz"))  # stored exactly
+    assert attempt_document(row)["processing_path"] == "caf\\xe9.tar.gz"  # shown escaped
 
 
 # -- filing ---------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def claimed_in_processing(config: Config, ledger: Ledger, name: str, status: Sta
     relative = PurePosixPath(name)
     attempt = ledger.begin(package=name, place=Place.PROCESSING, processing_path=relative)
     ledger.start_import(attempt, "embedded")
-    errors = [Problem("info.missing", "ymir-info.yaml", f"{name} is bad").as_dict()]
+    errors = [Problem("info.missing", "ymir-info.yaml", f"{name} is bad")]
     ledger.finish(attempt, status, errors=errors if status is Status.FAILED else [])
     return attempt
 
@@ -191,8 +193,8 @@ def test_two_failed_packages_filed_at_once_never_share_a_name(config: Config) ->
     assert errors == []
     for attempt, _ in jobs:
         row = ledger.get(attempt)
-        assert row is not None and row["place"] == "failed"
-        target = Path(row["final_path"])
+        assert row is not None and row.place == "failed"
+        target = Path(row.final_path)
         assert target.is_file()
         document = json.loads(target.with_name(target.name + ".error.json").read_text())
         assert document["attempt"] == attempt, "another package's error file"
@@ -204,7 +206,7 @@ def test_a_package_gone_from_processing_is_recorded_lost(config: Config) -> None
     (config.paths.processing / "gone.tar.gz").unlink()
 
     assert Filing(config.paths, ledger).file(attempt, PurePosixPath("gone.tar.gz"), Status.IMPORTED)
-    assert ledger.get(attempt)["place"] == "lost"  # type: ignore[index]
+    assert ledger.get(attempt).place == "lost"  # type: ignore[union-attr]
 
 
 # -- recovery -------------------------------------------------------------------------------------
@@ -225,13 +227,13 @@ def test_recovery_files_what_was_judged_and_redoes_what_was_cut_short(config: Co
     redo = recover(config.paths, ledger, make_backend(config), filing)
 
     assert redo == [PurePosixPath("cut.tar.gz")]
-    assert ledger.get(judged)["place"] == "failed"  # type: ignore[index]
+    assert ledger.get(judged).place == "failed"  # type: ignore[union-attr]
     assert (config.paths.failed / "judged.tar.gz.error.txt").is_file()
     cut_row = ledger.get(cut)
-    assert cut_row is not None and cut_row["status"] == "interrupted"
-    assert [error["code"] for error in cut_row["errors"]] == ["import.crashed"]
+    assert cut_row is not None and cut_row.status == "interrupted"
+    assert [error.code for error in cut_row.errors] == ["import.crashed"]
     assert ledger.crashes_in_a_row(PurePosixPath("cut.tar.gz")) == 1
-    assert ledger.get(cli)["status"] == "importing"  # type: ignore[index]  # not ours
+    assert ledger.get(cli).status == "importing"  # type: ignore[union-attr]  # not ours
 
 
 def test_a_package_that_took_the_daemon_down_three_times_is_failed(config: Config) -> None:
@@ -252,7 +254,7 @@ def test_a_package_that_took_the_daemon_down_three_times_is_failed(config: Confi
 
     assert result.end is JobEnd.SETTLED and result.status == "failed"
     [row] = ledger.latest(Status.FAILED)
-    assert [error["code"] for error in row["errors"]] == ["import.crashed"]
+    assert [error.code for error in row.errors] == ["import.crashed"]
     assert (config.paths.failed / "deadly.tar.gz").is_file()
 
 
@@ -307,17 +309,17 @@ def test_a_filing_fault_is_retried_and_the_package_keeps_its_own_reason(config: 
 
     assert first.end is JobEnd.DEFERRED and "filing failed" in first.reason
     [judged] = ledger.latest(Status.FAILED)
-    assert judged["place"] == "processing"
-    assert [error["code"] for error in judged["errors"]] == ["container.not_tar"]
+    assert judged.place == "processing"
+    assert [error.code for error in judged.errors] == ["container.not_tar"]
 
     (config.paths.failed / "team").unlink()
     second = worker.redo(relative)
 
     assert second.end is JobEnd.SETTLED
-    assert ledger.count(status="failed") == 1, "judged once, filed once"
+    assert ledger.count_by_status(Status.FAILED) == 1, "judged once, filed once"
     report = json.loads((config.paths.failed / "team/broken.tar.gz.error.json").read_text())
     assert [error["code"] for error in report["errors"]] == ["container.not_tar"]
-    assert ledger.get(judged["id"])["place"] == "failed"  # type: ignore[index]
+    assert ledger.get(judged.id).place == "failed"  # type: ignore[union-attr]
 
 
 def test_a_start_removes_what_a_killed_writer_left_in_the_ymir_staging_folder(

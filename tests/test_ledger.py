@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -12,6 +13,7 @@ import pytest
 from factory import run_dropbox, seed_entries, seed_package, write_config, write_package
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.storing.attempts import Findings
 from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import (
@@ -21,7 +23,7 @@ from ymir_dropbox.storing.ledger import (
     LedgerError,
     _Transaction,
 )
-from ymir_dropbox.storing.lifecycle import Place
+from ymir_dropbox.storing.lifecycle import Place, Status
 
 
 def pragma(path: Path, name: str) -> Any:
@@ -134,10 +136,10 @@ def test_only_one_imported_row_per_sha256(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
     first = importing(ledger, package="a.tar.gz", sha256="ab" * 32)
     second = importing(ledger, package="b.tar.gz", sha256="ab" * 32)
-    ledger.finish(first, "imported")
+    ledger.finish(first, Status.IMPORTED)
 
     with pytest.raises(DuplicateImport):
-        ledger.finish(second, "imported")
+        ledger.finish(second, Status.IMPORTED)
 
 
 def test_the_unique_index_holds_for_raw_sql_too(tmp_path: Path) -> None:
@@ -153,17 +155,21 @@ def test_the_unique_index_holds_for_raw_sql_too(tmp_path: Path) -> None:
 def test_many_failed_rows_for_one_sha256_are_fine(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
     for _ in range(3):
-        ledger.finish(importing(ledger, package="a", sha256="cafe"), "failed")
-    ledger.finish(importing(ledger, package="a", sha256="cafe"), "imported")
+        ledger.finish(importing(ledger, package="a", sha256="cafe"), Status.FAILED)
+    ledger.finish(importing(ledger, package="a", sha256="cafe"), Status.IMPORTED)
 
-    assert ledger.count(sha256="cafe") == 4
+    assert ledger.count_by_sha256("cafe") == 4
 
 
 def test_lists_are_stored_as_json_and_read_back(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    attempt = ledger.begin(package="a", class_names=["person", "猫"])
+    attempt = ledger.begin(package="a", notes=["person", "猫"])
+    ledger.start_import(attempt, "embedded")
+    ledger.finish(attempt, Status.IMPORTED, findings=Findings(class_names=("person", "猫")))
 
-    assert ledger.get(attempt)["class_names"] == ["person", "猫"]  # type: ignore[index]
+    found = ledger.get(attempt)
+    assert found is not None
+    assert found.class_names == ("person", "猫") and found.notes == ("person", "猫")
 
 
 def import_once(config: Config, ledger: Ledger, package: Path) -> Any:
@@ -179,8 +185,8 @@ def test_second_import_of_the_same_bytes_is_a_duplicate_row(config: Config, tmp_
 
     row = ledger.get(second.attempt_id)
     assert row is not None
-    assert (row["status"], row["duplicate_of"]) == ("duplicate", first.attempt_id)
-    assert row["model_hash"] == ledger.get(first.attempt_id)["model_hash"]  # type: ignore[index]
+    assert (row.status, row.duplicate_of) == ("duplicate", first.attempt_id)
+    assert row.model_hash == ledger.get(first.attempt_id).model_hash  # type: ignore[union-attr]
 
 
 def test_failed_import_records_the_problems(config: Config, tmp_path: Path) -> None:
@@ -191,8 +197,8 @@ def test_failed_import_records_the_problems(config: Config, tmp_path: Path) -> N
 
     row = ledger.get(outcome.attempt_id)
     assert row is not None
-    assert row["status"] == "failed"
-    assert [(e["code"], e["field"]) for e in row["errors"]] == [("info.missing", "ymir-info.yaml")]
+    assert row.status == "failed"
+    assert [(e.code, e.field) for e in row.errors] == [("info.missing", "ymir-info.yaml")]
 
 
 def test_a_failed_package_is_not_a_duplicate_of_anything(config: Config, tmp_path: Path) -> None:
@@ -331,13 +337,13 @@ def test_a_ledger_of_the_first_release_is_migrated_and_its_rows_still_work(
 
     ledger = Ledger(path)
 
-    assert ledger.schema_version == SCHEMA_VERSION == 3
+    assert ledger.schema_version == SCHEMA_VERSION == 4
     [row] = ledger.recent()
-    assert row["package"] == "old.tar.gz" and row["uploader"] is None
+    assert row.package == "old.tar.gz" and row.uploader is None
     found = ledger.settled_in_processing(Path("team/old.tar.gz"))
-    assert found is not None and found["id"] == row["id"]
-    ledger.move(row["id"], Place.FAILED)
-    assert ledger.in_place(Place.FAILED)[0]["status"] == Status.FAILED
+    assert found is not None and found.id == row.id
+    ledger.move(row.id, Place.FAILED)
+    assert ledger.in_place(Place.FAILED)[0].status == Status.FAILED
 
 
 def test_a_reader_of_a_ledger_still_being_created_sees_no_rows(tmp_path: Path) -> None:
@@ -347,8 +353,53 @@ def test_a_reader_of_a_ledger_still_being_created_sees_no_rows(tmp_path: Path) -
 
     reader = Ledger.open_for_reading(path)
 
-    assert reader.recent() == [] and reader.counts_since("") == {
+    assert reader.recent() == [] and dataclasses.asdict(reader.counts_since("")) == {
         "imported": 0,
         "duplicate": 0,
         "failed": 0,
     }
+
+
+def test_a_version_3_ledger_keeps_every_value_of_ymirs_columns_as_backend_facts(
+    tmp_path: Path,
+) -> None:
+    """Version 3 gave the YMIR web backend columns of its own; version 4 keeps their values
+    among the backend's facts, under the same names, and drops the columns."""
+    from sqlite_utils import Database
+
+    from ymir_dropbox.storing.documents import attempt_document
+    from ymir_dropbox.storing.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.sqlite"
+    version_3 = Database(sqlite3.connect(path))
+    for migration in MIGRATIONS[:3]:
+        migration(version_3)
+    version_3.execute("PRAGMA user_version = 3")
+    stages = [{"name": "best", "mAP": 0.5, "tp": 1, "fp": 2, "fn": 3}]
+    version_3.execute(
+        "INSERT INTO attempts (package, status, place, backend, ymir_project_id, ymir_model_id, "
+        "ymir_task_id, ymir_group_name, ymir_model_name, ymir_stages) "
+        "VALUES ('m.tar.gz', 'imported', 'done', 'ymir-api', 3, 41, 77, 'm', 'm_1', ?)",
+        [json.dumps(stages)],
+    )
+    version_3.execute(
+        "INSERT INTO attempts (package, status, place) VALUES ('e', 'failed', 'done')"
+    )
+    version_3.conn.commit()
+    version_3.close()
+
+    ledger = Ledger(path)
+
+    imported, embedded = sorted(ledger.recent(), key=lambda attempt: attempt.id)
+    assert dict(imported.facts) == {
+        "ymir_project_id": 3,
+        "ymir_model_id": 41,
+        "ymir_task_id": 77,
+        "ymir_group_name": "m",
+        "ymir_model_name": "m_1",
+        "ymir_stages": stages,
+    }
+    assert attempt_document(imported)["ymir_model_id"] == 41
+    assert dict(embedded.facts) == {}
+    columns = {row[1] for row in ledger.connection.execute("PRAGMA table_info(attempts)")}
+    assert "backend_facts" in columns and not any(name.startswith("ymir_") for name in columns)

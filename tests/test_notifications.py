@@ -3,6 +3,7 @@ backoff, bounded, and never in the way of an import."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -22,9 +23,11 @@ from ymir_dropbox.config import NotifyConfig, build_config, load_config
 from ymir_dropbox.core.errors import ConfigError
 from ymir_dropbox.operations.notifications import (
     Notifier,
-    outcome_document,
     outcome_environment,
 )
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import Attempt, Findings
+from ymir_dropbox.storing.documents import outcome_document
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -47,16 +50,30 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 def settled_row(
-    ledger: Ledger, package: str, status: Status = Status.IMPORTED, **fields: Any
-) -> dict[str, Any]:
+    ledger: Ledger,
+    package: str,
+    status: Status = Status.IMPORTED,
+    *,
+    model_hash: str | None = None,
+    mAP: float | None = None,
+    best_stage_name: str | None = None,
+    errors: list[dict[str, str]] = (),  # type: ignore[assignment]
+) -> Attempt:
     """A ledger row as the daemon leaves it: finished and filed."""
     sha256 = hashlib.sha256(package.encode()).hexdigest()
     attempt = ledger.begin(package=package, place=Place.INBOX, source=Path(package), sha256=sha256)
     ledger.move(attempt, Place.PROCESSING)
     ledger.start_import(attempt, "embedded")
-    ledger.finish(attempt, status, **fields)
+    ledger.finish(
+        attempt,
+        status,
+        model_hash=model_hash,
+        findings=Findings(best_stage_name=best_stage_name, mAP=mAP),
+        errors=[Problem(**problem) for problem in errors],
+    )
     place = Place.FAILED if status is Status.FAILED else Place.DONE
-    ledger.move(attempt, place, final_path=Path(f"/srv/box/{place}/{package}"))
+    ledger.plan(attempt, Path(f"/srv/box/{place}/{package}"))
+    ledger.move(attempt, place)
     row = ledger.get(attempt)
     assert row is not None
     return row
@@ -67,7 +84,7 @@ def test_the_document_of_an_import_holds_the_model(ledger: Ledger) -> None:
         ledger, "yolo.tar.gz", model_hash="c" * 40, mAP=0.73, best_stage_name="epoch_10"
     )
 
-    document = outcome_document({**row, "uploader": "alice"})
+    document = outcome_document(dataclasses.replace(row, uploader="alice"))
 
     assert document == {
         "package": "yolo.tar.gz",
@@ -77,10 +94,10 @@ def test_the_document_of_an_import_holds_the_model(ledger: Ledger) -> None:
         "mAP": 0.73,
         "best_stage_name": "epoch_10",
         "problems": [],
-        "attempt": row["id"],
+        "attempt": row.id,
         "duplicate_of": None,
         "uploader": "alice",
-        "finished_at": row["finished_at"],
+        "finished_at": row.finished_at,
         "folder": "done",
         "path": "/srv/box/done/yolo.tar.gz",
     }
@@ -107,8 +124,8 @@ def test_every_environment_variable_is_set_even_when_empty(ledger: Ledger) -> No
 
     assert environment["YMIR_DROPBOX_STATUS"] == "failed"
     assert environment["YMIR_DROPBOX_PACKAGE"] == "bad.tar.gz"
-    assert environment["YMIR_DROPBOX_SHA256"] == row["sha256"]
-    assert environment["YMIR_DROPBOX_ATTEMPT"] == str(row["id"])
+    assert environment["YMIR_DROPBOX_SHA256"] == row.sha256
+    assert environment["YMIR_DROPBOX_ATTEMPT"] == str(row.id)
     assert environment["YMIR_DROPBOX_MODEL_HASH"] == ""
     assert environment["YMIR_DROPBOX_PROBLEMS"] == "tar.link_member tar.link_member"
     assert set(environment) >= {
@@ -122,7 +139,7 @@ def test_off_by_default() -> None:
     notifier = Notifier(config)
 
     notifier.start()
-    notifier.send({"status": "imported", "package": "a.tar.gz"})
+    notifier.send(Attempt(id=1, package="a.tar.gz", status=Status.IMPORTED, place=Place.DONE))
     notifier.stop(1.0)
 
     assert not notifier.enabled
@@ -405,7 +422,9 @@ def test_attempts_that_are_not_outcomes_are_not_sent(
     attempt = ledger.begin(package="cut.tar.gz", place=Place.INBOX)
     ledger.finish(attempt, Status.INTERRUPTED)
 
-    notifier.send(ledger.get(attempt) or {})
+    cut = ledger.get(attempt)
+    assert cut is not None
+    notifier.send(cut)
     notifier.send(settled_row(ledger, "real.tar.gz"))
     notifier.stop(10)
 
@@ -443,9 +462,9 @@ def test_command_gets_the_json_on_stdin_and_in_its_environment(
     )
     assert environment["YMIR_DROPBOX_PACKAGE"] == "it's a <model>.tar.gz"
     assert environment["YMIR_DROPBOX_STATUS"] == "imported"
-    assert environment["YMIR_DROPBOX_SHA256"] == row["sha256"]
+    assert environment["YMIR_DROPBOX_SHA256"] == row.sha256
     assert environment["YMIR_DROPBOX_MODEL_HASH"] == "d" * 40
-    assert environment["YMIR_DROPBOX_ATTEMPT"] == str(row["id"])
+    assert environment["YMIR_DROPBOX_ATTEMPT"] == str(row.id)
     assert environment["YMIR_DROPBOX_MAP"] == "0.9"
 
 

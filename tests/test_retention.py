@@ -22,6 +22,7 @@ from ymir_dropbox.operations.retention import (
     plan_retention,
     run_retention,
 )
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -33,6 +34,17 @@ def days_ago(days: float) -> str:
 
 
 # -- the plan (pure) --------------------------------------------------------------------------
+
+
+def attempt_of(row: dict[str, Any]) -> Attempt:
+    return Attempt(
+        id=row["id"],
+        package="p.tar.gz",
+        status=Status(row["status"]),
+        place=Place(row["place"]),
+        finished_at=row["finished_at"],
+    )
+
 
 ROWS = {
     "imported-40-days-in-done": ({"place": "done", "status": "imported"}, 40, True),
@@ -49,15 +61,15 @@ ROWS = {
 
 @pytest.mark.parametrize(("row", "age", "due"), ROWS.values(), ids=ROWS.keys())
 def test_what_is_due(row: dict[str, Any], age: float, due: bool) -> None:
-    rows = [{**row, "id": 1, "finished_at": days_ago(age)}]
+    rows = [attempt_of({**row, "id": 1, "finished_at": days_ago(age)})]
 
     assert bool(plan_retention(rows, NOW, done_days=30, failed_days=60)) is due
 
 
 def test_zero_days_means_never() -> None:
     rows = [
-        {"id": 1, "place": "done", "status": "imported", "finished_at": days_ago(9999)},
-        {"id": 2, "place": "failed", "status": "failed", "finished_at": days_ago(9999)},
+        attempt_of({"id": 1, "place": "done", "status": "imported", "finished_at": days_ago(9999)}),
+        attempt_of({"id": 2, "place": "failed", "status": "failed", "finished_at": days_ago(9999)}),
     ]
 
     assert plan_retention(rows, NOW, done_days=0, failed_days=0) == []
@@ -65,8 +77,8 @@ def test_zero_days_means_never() -> None:
 
 def test_a_row_without_a_readable_time_is_kept() -> None:
     rows = [
-        {"id": 1, "place": "done", "status": "imported", "finished_at": None},
-        {"id": 2, "place": "done", "status": "imported", "finished_at": "last tuesday"},
+        attempt_of({"id": 1, "place": "done", "status": "imported", "finished_at": None}),
+        attempt_of({"id": 2, "place": "done", "status": "imported", "finished_at": "last tuesday"}),
     ]
 
     assert plan_retention(rows, NOW, done_days=1, failed_days=1) == []
@@ -108,14 +120,15 @@ def filed(
     ledger.move(attempt, Place.PROCESSING)
     ledger.start_import(attempt, "embedded")
     ledger.finish(attempt, status, finished_at=days_ago(100))
-    ledger.move(attempt, place, final_path=path)
+    ledger.plan(attempt, path)
+    ledger.move(attempt, place)
     return attempt, path
 
 
 def place_of(ledger: Ledger, attempt: int) -> str:
     row = ledger.get(attempt)
     assert row is not None
-    return str(row["place"])
+    return str(row.place)
 
 
 def test_old_imports_and_duplicates_leave_done_and_the_ledger_says_so(
@@ -132,7 +145,7 @@ def test_old_imports_and_duplicates_leave_done_and_the_ledger_says_so(
     assert failed_path.exists()  # failed packages only when asked
     assert place_of(ledger, imported) == place_of(ledger, duplicate) == "removed"
     assert place_of(ledger, failed) == "failed"
-    notes = (ledger.get(imported) or {})["notes"]
+    notes = ledger.get(imported).notes  # type: ignore[union-attr]
     assert notes[0] == "claimed by the test"
     assert notes[-1].startswith("retention: kept in done/ for 30 days since ")
     assert next(r.size for r in removed if r.attempt == imported) == 100
@@ -177,7 +190,7 @@ def test_a_package_gone_already_is_recorded_as_removed(config: Config, ledger: L
 
     assert [(removal.attempt, removal.size) for removal in removed] == [(attempt, 0)]
     assert place_of(ledger, attempt) == "removed"
-    assert (ledger.get(attempt) or {})["notes"][-1].endswith("the file was gone already")
+    assert ledger.get(attempt).notes[-1]  # type: ignore[union-attr].endswith("the file was gone already")
 
 
 def test_an_absent_done_folder_is_not_taken_for_removed_packages(
@@ -258,11 +271,10 @@ def test_a_path_outside_the_configured_folder_is_left_alone(
     config: Config, ledger: Ledger, outside: Path
 ) -> None:
     attempt, path = filed(config, ledger, "a.tar.gz")
-    ledger.record(attempt, final_path=str(outside / "a.tar.gz"))
-    ledger.record(attempt, final_path_raw=os.fsencode(outside / "a.tar.gz"))
+    ledger.plan(attempt, outside / "a.tar.gz")
     dotted, dotted_path = filed(config, ledger, "b.tar.gz")
     climbing = config.paths.done / ".." / ".." / "outside" / "a.tar.gz"
-    ledger.record(dotted, final_path=str(climbing), final_path_raw=os.fsencode(climbing))
+    ledger.plan(dotted, climbing)
 
     removed = apply_retention(config.paths, ledger, NOW, done_days=30, failed_days=0)
 

@@ -19,7 +19,9 @@ import pytest
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.operations.listener import Listener
 from ymir_dropbox.operations.metrics import Metrics
-from ymir_dropbox.operations.status_page import failure_reason, render_page
+from ymir_dropbox.operations.status_page import render_page
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import failure_reason
 
 HOSTILE = "<script>alert(1)</script>.tar.gz"
 # Each one, if it ever ran, would leave a mark on the page the browser test looks for.
@@ -163,16 +165,16 @@ def test_a_status_without_the_new_keys_still_renders() -> None:
 
 
 def test_a_failure_reason_is_its_first_problem_and_a_count() -> None:
-    problems = [
-        {"code": "info.missing_field", "field": "stages.s1.mAP", "message": "mAP is required"},
-        {"code": "package.missing_file", "field": "", "message": "a.pt is not in the archive"},
-    ]
+    problems = (
+        Problem("info.missing_field", "stages.s1.mAP", "mAP is required"),
+        Problem("package.missing_file", "", "a.pt is not in the archive"),
+    )
 
     assert failure_reason(problems) == (
         "info.missing_field [stages.s1.mAP]: mAP is required (and 1 more)"
     )
     assert failure_reason(problems[1:]) == "package.missing_file: a.pt is not in the archive"
-    assert failure_reason(None) == ""
+    assert failure_reason(()) == ""
 
 
 # -- the listener over real HTTP --------------------------------------------------------------

@@ -210,10 +210,7 @@ def codes(row: dict[str, Any]) -> list[str]:
 
 
 def ledger_stages(row: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
-    return {
-        stage["name"]: (stage["tp"], stage["fp"], stage["fn"])
-        for stage in json.loads(row["ymir_stages"])
-    }
+    return {stage["name"]: (stage["tp"], stage["fp"], stage["fn"]) for stage in row["ymir_stages"]}
 
 
 def seed_bytes(info: dict[str, Any] | None = None) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,9 +17,10 @@ import structlog
 
 from ymir_dropbox import __version__
 from ymir_dropbox.config import Config, config_path, load_config
-from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.core.errors import ConfigError, DropboxError, UsageError
+from ymir_dropbox.core.faults import FaultPlan
 from ymir_dropbox.core.logs import configure_logging
-from ymir_dropbox.storing.ledger import MIN_PREFIX, for_people
+from ymir_dropbox.storing.ledger import MIN_PREFIX
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LEDGER_COLUMNS = (
@@ -33,12 +35,7 @@ LEDGER_COLUMNS = (
     "reason",
 )
 REASON_WIDTH = 72
-STATUSES = ("imported", "failed", "duplicate", "interrupted", "claimed", "importing")
 log = structlog.get_logger(__name__)
-
-
-class UsageError(Exception):
-    """The command line asks for something that cannot be done as asked (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +81,36 @@ def _positive(text: str) -> int:
     return number
 
 
+Handler = Callable[[Config, argparse.Namespace], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+COMMANDS: list[tuple[str, str, Handler, Arguments]] = []
+
+
+def command(name: str, text: str) -> Callable[[Arguments], Callable[[Handler], Handler]]:
+    """Register a command: its name, what it does, its arguments, and its handler, which
+    parses nothing, calls one library function and renders what it returns."""
+
+    def with_arguments(arguments: Arguments) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            COMMANDS.append((name, text, handler, arguments))
+            return handler
+
+        return register
+
+    return with_arguments
+
+
+def no_arguments(parser: argparse.ArgumentParser) -> None:
+    """A command that takes nothing but the common options."""
+
+
+def json_flag(text: str) -> Arguments:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help=text)
+
+    return arguments
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
@@ -101,19 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         metavar="COMMAND", help="one of these; `ymir-dropbox COMMAND --help` tells more"
     )
-
-    def command(
-        name: str, function: Callable[[Config, argparse.Namespace], int], text: str
-    ) -> argparse.ArgumentParser:
+    for name, text, handler, arguments in COMMANDS:
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
-        sub.set_defaults(command=function, parser=sub)
-        return sub
+        sub.set_defaults(command=handler, parser=sub)
+        arguments(sub)
+    return parser
 
-    sub = command("run", cmd_run, "run the daemon in the foreground (systemd manages it)")
-    sub = command(
-        "validate", cmd_validate, "check packages, or folders before `pack`, without importing"
-    )
-    sub.add_argument(
+
+@command("run", "run the daemon in the foreground (systemd manages it)")(no_arguments)
+def cmd_run(config: Config, arguments: argparse.Namespace) -> int:
+    from ymir_dropbox.daemon import run_daemon
+
+    return run_daemon(config, FaultPlan.from_environment(os.environ))
+
+
+def validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "packages",
         nargs="+",
         type=Path,
@@ -121,108 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a package file, or a folder holding ymir-info.yaml and the stage files (checked "
         "as `pack` would build it, through a temporary file under $TMPDIR)",
     )
-    sub.add_argument("--json", action="store_true", help="one JSON object per package per line")
-    sub = command("import", cmd_import, "validate, deduplicate, store and record one package file")
-    sub.add_argument(
-        "package", type=Path, metavar="PACKAGE", help="the package file (it is not moved)"
-    )
-    sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    sub = command("ledger", cmd_ledger, "list recent attempts, or show one (`ledger show KEY`)")
-    sub.add_argument(
-        "show",
-        nargs="?",
-        choices=["show"],
-        metavar="show",
-        help="show the attempts KEY names, in full (`ledger show KEY [--json]`)",
-    )
-    sub.add_argument(
-        "key",
-        nargs="?",
-        metavar="KEY",
-        help=f"with `show`: an attempt id, or a sha256 or model hash prefix of at least "
-        f"{MIN_PREFIX} characters",
-    )
-    sub.add_argument("--json", action="store_true", help="one JSON object per line")
-    sub.add_argument(
-        "--status", choices=STATUSES, metavar="STATUS", help=f"only these: {', '.join(STATUSES)}"
-    )
-    sub.add_argument(
-        "--limit", type=_positive, default=20, metavar="N", help="at most N, newest first (20)"
-    )
-    sub = command(
-        "pack", cmd_pack, "build a package from a folder holding ymir-info.yaml and the stage files"
-    )
-    sub.add_argument(
-        "folder",
-        type=Path,
-        metavar="DIR",
-        help="the folder: ymir-info.yaml at its top, the files where the stages list them",
-    )
-    sub.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        required=True,
-        metavar="OUT.tar.gz",
-        help="the package to write: a new file, in an existing folder, named as the daemon "
-        "takes it (watch.patterns, not watch.ignore); written only if valid",
-    )
-    sub = command("status", cmd_status, "what is waiting, processing, imported and failed")
-    sub.add_argument("--json", action="store_true", help="print the status as one JSON object")
-    sub = command("retry", cmd_retry, "move failed packages back into the inbox")
-    sub.add_argument(
-        "ids", nargs="*", type=int, metavar="ID", help="attempts to retry (see `ledger`)"
-    )
-    sub.add_argument("--all-failed", action="store_true", help="every package in failed/")
-    sub.add_argument(
-        "--force",
-        action="store_true",
-        help="retry a package even if it has not changed since it failed",
-    )
-    sub = command(
-        "check", cmd_check, "check the set-up for the configured backend; exit 0 when all is well"
-    )
-    sub.add_argument("--json", action="store_true", help="one JSON object per check")
-    sub = command(
-        "projects", cmd_projects, "list the YMIR projects the configured user can import into"
-    )
-    sub.add_argument("--json", action="store_true", help="one JSON object per project")
-    sub = command(
-        "retention",
-        cmd_retention,
-        "remove old packages from done/ ([retention] done_days) and, when asked, from failed/",
-    )
-    sub.add_argument(
-        "--failed", action="store_true", help="also remove failed packages (and error files)"
-    )
-    sub.add_argument(
-        "--days",
-        type=int,
-        metavar="N",
-        help="with --failed: older than N days (default: [retention] failed_days)",
-    )
-    sub.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
-    return parser
+    parser.add_argument("--json", action="store_true", help="one JSON object per package per line")
 
 
+@command("validate", "check packages, or folders before `pack`, without importing")(
+    validate_arguments
+)
 def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.reading.validation import ValidationReport, validate_package
-    from ymir_dropbox.training.packing import check_folder
+    from ymir_dropbox.training.packing import validate_path
 
     worst = EXIT_OK
     for path in arguments.packages:
-        try:
-            if path.is_dir():
-                report = check_folder(path, config.limits)
-            else:
-                report = validate_package(path, config.limits, hashed=False)
-        except OSError as error:
-            from ymir_dropbox.reading.problems import Problem
-
-            report = ValidationReport(
-                path.name,
-                (Problem("package.unreadable", "", f"{path}: {error.strerror or error}"),),
-            )
+        report = validate_path(path, config.limits)
         summary = {**report.summary(), "package": str(path)}
         if arguments.json:
             print(json.dumps(summary, ensure_ascii=False), flush=True)
@@ -247,52 +187,78 @@ def _print_report(summary: dict[str, Any]) -> None:
             print(f"  {kind[:-1]}: {problem['code']}{where}: {problem['message']}")
 
 
-def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.storing.backends import make_backend
-    from ymir_dropbox.storing.importer import Importer
-    from ymir_dropbox.storing.ledger import Ledger
-    from ymir_dropbox.storing.lifecycle import Place
+def import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "package", type=Path, metavar="PACKAGE", help="the package file (it is not moved)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
-    config.ensure_folders()
-    backend = make_backend(config)
-    backend.check()
-    ledger = Ledger(config.paths.ledger)
+
+@command("import", "validate, deduplicate, store and record one package file")(import_arguments)
+def cmd_import(config: Config, arguments: argparse.Namespace) -> int:
+    from ymir_dropbox.storing.documents import attempt_document
+    from ymir_dropbox.storing.importer import import_file
+    from ymir_dropbox.storing.ledger import Ledger
+    from ymir_dropbox.storing.lifecycle import Status
+
     path: Path = arguments.package
-    attempt_id = ledger.begin(package=path.name, source=path.absolute(), place=Place.NONE)
-    try:
-        outcome = Importer(config, ledger, backend).run(path, attempt_id)
-    except OSError as error:
-        raise DropboxError(f"{path}: {error.strerror or error}") from None
-    if arguments.json:
-        print(json.dumps(for_people(ledger.get(attempt_id) or {}), ensure_ascii=False))
-    if outcome.status == "imported":
-        assert outcome.result is not None and outcome.report is not None
-        best = outcome.report.best_stage
-        assert best is not None
-        if not arguments.json:
-            print(
-                f"pack success, model hash: {outcome.result.model_hash}, "
-                f"best_stage_name: {best['stage_name']}, mAP: {best['mAP']}"
-            )
-        return EXIT_OK
-    if outcome.status == "duplicate":
-        if not arguments.json:
-            row = ledger.get(attempt_id) or {}
-            print(
-                f"duplicate of attempt {outcome.duplicate_of}, "
-                f"model hash: {row.get('model_hash')}; not imported again"
-            )
-        return EXIT_OK
-    if not arguments.json:
+    outcome = import_file(config, path, FaultPlan.from_environment(os.environ))
+    ledger = Ledger.open_for_reading(config.paths.ledger)
+    attempt = ledger.get(outcome.attempt_id)
+    ledger.close()
+    if arguments.json and attempt is not None:
+        print(json.dumps(attempt_document(attempt), ensure_ascii=False))
+    elif outcome.status is Status.IMPORTED and outcome.result and outcome.report:
+        print(
+            f"pack success, model hash: {outcome.result.model_hash}, "
+            f"best_stage_name: {outcome.report.best_stage_name}, mAP: {outcome.report.best_mAP}"
+        )
+    elif outcome.status is Status.DUPLICATE:
+        model_hash = attempt.model_hash if attempt is not None else None
+        print(
+            f"duplicate of attempt {outcome.duplicate_of}, "
+            f"model hash: {model_hash}; not imported again"
+        )
+    elif outcome.status is Status.FAILED:
         print(f"{path}: import failed", file=sys.stderr)
         for problem in outcome.errors:
             where = f" [{problem.field}]" if problem.field else ""
             print(f"  error: {problem.code}{where}: {problem.message}", file=sys.stderr)
-    return EXIT_FAILED
+    return EXIT_FAILED if outcome.status is Status.FAILED else EXIT_OK
 
 
+def ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    from ymir_dropbox.storing.lifecycle import Status
+
+    statuses = [str(status) for status in Status]
+    parser.add_argument(
+        "show",
+        nargs="?",
+        choices=["show"],
+        metavar="show",
+        help="show the attempts KEY names, in full (`ledger show KEY [--json]`)",
+    )
+    parser.add_argument(
+        "key",
+        nargs="?",
+        metavar="KEY",
+        help=f"with `show`: an attempt id, or a sha256 or model hash prefix of at least "
+        f"{MIN_PREFIX} characters",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--status", choices=statuses, metavar="STATUS", help=f"only these: {', '.join(statuses)}"
+    )
+    parser.add_argument(
+        "--limit", type=_positive, default=20, metavar="N", help="at most N, newest first (20)"
+    )
+
+
+@command("ledger", "list recent attempts, or show one (`ledger show KEY`)")(ledger_arguments)
 def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
+    from ymir_dropbox.storing.documents import attempt_document
     from ymir_dropbox.storing.ledger import Ledger
+    from ymir_dropbox.storing.lifecycle import Status
 
     key: str | None = arguments.key
     if arguments.show and not key:
@@ -304,8 +270,8 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
         )
     ledger = Ledger.open_for_reading(config.paths.ledger)
     if key:
-        rows = [for_people(row) for row in ledger.find(key)]
-        if not rows:
+        found = [attempt_document(attempt) for attempt in ledger.find(key)]
+        if not found:
             longer = (
                 f" (a sha256 or model hash prefix needs at least {MIN_PREFIX} characters)"
                 if len(key) < MIN_PREFIX
@@ -313,30 +279,31 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
             )
             print(f"no attempt matches {key!r}{longer}", file=sys.stderr)
             return EXIT_FAILED
-        for row in rows:
+        for document in found:
             if arguments.json:
-                print(json.dumps(row, ensure_ascii=False))
+                print(json.dumps(document, ensure_ascii=False))
             else:
-                width = max(map(len, row))
-                for key, value in row.items():
-                    shown = (
-                        json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
-                    )
-                    print(f"{key:<{width}}  {shown}")
-                print()
+                _print_fields(document)
         return EXIT_OK
-    rows = [
-        for_people(row) for row in ledger.recent(limit=arguments.limit, status=arguments.status)
-    ]
+    status = Status(arguments.status) if arguments.status else None
+    documents = [attempt_document(attempt) for attempt in ledger.recent(arguments.limit, status)]
     if arguments.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+        for document in documents:
+            print(json.dumps(document, ensure_ascii=False))
         return EXIT_OK
-    print_table(rows, LEDGER_COLUMNS)
+    print_table(documents, LEDGER_COLUMNS)
     return EXIT_OK
 
 
-def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+def _print_fields(document: dict[str, object]) -> None:
+    width = max(map(len, document))
+    for name, value in document.items():
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
+        print(f"{name:<{width}}  {shown}")
+    print()
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     def cell(row: dict[str, Any], column: str) -> str:
         value = row.get(column)
         text = "" if value is None else str(value)
@@ -360,6 +327,27 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
         )
 
 
+def pack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "folder",
+        type=Path,
+        metavar="DIR",
+        help="the folder: ymir-info.yaml at its top, the files where the stages list them",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.tar.gz",
+        help="the package to write: a new file, in an existing folder, named as the daemon "
+        "takes it (watch.patterns, not watch.ignore); written only if valid",
+    )
+
+
+@command("pack", "build a package from a folder holding ymir-info.yaml and the stage files")(
+    pack_arguments
+)
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.training.packing import check_output_name, pack_folder
 
@@ -380,12 +368,9 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(config: Config, arguments: argparse.Namespace) -> int:
-    from ymir_dropbox.daemon import run_daemon
-
-    return run_daemon(config)
-
-
+@command("status", "what is waiting, processing, imported and failed")(
+    json_flag("print the status as one JSON object")
+)
 def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.operations.status import collect_status, render_status
 
@@ -397,25 +382,39 @@ def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def retry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="attempts to retry (see `ledger`)"
+    )
+    parser.add_argument("--all-failed", action="store_true", help="every package in failed/")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="retry a package even if it has not changed since it failed",
+    )
+
+
+@command("retry", "move failed packages back into the inbox")(retry_arguments)
 def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.operations.retry import retry_failed
-    from ymir_dropbox.storing.ledger import Ledger, as_text, path_of
+    from ymir_dropbox.storing.documents import text_of
+    from ymir_dropbox.storing.ledger import Ledger
 
     if not arguments.ids and not arguments.all_failed:
         raise UsageError("retry needs attempt IDs or --all-failed")
     ledger = Ledger(config.paths.ledger)
     ids: list[int] | None = None if arguments.all_failed else arguments.ids
     retried = retry_failed(config, ledger, ids, force=arguments.force)
-    for row in retried.unchanged:
-        codes = ", ".join(sorted({problem["code"] for problem in row.get("errors") or []}))
+    for attempt in retried.unchanged:
+        codes = ", ".join(sorted(attempt.codes))
         print(
-            f"attempt {row['id']}: {as_text(str(path_of(row, 'final_path')))} has not changed "
+            f"attempt {attempt.id}: {text_of(attempt.final_path)} has not changed "
             f"since it failed ({codes}); left in failed/. Fix it, or retry it as it is with "
             "--force",
             file=sys.stderr,
         )
     for attempt_id, source, target in retried.moved:
-        print(f"attempt {attempt_id}: {as_text(str(source))} -> {as_text(str(target))}")
+        print(f"attempt {attempt_id}: {text_of(source)} -> {text_of(target)}")
     if not retried.moved and not retried.unchanged:
         print("nothing to retry", file=sys.stderr)
     if not retried.moved or (retried.unchanged and not arguments.all_failed):
@@ -423,33 +422,9 @@ def cmd_retry(config: Config, arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_retention(config: Config, arguments: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from ymir_dropbox.operations.retention import run_retention
-    from ymir_dropbox.storing.ledger import Ledger, as_text
-
-    if arguments.days is not None and not arguments.failed:
-        raise UsageError("--days goes with --failed")
-    ledger = Ledger(config.paths.ledger)
-    removed = run_retention(
-        config,
-        ledger,
-        datetime.now(UTC),
-        failed=arguments.failed,
-        failed_days=arguments.days,
-        dry_run=arguments.dry_run,
-    )
-    verb = "would remove" if arguments.dry_run else "removed"
-    for removal in removed:
-        print(
-            f"attempt {removal.attempt}: {verb} {as_text(str(removal.path))} ({removal.size} bytes)"
-        )
-    if not removed:
-        print("nothing to remove", file=sys.stderr)
-    return EXIT_OK
-
-
+@command("check", "check the set-up for the configured backend; exit 0 when all is well")(
+    json_flag("one JSON object per check")
+)
 def cmd_check(config: Config, arguments: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -466,6 +441,9 @@ def cmd_check(config: Config, arguments: argparse.Namespace) -> int:
     return EXIT_OK if all(finding.ok for finding in findings) else EXIT_FAILED
 
 
+@command("projects", "list the YMIR projects the configured user can import into")(
+    json_flag("one JSON object per project")
+)
 def cmd_projects(config: Config, arguments: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -477,4 +455,47 @@ def cmd_projects(config: Config, arguments: argparse.Namespace) -> int:
             print(json.dumps(asdict(project), ensure_ascii=False))
         return EXIT_OK
     print_table([asdict(project) for project in projects], ("id", "name", "object_type"))
+    return EXIT_OK
+
+
+def retention_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--failed", action="store_true", help="also remove failed packages (and error files)"
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        metavar="N",
+        help="with --failed: older than N days (default: [retention] failed_days)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+
+
+@command(
+    "retention",
+    "remove old packages from done/ ([retention] done_days) and, when asked, from failed/",
+)(retention_arguments)
+def cmd_retention(config: Config, arguments: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ymir_dropbox.operations.retention import run_retention
+    from ymir_dropbox.storing.documents import text_of
+    from ymir_dropbox.storing.ledger import Ledger
+
+    if arguments.days is not None and not arguments.failed:
+        raise UsageError("--days goes with --failed")
+    ledger = Ledger(config.paths.ledger)
+    removed = run_retention(
+        config,
+        ledger,
+        datetime.now(UTC),
+        failed=arguments.failed,
+        failed_days=arguments.days,
+        dry_run=arguments.dry_run,
+    )
+    verb = "would remove" if arguments.dry_run else "removed"
+    for removal in removed:
+        print(f"attempt {removal.attempt}: {verb} {text_of(removal.path)} ({removal.size} bytes)")
+    if not removed:
+        print("nothing to remove", file=sys.stderr)
     return EXIT_OK

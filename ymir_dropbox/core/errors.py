@@ -10,3 +10,7 @@ class DropboxError(Exception):
 
 class ConfigError(DropboxError):
     """The configuration (file, environment or the command line's use of it) is wrong."""
+
+
+class UsageError(DropboxError):
+    """A command line that cannot be carried out as written (``import`` of a folder, ...)."""

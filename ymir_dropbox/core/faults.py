@@ -5,6 +5,9 @@ in processing), ``validated`` (hashed and checked), ``stored`` (model file writt
 yet), ``recorded`` (final status in the ledger, file still in processing), ``moved`` (file in
 done/ or failed/, ledger place not yet updated).
 
+A :class:`FaultPlan` is made once, where the command starts, and handed to whatever reaches
+a point (the importer, the claim, the filing). The command line makes it from:
+
 - ``YMIR_DROPBOX_CRASH_AT=<point>``: the process kills itself with SIGKILL there, the same as
   ``kill -9`` at that exact step, without timing luck.
 - ``YMIR_DROPBOX_FAIL_AT=<point>``: raises :class:`InjectedFault` there instead: an unexpected
@@ -20,6 +23,8 @@ import fnmatch
 import os
 import signal
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import structlog
 
@@ -27,10 +32,6 @@ ENV_VAR = "YMIR_DROPBOX_CRASH_AT"
 FAIL_ENV_VAR = "YMIR_DROPBOX_FAIL_AT"
 PAUSE_ENV_VAR = "YMIR_DROPBOX_PAUSE_AT"
 POINTS = ("claim", "claimed", "validated", "stored", "recorded", "moved")
-_kill_at = os.environ.get(ENV_VAR, "")
-_fail_at = os.environ.get(FAIL_ENV_VAR, "")
-_pause_at, _, _pause_rest = os.environ.get(PAUSE_ENV_VAR, "").partition(":")
-_pause_package, _, _pause_gate = _pause_rest.partition(":")
 log = structlog.get_logger(__name__)
 
 
@@ -38,13 +39,34 @@ class InjectedFault(RuntimeError):
     """Raised at ``YMIR_DROPBOX_FAIL_AT``: stands for a bug in ymir-dropbox."""
 
 
-def crash_point(name: str, package: str = "") -> None:
-    assert name in POINTS, name
-    if _kill_at == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if _fail_at == name:
-        raise InjectedFault(f"injected fault at {name}")
-    if _pause_at == name and fnmatch.fnmatchcase(package, _pause_package):
-        log.info("paused_at", point=name, package=package)
-        while os.path.exists(_pause_gate):
-            time.sleep(0.01)
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Where to die, fail or wait; empty in production."""
+
+    kill_at: str = ""
+    fail_at: str = ""
+    pause_at: str = ""
+    pause_package: str = ""
+    pause_gate: str = ""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> FaultPlan:
+        pause_at, _, rest = environ.get(PAUSE_ENV_VAR, "").partition(":")
+        package, _, gate = rest.partition(":")
+        return cls(environ.get(ENV_VAR, ""), environ.get(FAIL_ENV_VAR, ""), pause_at, package, gate)
+
+    def reach(self, point: str, package: str = "") -> None:
+        """Called at each point of the pipeline: does what the plan says there."""
+        if point not in POINTS:
+            raise ValueError(f"unknown fault point {point!r}")
+        if self.kill_at == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fail_at == point:
+            raise InjectedFault(f"injected fault at {point}")
+        if self.pause_at == point and fnmatch.fnmatchcase(package, self.pause_package):
+            log.info("paused_at", point=point, package=package)
+            while os.path.exists(self.pause_gate):
+                time.sleep(0.01)
+
+
+NO_FAULTS = FaultPlan()

@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import errno
 import os
-from pathlib import Path
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _AT_FDCWD = -100
@@ -14,12 +13,6 @@ _RENAME_NOREPLACE = 1
 _SYNC_FILE_RANGE_WAIT_BEFORE = 1
 _SYNC_FILE_RANGE_WRITE = 2
 _SYNC_FILE_RANGE_WAIT_AFTER = 4
-
-
-def rename_noreplace(source: Path, target: Path) -> None:
-    """``rename`` that fails with FileExistsError instead of replacing ``target``, atomically
-    where the kernel and filesystem offer ``renameat2(RENAME_NOREPLACE)``."""
-    rename_noreplace_at(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target))
 
 
 def rename_noreplace_at(source_dir: int, source: bytes, target_dir: int, target: bytes) -> None:

@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.core.faults import crash_point
+from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.policy import JobEnd, JobResult
 from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.reading.archive import gzip_complete, open_package
@@ -43,7 +43,6 @@ class Claimed:
     attempt_id: int
     relative: PurePosixPath
     observation: Observation  # the file as readiness judged it: the import's baseline
-    quiet: bool = True  # quiet while we watched it (else: a close, a rename: maybe not the end)
 
 
 def owner_name(uid: int) -> str:
@@ -54,7 +53,9 @@ def owner_name(uid: int) -> str:
         return str(uid)
 
 
-def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
+def claim(
+    ready: Ready, config: Config, ledger: Ledger, faults: FaultPlan = NO_FAULTS
+) -> Claimed | JobResult:
     """Claim the file readiness found complete, or say why it stays in the inbox."""
     relative = ready.relative
     path = config.paths.inbox / relative
@@ -91,7 +92,7 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         size=info.st_size,
         uploader=owner_name(info.st_uid),
     )
-    crash_point("claim", relative.name)
+    faults.reach("claim", relative.name)
     try:
         move(config.paths.inbox, relative, config.paths.processing, relative)
     except OSError as error:
@@ -104,7 +105,7 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
         return JobResult(end, relative, reason=str(error))
     ledger.move(attempt_id, Place.PROCESSING)
-    crash_point("claimed", relative.name)
+    faults.reach("claimed", relative.name)
     log.info(
         "package_claimed",
         attempt=attempt_id,
@@ -113,4 +114,4 @@ def claim(ready: Ready, config: Config, ledger: Ledger) -> Claimed | JobResult:
         since_write=round(time.time() - info.st_mtime, 3),
         step="claim",
     )
-    return Claimed(attempt_id, relative, ready.observation, ready.quiet)
+    return Claimed(attempt_id, relative, ready.observation)

@@ -15,21 +15,29 @@ from pathlib import Path, PurePosixPath
 import structlog
 
 from ymir_dropbox.config import Paths
-from ymir_dropbox.core.faults import crash_point
+from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.readiness import Observation
 from ymir_dropbox.operations.notifications import Notifier
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import free_path, move, remove_error_files, write_error_files
-from ymir_dropbox.storing.ledger import Ledger, path_of
+from ymir_dropbox.storing.ledger import Ledger, LedgerError
 from ymir_dropbox.storing.lifecycle import Place, Status, destination
 
 log = structlog.get_logger(__name__)
 
 
 class Filing:
-    def __init__(self, paths: Paths, ledger: Ledger, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        ledger: Ledger,
+        notifier: Notifier | None = None,
+        faults: FaultPlan = NO_FAULTS,
+    ) -> None:
         self.paths = paths
         self.ledger = ledger
         self.notifier = notifier
+        self.faults = faults
         self._naming = threading.Lock()
 
     def folder(self, place: Place) -> Path:
@@ -53,45 +61,43 @@ class Filing:
         try:
             now_there = Observation.of(os.lstat(source))
         except FileNotFoundError:
-            self.ledger.move(attempt_id, Place.LOST, final_path=None)
+            self.ledger.move_away(attempt_id, Place.LOST)
             log.error("package_missing_from_processing", attempt=attempt_id, path=str(relative))
             return True
         if imported is not None and now_there != imported:
-            self.ledger.move(attempt_id, Place.REPLACED, final_path=None)
+            self.ledger.move_away(attempt_id, Place.REPLACED)
             log.warning("package_replaced_while_imported", attempt=attempt_id, path=str(relative))
             return False
         place = destination(status)
         folder = self.folder(place)
-        row = self.ledger.get(attempt_id) or {}
+        attempt = self.ledger.get(attempt_id)
+        if attempt is None:
+            raise LedgerError(f"attempt {attempt_id} is not in the ledger")
         if place is Place.FAILED:
             with self._naming:
-                target = self._rename(attempt_id, relative, folder, row)
+                target = self._rename(attempt, relative, folder)
         else:
-            target = self._rename(attempt_id, relative, folder, row)
-        crash_point("moved", relative.name)
+            target = self._rename(attempt, relative, folder)
+        self.faults.reach("moved", relative.name)
         self.ledger.move(attempt_id, place)
-        if self.notifier is not None:
-            self.notifier.send(self.ledger.get(attempt_id) or {})
+        filed = self.ledger.get(attempt_id)
+        if self.notifier is not None and filed is not None:
+            self.notifier.send(filed)
         log.info(
             "package_filed",
             attempt=attempt_id,
             path=str(relative),
-            sha256=row.get("sha256"),
+            sha256=attempt.sha256,
             status=str(status),
             target=str(target),
             step="file",
-            duration=row.get("duration"),
+            duration=attempt.duration,
         )
         return True
 
-    def _rename(
-        self,
-        attempt_id: int,
-        relative: PurePosixPath,
-        folder: Path,
-        row: dict[str, object],
-    ) -> Path:
-        planned = path_of(row, "final_path")
+    def _rename(self, attempt: Attempt, relative: PurePosixPath, folder: Path) -> Path:
+        attempt_id = attempt.id
+        planned = attempt.final_path
         if planned is not None and not planned.exists() and planned.parent.is_relative_to(folder):
             target = planned  # chosen before a crash; its error files may exist already
         else:
@@ -99,8 +105,8 @@ class Filing:
         while True:
             self.ledger.plan(attempt_id, target)
             if folder == self.paths.failed:
-                write_error_files(target, row)
-            crash_point("recorded", relative.name)
+                write_error_files(target, attempt)
+            self.faults.reach("recorded", relative.name)
             try:
                 move(
                     self.paths.processing,

@@ -87,6 +87,3 @@ class RetryPolicy:
                 action = Action.RETRY_INBOX if result.end is JobEnd.TRANSIENT else Action.REDO
                 return Decision(action, self.clock() + delay, delay)
         raise AssertionError(result.end)  # pragma: no cover - every JobEnd is matched
-
-    def failures_of(self, relative: PurePosixPath) -> int:
-        return self.failures[relative]

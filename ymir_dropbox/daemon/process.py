@@ -17,6 +17,7 @@ from types import FrameType
 import structlog
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.daemon.filing import Filing
 from ymir_dropbox.daemon.inbox import InboxView
@@ -35,14 +36,14 @@ from ymir_dropbox.operations.status import publish_state as publish
 from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.folders import check_same_filesystem
 from ymir_dropbox.storing.importer import Importer
-from ymir_dropbox.storing.ledger import Ledger, path_of
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 from ymir_dropbox.storing.lock import INHERITED_ENV_VAR, acquire_lock
 
 log = structlog.get_logger(__name__)
 
 
-def run_daemon(config: Config) -> int:
+def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     """``ymir-dropbox run``: returns the exit code (0 after SIGTERM/SIGINT)."""
     config.ensure_folders()
     check_same_filesystem(config)
@@ -57,8 +58,8 @@ def run_daemon(config: Config) -> int:
         disk_source=lambda: folder_usage(config.paths),
     )
     notifier = Notifier(config.notify)
-    filing = Filing(config.paths, ledger, notifier)
-    importer = Importer(config, ledger, backend)
+    filing = Filing(config.paths, ledger, notifier, faults)
+    importer = Importer(config, ledger, backend, faults)
     worker = Worker(config, ledger, importer, filing, metrics, progress)
     inbox = InboxView(
         config.paths.inbox, config.watch, ReadinessTracker(config.watch.settle_seconds)
@@ -154,23 +155,23 @@ def housekeeping(config: Config, scheduler: Scheduler, ledger: Ledger, progress:
     def rejudge_changed_failures() -> None:
         """A failed package whose file changed since it was judged (a writer that paused
         longer than any wait, then went on writing into it in failed/) is judged again."""
-        for row in ledger.latest(Status.FAILED, RECENT_FAILURES):
-            path = path_of(row, "final_path")
-            if row["place"] != Place.FAILED or path is None or row.get("size") is None:
+        for attempt in ledger.latest(Status.FAILED, RECENT_FAILURES):
+            path = attempt.final_path
+            if attempt.place is not Place.FAILED or path is None or attempt.size is None:
                 continue
             try:
                 size = os.lstat(path).st_size
             except OSError:
                 continue
-            if size != row["size"]:
+            if size != attempt.size:
                 log.warning(
                     "failed_package_changed",
-                    attempt=row["id"],
+                    attempt=attempt.id,
                     path=str(path),
-                    judged_size=row["size"],
+                    judged_size=attempt.size,
                     size=size,
                 )
-                retry_failed(config, ledger, [row["id"]], force=True)
+                retry_failed(config, ledger, [attempt.id], force=True)
 
     scheduler.every(PUBLISH_EVERY_SECONDS, publish_state)
     scheduler.every(config.watch.rescan_interval, rejudge_changed_failures)
@@ -180,12 +181,12 @@ def housekeeping(config: Config, scheduler: Scheduler, ledger: Ledger, progress:
 
 def _give_up(ledger: Ledger) -> None:
     """Attempts a stop cut short are interrupted by the stop, not crashed: say so."""
-    for row in ledger.in_flight():
-        if row["place"] != Place.NONE:
+    for attempt in ledger.in_flight():
+        if attempt.place is not Place.NONE:
             ledger.finish(
-                row["id"],
+                attempt.id,
                 Status.INTERRUPTED,
-                notes=[*(row.get("notes") or []), "stopped before the import finished"],
+                notes=[*attempt.notes, "stopped before the import finished"],
             )
 
 

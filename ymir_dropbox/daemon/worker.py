@@ -28,7 +28,7 @@ from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import PassingFailure
 from ymir_dropbox.storing.folders import move
 from ymir_dropbox.storing.importer import Importer, Incomplete, describe_os_error
-from ymir_dropbox.storing.ledger import Ledger, relative_of
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import SETTLED, Place, Status
 
 log = structlog.get_logger(__name__)
@@ -56,7 +56,7 @@ class Worker:
 
     def take(self, ready: Ready) -> JobResult:
         """Claim a ready inbox file and import it."""
-        claimed = claim(ready, self.config, self.ledger)
+        claimed = claim(ready, self.config, self.ledger, self.importer.faults)
         if isinstance(claimed, JobResult):
             return claimed
         return self._import(claimed)
@@ -70,7 +70,7 @@ class Worker:
             return JobResult(JobEnd.GONE, relative)
         settled = self.ledger.settled_in_processing(relative)
         if settled is not None:  # imported or failed already; only the filing went wrong
-            return self._file(settled["id"], relative, Status(settled["status"]))
+            return self._file(settled.id, relative, settled.status)
         self._give_up_earlier_attempts(relative)
         crashes = self.ledger.crashes_in_a_row(relative)
         if crashes >= self.max_crashes:
@@ -103,14 +103,14 @@ class Worker:
         )
         message = f"the import failed {self.max_crashes} times with an unexpected error: {reason}"
         problem = Problem("import.crashed", "", message)
-        self.ledger.finish(attempt_id, Status.FAILED, errors=[problem.as_dict()])
+        self.ledger.finish(attempt_id, Status.FAILED, errors=[problem])
         return self._file(attempt_id, relative, Status.FAILED)
 
     def _give_up_earlier_attempts(self, relative: PurePosixPath) -> None:
         """An attempt whose ending could not be written (ledger locked) gives up the file."""
-        for row in self.ledger.in_flight():
-            if relative_of(row) == relative and row["place"] == Place.PROCESSING:
-                self.ledger.finish(row["id"], Status.INTERRUPTED, notes=["superseded by a redo"])
+        for attempt in self.ledger.in_flight():
+            if attempt.relative == relative and attempt.place is Place.PROCESSING:
+                self.ledger.finish(attempt.id, Status.INTERRUPTED, notes=["superseded by a redo"])
 
     def _import(self, claimed: Claimed) -> JobResult:
         relative, attempt_id = claimed.relative, claimed.attempt_id
@@ -122,7 +122,7 @@ class Worker:
                 "",
                 f"{relative} is not a regular file (replaced by a link or special file)",
             )
-            self.ledger.finish(attempt_id, Status.FAILED, errors=[problem.as_dict()])
+            self.ledger.finish(attempt_id, Status.FAILED, errors=[problem])
             return self._file(attempt_id, relative, Status.FAILED)
         if Observation.of(info) != claimed.observation:
             # Written again between the readiness check and the claim: judge it later, whole.
@@ -144,7 +144,7 @@ class Worker:
             return JobResult(JobEnd.CRASHED, relative, reason=repr(error), crashes=crashes)
         finally:
             self.progress.end(attempt_id)
-        if outcome.status == Status.FAILED:
+        if outcome.status is Status.FAILED:
             log.warning(
                 "package_failed",
                 attempt=attempt_id,
@@ -152,12 +152,11 @@ class Worker:
                 sha256=outcome.sha256,
                 problems=[problem.as_dict() for problem in outcome.errors],
             )
-        result = self._file(attempt_id, relative, Status(outcome.status), claimed.observation)
+        result = self._file(attempt_id, relative, outcome.status, claimed.observation)
         if result.end is JobEnd.SETTLED:
-            row = self.ledger.get(attempt_id) or {}
-            self.metrics.record(
-                outcome.status, outcome.duration, int(row.get("size") or 0), time.time()
-            )
+            filed = self.ledger.get(attempt_id)
+            size = filed.size if filed is not None and filed.size else 0
+            self.metrics.record(outcome.status, outcome.duration, size, time.time())
         return result
 
     def _complete(self, claimed: Claimed) -> Callable[[], bool]:

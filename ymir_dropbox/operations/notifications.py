@@ -27,6 +27,8 @@ import structlog
 from ymir_dropbox import __version__
 from ymir_dropbox.config import ENV_VAR, NotifyConfig
 from ymir_dropbox.core.backoff import backoff
+from ymir_dropbox.storing.attempts import Attempt
+from ymir_dropbox.storing.documents import outcome_document
 from ymir_dropbox.storing.lifecycle import SETTLED
 
 log = structlog.get_logger(__name__)
@@ -35,34 +37,6 @@ ENV_PREFIX = "YMIR_DROPBOX_"
 # HTTP answers worth another try; any other 4xx will not get better by asking again.
 RETRY_STATUSES = frozenset({408, 425, 429})
 STDERR_TAIL_BYTES = 2000
-
-
-def outcome_document(row: dict[str, Any]) -> dict[str, Any]:
-    """The JSON object a receiver gets for one attempt, from its ledger row."""
-    problems = [
-        {
-            "code": problem.get("code"),
-            "field": problem.get("field"),
-            "message": problem.get("message"),
-        }
-        for problem in row.get("errors") or []
-        if isinstance(problem, dict)
-    ]
-    return {
-        "package": row.get("package"),
-        "sha256": row.get("sha256"),
-        "status": row.get("status"),
-        "model_hash": row.get("model_hash"),
-        "mAP": row.get("mAP"),
-        "best_stage_name": row.get("best_stage_name"),
-        "problems": problems,
-        "attempt": row.get("id"),
-        "duplicate_of": row.get("duplicate_of"),
-        "uploader": row.get("uploader"),
-        "finished_at": row.get("finished_at"),
-        "folder": row.get("place"),  # "done" or "failed" once filed
-        "path": row.get("final_path"),
-    }
 
 
 def outcome_environment(document: dict[str, Any]) -> dict[str, str]:
@@ -299,12 +273,12 @@ class Notifier:
         for outbox in self.outboxes:
             outbox.thread.start()
 
-    def send(self, row: dict[str, Any]) -> None:
-        """Queue the outcome of a settled attempt (a row as ``Ledger.get`` returns it); returns
-        at once. Rows that are not final outcomes (claimed, interrupted) are ignored."""
-        if not self.outboxes or row.get("status") not in SETTLED:
+    def send(self, attempt: Attempt) -> None:
+        """Queue the outcome of a settled attempt; returns at once. Attempts that are not
+        final outcomes (claimed, interrupted) are ignored."""
+        if not self.outboxes or attempt.status not in SETTLED:
             return
-        document = outcome_document(row)
+        document = outcome_document(attempt)
         for outbox in self.outboxes:
             outbox.put(document)
 

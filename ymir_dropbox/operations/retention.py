@@ -23,14 +23,14 @@ import structlog
 
 from ymir_dropbox.config import Config, Paths
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import open_folder
-from ymir_dropbox.storing.ledger import Ledger, path_of
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
 log = structlog.get_logger(__name__)
 
 # How often the daemon applies the policy; an age in days needs no finer grain.
-RETENTION_INTERVAL_SECONDS = 3600.0
 USAGE_FOLDERS = ("inbox", "processing", "done", "failed", "models")
 ERROR_SUFFIXES = (".error.json", ".error.txt")
 
@@ -52,27 +52,25 @@ class Removal:
 
 
 def plan_retention(
-    rows: Iterable[dict[str, Any]], now: datetime, done_days: int, failed_days: int
-) -> list[dict[str, Any]]:
-    """The ledger rows whose packages are due for removal: in done/ (imported, duplicate) for
+    attempts: Iterable[Attempt], now: datetime, done_days: int, failed_days: int
+) -> list[Attempt]:
+    """The ledger attempts whose packages are due for removal: in done/ (imported, duplicate) for
     more than ``done_days``, in failed/ for more than ``failed_days``; 0 days: never.
 
     Age counts from ``finished_at``; ``now`` must be timezone-aware (the ledger is UTC).
     """
     limits = {Place.DONE: done_days, Place.FAILED: failed_days}
     due = []
-    for row in rows:
-        try:
-            place = Place(str(row.get("place")))
-            status = Status(str(row.get("status")))
-        except ValueError:
+    for attempt in attempts:
+        place, status = attempt.place, attempt.status
+        if place not in limits:
             continue
-        days = limits.get(place, 0)
+        days = limits[place]
         if days <= 0 or status not in _KEPT_IN[place]:
             continue
-        finished = _parse_time(row.get("finished_at"))
+        finished = _parse_time(attempt.finished_at)
         if finished is not None and now - finished >= timedelta(days=days):
-            due.append(row)
+            due.append(attempt)
     return due
 
 
@@ -100,20 +98,20 @@ def apply_retention(
     A package whose recorded path is not a regular file under the configured folder (moved
     by hand, a symlink put in its place, a folder changed in the config) is logged and left.
     """
-    rows = [*ledger.in_place(Place.DONE), *ledger.in_place(Place.FAILED)]
+    attempts = [*ledger.in_place(Place.DONE), *ledger.in_place(Place.FAILED)]
     removed = []
-    for row in plan_retention(rows, now, done_days, failed_days):
-        place = Place(row["place"])
+    for attempt in plan_retention(attempts, now, done_days, failed_days):
+        place = Place.DONE if attempt.place is Place.DONE else Place.FAILED
         folder, days = (
             (paths.done, done_days) if place is Place.DONE else (paths.failed, failed_days)
         )
-        path = path_of(row, "final_path")
-        bound = log.bind(attempt=row["id"], package=row.get("package"), place=str(place))
+        path = attempt.final_path
+        bound = log.bind(attempt=attempt.id, package=attempt.package, place=str(place))
         if path is None:
             bound.warning("retention_skipped", reason="no path recorded")
             continue
         try:
-            removal = _remove(ledger, row, place, folder, path, days, dry_run)
+            removal = _remove(ledger, attempt, place, folder, path, days, dry_run)
         except (OSError, DropboxError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)
             bound.warning("retention_skipped", path=str(path), reason=reason)
@@ -126,7 +124,7 @@ def apply_retention(
 
 def _remove(
     ledger: Ledger,
-    row: dict[str, Any],
+    attempt: Attempt,
     place: Place,
     folder: Path,
     path: Path,
@@ -142,23 +140,24 @@ def _remove(
         if place is Place.FAILED:
             targets += [name + suffix for suffix in ERROR_SUFFIXES]
         sizes = {target: _regular_size(parent, target) for target in targets}
-        kept = f"kept in {place}/ for {days} days since {row.get('finished_at')}"
+        kept = f"kept in {place}/ for {days} days since {attempt.finished_at}"
         gone = sizes.get(name) is None
         note = f"retention: {kept}; " + ("the file was gone already" if gone else "removed")
         freed = sum(size or 0 for size in sizes.values())
         if dry_run:
-            return Removal(row["id"], place, path, freed)
-        current = ledger.get(row["id"]) or {}
-        if current.get("place") != place:
-            raise DropboxError(f"its place changed to {current.get('place')} meanwhile")
-        ledger.record(row["id"], notes=[*(current.get("notes") or []), note])
+            return Removal(attempt.id, place, path, freed)
+        current = ledger.get(attempt.id)
+        if current is None or current.place is not place:
+            now_at = current.place if current is not None else None
+            raise DropboxError(f"its place changed to {now_at} meanwhile")
+        ledger.add_note(attempt.id, note)
         for target, size in sizes.items():
             if size is not None:
                 os.unlink(target, dir_fd=parent)
         if parent >= 0:
             os.fsync(parent)
-    ledger.move(row["id"], Place.REMOVED)
-    return Removal(row["id"], place, path, freed)
+    ledger.move(attempt.id, Place.REMOVED)
+    return Removal(attempt.id, place, path, freed)
 
 
 def _parts_under(folder: Path, path: Path) -> list[str]:

@@ -7,23 +7,23 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import free_path, move, remove_error_files
-from ymir_dropbox.storing.ledger import Ledger, path_of
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place
 
 
 @dataclass(frozen=True, slots=True)
 class Retried:
-    """What ``retry`` did: the packages moved (attempt, from, to), and the failed rows left
+    """What ``retry`` did: the packages moved (attempt, from, to), and the failed attempts left
     in failed/ because their file has not changed since it failed."""
 
     moved: list[tuple[int, Path, Path]]
-    unchanged: list[dict[str, Any]]
+    unchanged: list[Attempt]
 
 
 def retry_failed(
@@ -35,21 +35,23 @@ def retry_failed(
     may by now be a symlink leading out of it. A package whose file has not changed since it
     failed would fail again: it stays, unless ``force``.
     """
-    rows = ledger.in_place(Place.FAILED)
+    attempts = ledger.in_place(Place.FAILED)
     if ids is not None:
         wanted = set(ids)
-        rows = [row for row in rows if row["id"] in wanted]
-        missing = wanted - {row["id"] for row in rows}
+        attempts = [attempt for attempt in attempts if attempt.id in wanted]
+        missing = wanted - {attempt.id for attempt in attempts}
         if missing:
             listed = ", ".join(map(str, sorted(missing)))
             raise DropboxError(f"no failed package in failed/ for attempt(s) {listed}")
-    unchanged = [] if force else [row for row in rows if unchanged_since_failing(row)]
-    left = {row["id"] for row in unchanged}
+    unchanged = (
+        [] if force else [attempt for attempt in attempts if unchanged_since_failing(attempt)]
+    )
+    left = {attempt.id for attempt in unchanged}
     moved = []
-    for row in rows:
-        if row["id"] in left:
+    for attempt in attempts:
+        if attempt.id in left:
             continue
-        source = path_of(row, "final_path")
+        source = attempt.final_path
         failed = config.paths.failed
         if source is None or not source.is_relative_to(failed) or not _regular(source):
             continue
@@ -66,8 +68,8 @@ def retry_failed(
             except FileExistsError:  # an uploader took the name meanwhile
                 continue
         remove_error_files(source)
-        ledger.move(row["id"], Place.RETRIED)
-        moved.append((int(row["id"]), source, target))
+        ledger.move(attempt.id, Place.RETRIED)
+        moved.append((int(attempt.id), source, target))
     return Retried(moved, unchanged)
 
 
@@ -78,13 +80,13 @@ def _regular(path: Path) -> bool:
         return False
 
 
-def unchanged_since_failing(row: dict[str, Any]) -> bool:
+def unchanged_since_failing(attempt: Attempt) -> bool:
     """Whether the file in failed/ still has the sha256 its failed attempt recorded.
 
     False when that cannot be told (no sha256 recorded, the file gone or unreadable): a
     retry then goes ahead.
     """
-    path, recorded = path_of(row, "final_path"), row.get("sha256")
+    path, recorded = attempt.final_path, attempt.sha256
     if path is None or not recorded:
         return False
     try:

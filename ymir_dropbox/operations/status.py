@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 from ymir_dropbox.config import Config
 from ymir_dropbox.operations.retention import folder_usage
 from ymir_dropbox.operations.status_page import human_size
+from ymir_dropbox.storing.documents import brief_document
 from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_inbox
-from ymir_dropbox.storing.ledger import Ledger, failure_reason
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Status
 from ymir_dropbox.storing.lock import lock_held
 
@@ -87,16 +89,16 @@ def collect_status(config: Config, in_flight: list[dict[str, Any]] | None = None
     ledger = Ledger.open_for_reading(config.paths.ledger)
     try:
         today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00")
-        imports = [_brief(row) for row in ledger.latest(Status.IMPORTED, RECENT)]
-        failures = [_brief(row) for row in ledger.latest(Status.FAILED, RECENT)]
+        imports = [brief_document(found) for found in ledger.latest(Status.IMPORTED, RECENT)]
+        failures = [brief_document(found) for found in ledger.latest(Status.FAILED, RECENT)]
         deferred = [
-            _brief(row)
-            for row in ledger.latest(Status.INTERRUPTED, RECENT)
-            if row["package"] in {Path(name).name for name in processing} and row.get("errors")
+            brief_document(found)
+            for found in ledger.latest(Status.INTERRUPTED, RECENT)
+            if found.package in {Path(name).name for name in processing} and found.errors
         ]
         result.update(
-            today=ledger.counts_since(today),
-            total=ledger.counts_since(""),
+            today=asdict(ledger.counts_since(today)),
+            total=asdict(ledger.counts_since("")),
             last_import=imports[0] if imports else None,
             last_error=failures[0] if failures else None,
             recent_imports=imports,
@@ -106,13 +108,6 @@ def collect_status(config: Config, in_flight: list[dict[str, Any]] | None = None
     finally:
         ledger.close()
     return result
-
-
-def _brief(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "package", "sha256", "model_hash", "best_stage_name", "mAP", "errors")
-    brief = {key: row.get(key) for key in (*keys, "finished_at", "uploader")}
-    brief["reason"] = failure_reason(row.get("errors"))
-    return brief
 
 
 def render_status(status: dict[str, Any]) -> str:

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from ymir_dropbox.storing.ledger import failure_reason
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import failure_reason
 
 REFRESH_SECONDS = 5
 MAX_LISTED = 20  # waiting packages shown; the rest are counted
@@ -201,7 +202,14 @@ def _failures(status: dict[str, Any]) -> str:
 
 
 def _reason(row: dict[str, Any]) -> str:
-    return str(row["reason"]) if row.get("reason") else failure_reason(row.get("errors"))
+    if row.get("reason"):
+        return str(row["reason"])
+    # A status from an older daemon: its failures carry their problems only.
+    problems = tuple(
+        Problem(str(found.get("code")), str(found.get("field") or ""), str(found.get("message")))
+        for found in row.get("errors") or ()
+    )
+    return failure_reason(problems)
 
 
 def _disk(usage: dict[str, Any]) -> str:

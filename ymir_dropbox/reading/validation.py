@@ -73,6 +73,28 @@ class ValidationReport:
         stage: dict[str, Any] = self.normalized["stages"][self.normalized["best_stage_name"]]
         return stage
 
+    @property
+    def best_stage_name(self) -> str | None:
+        return None if self.normalized is None else str(self.normalized["best_stage_name"])
+
+    @property
+    def best_mAP(self) -> float | None:
+        stage = self.best_stage
+        if stage is None:
+            return None
+        found: float = stage["mAP"]
+        return found
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        if self.normalized is None:
+            return None
+        return tuple(self.normalized["executor_config"]["class_names"])
+
+    @property
+    def object_type(self) -> int | None:
+        return None if self.normalized is None else int(self.normalized["object_type"])
+
     def summary(self) -> dict[str, Any]:
         """The report as plain data (``validate --json``)."""
         result: dict[str, Any] = {

@@ -14,11 +14,12 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from ymir_dropbox.config import Config, WatchConfig
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.linux import rename_noreplace_at
+from ymir_dropbox.storing.attempts import Attempt
+from ymir_dropbox.storing.documents import error_document, error_text
 from ymir_dropbox.storing.durable import write_atomically
 
 COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
@@ -135,31 +136,13 @@ def remove_error_files(package: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_error_files(package: Path, row: dict[str, Any]) -> None:
+def write_error_files(package: Path, attempt: Attempt) -> None:
     """``<name>.error.json`` (structured) and ``<name>.error.txt`` (for people) next to it."""
-    errors = row.get("errors") or []
-    document = {
-        "package": row.get("package"),
-        "source": row.get("source"),
-        "attempt": row.get("id"),
-        "sha256": row.get("sha256"),
-        "finished_at": row.get("finished_at"),
-        "errors": errors,
-        "warnings": row.get("warnings") or [],
-    }
-    lines = [
-        f"{row.get('package')} was not imported "
-        f"(attempt {row.get('id')}, {row.get('finished_at')}).",
-        "",
-    ]
-    for problem in errors:
-        where = f" [{problem.get('field')}]" if problem.get("field") else ""
-        lines.append(f"- {problem.get('code')}{where}: {problem.get('message')}")
-    lines += ["", "Fix the package and copy it into the inbox again, or run `ymir-dropbox retry`."]
     package.parent.mkdir(parents=True, exist_ok=True)
     as_json, as_text = error_files(package)
-    write_atomically(as_json, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
-    write_atomically(as_text, ("\n".join(lines) + "\n").encode())
+    document = json.dumps(error_document(attempt), indent=2, ensure_ascii=False) + "\n"
+    write_atomically(as_json, document.encode())
+    write_atomically(as_text, error_text(attempt).encode())
 
 
 def check_same_filesystem(config: Config) -> None:

@@ -1,41 +1,46 @@
-"""The import of one package file: hash, dedup, validate, store through a backend, record.
+"""The import of one package file: its steps, in order, each recorded before it is taken.
 
-Used by ``ymir-dropbox import`` and by the daemon's workers. It never moves the package file;
-the caller owns the folders. Each step is written to the ledger before it is taken.
+Used by ``ymir-dropbox import`` (through :func:`import_file`) and by the daemon's workers. It
+never moves the package file; the caller owns the folders. The transaction is the list
+:data:`STEPS`: each step takes the attempt's :class:`ImportContext` and either ends the
+import with an :class:`Outcome` or lets the next step run (as paperless-ngx's consumer runs
+its plugins, one visible list).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import structlog
 
 from ymir_dropbox.config import Config
-from ymir_dropbox.core.faults import crash_point
+from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.reading.archive import PackageUnreadable, file_sha256, open_package
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_file
+from ymir_dropbox.storing.attempts import Attempt, Facts, Findings
 from ymir_dropbox.storing.backends import (
     Backend,
     ImportFailed,
     ImportResult,
     PassingFailure,
     PreparedPackage,
+    make_backend,
 )
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
-from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Status
+from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Place, Status
 from ymir_dropbox.storing.store import StreamedStore
 
 log = structlog.get_logger(__name__)
-
 
 TRUNCATED = "container.truncated"
 
@@ -49,7 +54,7 @@ class Outcome:
     """How one attempt ended."""
 
     attempt_id: int
-    status: str
+    status: Status
     sha256: str | None
     duration: float
     report: ValidationReport | None = None
@@ -58,26 +63,238 @@ class Outcome:
     duplicate_of: int | None = None
 
 
+@dataclass(slots=True)
+class ImportContext:
+    """One attempt's import as the steps see it: what is known so far, and the means to
+    record it."""
+
+    path: Path
+    attempt_id: int
+    ledger: Ledger
+    backend: Backend
+    config: Config
+    progress: Progress
+    faults: FaultPlan
+    stack: ExitStack
+    complete: Callable[[], bool]
+    started: float = field(default_factory=time.monotonic)
+    source: io.BufferedReader | None = None
+    size: int = 0
+    sha256: str | None = None
+    report: ValidationReport | None = None
+    streamed: StreamedStore | None = None
+    log: structlog.typing.FilteringBoundLogger = field(default=log)
+
+    def position(self) -> int:
+        """How far the import has read the package (its progress)."""
+        return os.lseek(self.opened.fileno(), 0, os.SEEK_CUR) if self.source else 0
+
+    @property
+    def opened(self) -> io.BufferedReader:
+        if self.source is None:
+            raise DropboxError(f"{self.path}: the package is not open")
+        return self.source
+
+    def finish(
+        self,
+        status: Status,
+        *,
+        errors: Sequence[Problem] = (),
+        notes: Sequence[str] | None = None,
+        model_hash: str | None = None,
+        dst_rev: str | None = None,
+        duplicate_of: int | None = None,
+        findings: Findings | None = None,
+        facts: Facts | None = None,
+        report: ValidationReport | None = None,
+        result: ImportResult | None = None,
+    ) -> Outcome:
+        """Record the final status; return the outcome the caller gets."""
+        duration = round(time.monotonic() - self.started, 3)
+        self.ledger.finish(
+            self.attempt_id,
+            status,
+            errors=errors,
+            notes=notes,
+            duration=duration,
+            model_hash=model_hash,
+            dst_rev=dst_rev,
+            duplicate_of=duplicate_of,
+            findings=findings,
+            facts=facts,
+        )
+        return Outcome(
+            self.attempt_id,
+            status,
+            self.sha256,
+            duration,
+            report,
+            result,
+            tuple(errors),
+            duplicate_of,
+        )
+
+
+Step = Callable[[ImportContext], Outcome | None]
+
+
+def open_file(context: ImportContext) -> Outcome | None:
+    """Open the package once, without following a link; every later step reads this file."""
+    try:
+        context.source = context.stack.enter_context(open_package(context.path))
+    except PackageUnreadable as error:
+        problem = Problem("package.not_regular", "", str(error))
+        return context.finish(Status.FAILED, errors=[problem])
+    context.size = os.fstat(context.opened.fileno()).st_size
+    return None
+
+
+def recognize_redelivery(context: ImportContext) -> Outcome | None:
+    """A file the size of an import may be a re-delivery: one hashing pass tells, before any
+    validation."""
+    if not context.ledger.any_imported_of_size(context.size):
+        return None
+    context.progress.step(context.attempt_id, "hash", context.position)
+    context.sha256 = file_sha256(context.opened)
+    first = context.ledger.imported_by_sha256(context.sha256)
+    if first is None:
+        return None
+    context.ledger.record_package(context.attempt_id, context.sha256, context.size)
+    return _duplicate(context, first, _findings_of(first))
+
+
+def validate(context: ImportContext) -> Outcome | None:
+    """One pass: every check, the sha256 of the file (in a second thread) and, when the
+    backend asks, the stored archive, kept only if the package is valid."""
+    context.progress.step(context.attempt_id, "validate", context.position)
+    context.streamed = context.stack.enter_context(context.backend.streamed(context.size))
+    report = validate_file(
+        context.path.name,
+        context.opened,
+        context.config.limits,
+        sha256=context.sha256,
+        sink=context.streamed,
+    )
+    if {problem.code for problem in report.errors} == {TRUNCATED} and not context.complete():
+        raise Incomplete(f"{context.path.name}: {report.errors[0].message}")
+    context.report, context.sha256 = report, report.sha256
+    context.ledger.record_package(context.attempt_id, report.sha256, report.package_bytes)
+    context.faults.reach("validated", context.path.name)
+    context.log = context.log.bind(sha256=report.sha256, size=report.package_bytes)
+    context.log.info(
+        "package_validated",
+        step="validate",
+        ok=report.ok,
+        errors=len(report.errors),
+        warnings=len(report.warnings),
+    )
+    if report.ok and report.sha256 is not None:
+        return None
+    return context.finish(
+        Status.FAILED, errors=report.errors, findings=_findings(report), report=report
+    )
+
+
+def deduplicate(context: ImportContext) -> Outcome | None:
+    """The same bytes imported before: a duplicate, never a second import. From here on, two
+    copies of one package in flight at once go one after the other."""
+    sha256 = context.sha256
+    assert sha256 is not None  # validate() ended every import without one
+    context.stack.enter_context(_one_at_a_time(sha256))
+    first = context.ledger.imported_by_sha256(sha256)
+    if first is None:
+        return None
+    return _duplicate(context, first, _findings(context.report), context.report)
+
+
+def store(context: ImportContext) -> Outcome | None:
+    """Hand the validated package to the backend; its verdict is recorded, with its facts."""
+    report, sha256 = context.report, context.sha256
+    assert report is not None and sha256 is not None
+    attempt_id, ledger = context.attempt_id, context.ledger
+    reference = context.backend.reference(attempt_id)
+    if reference is not None:
+        ledger.record_dst_rev(attempt_id, reference)
+    context.progress.step(attempt_id, "store", context.position)
+    package = PreparedPackage(
+        context.path,
+        sha256,
+        attempt_id,
+        report,
+        context.opened,
+        ledger=ledger,
+        progress=lambda step, detail="": context.progress.step(attempt_id, step, None, detail),
+        earlier=tuple(ledger.unfinished_by_sha256(sha256)),
+        streamed=context.streamed,
+    )
+    try:
+        result = context.backend.import_package(package)
+    except ImportFailed as failure:
+        return context.finish(
+            Status.FAILED,
+            errors=failure.problems,
+            notes=failure.notes,
+            dst_rev=failure.dst_rev,
+            findings=_findings(report),
+            report=report,
+        )
+    context.faults.reach("stored", context.path.name)
+    return record_import(context, result)
+
+
+def record_import(context: ImportContext, result: ImportResult) -> Outcome:
+    report = context.report
+    findings = _findings(report)
+    if result.mAP is not None:
+        findings = replace(findings, mAP=result.mAP)
+    try:
+        outcome = context.finish(
+            Status.IMPORTED,
+            model_hash=result.model_hash,
+            dst_rev=result.dst_rev,
+            notes=result.notes,
+            errors=(),
+            findings=findings,
+            facts=result.facts,
+            report=report,
+            result=result,
+        )
+    except DuplicateImport:
+        # Another process (a CLI import beside the daemon) recorded it first.
+        assert context.sha256 is not None
+        first = context.ledger.imported_by_sha256(context.sha256)
+        duplicate_of = first.id if first else None
+        return context.finish(
+            Status.DUPLICATE,
+            duplicate_of=duplicate_of,
+            model_hash=result.model_hash,
+            report=report,
+        )
+    context.log.info(
+        "package_imported",
+        step="store",
+        model_hash=result.model_hash,
+        best_stage_name=report.best_stage_name if report else None,
+        mAP=report.best_mAP if report else None,
+        duration=outcome.duration,
+    )
+    return outcome
+
+
+# The transaction, in order. A step that returns an Outcome ends it.
+STEPS: tuple[Step, ...] = (open_file, recognize_redelivery, validate, deduplicate, store)
+
+
 class Importer:
-    def __init__(self, config: Config, ledger: Ledger, backend: Backend) -> None:
+    """Runs :data:`STEPS` for one attempt, and records whatever stops them."""
+
+    def __init__(
+        self, config: Config, ledger: Ledger, backend: Backend, faults: FaultPlan = NO_FAULTS
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.backend = backend
-        self._changed = threading.Condition()
-        self._busy: set[str] = set()
-
-    @contextmanager
-    def _one_at_a_time(self, sha256: str) -> Iterator[None]:
-        """Two copies of one package in flight at once are imported one after the other."""
-        with self._changed:
-            self._changed.wait_for(lambda: sha256 not in self._busy)
-            self._busy.add(sha256)
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._busy.discard(sha256)
-                self._changed.notify_all()
+        self.faults = faults
 
     def run(
         self,
@@ -86,7 +303,7 @@ class Importer:
         progress: Progress | None = None,
         complete: Callable[[], bool] = lambda: True,
     ) -> Outcome:
-        """The transaction of one import, for the daemon's workers and ``ymir-dropbox import``.
+        """The transaction of one import, for the daemon's workers and :func:`import_file`.
 
         Whatever stops it is recorded before it propagates: ``OSError`` (the machine's fault:
         the file cannot be read, the store cannot be written) as ``import.io_error``, a
@@ -116,208 +333,122 @@ class Importer:
             self._interrupt(attempt_id, Problem("import.crashed", "", repr(error)))
             raise
 
-    def _interrupt(self, attempt_id: int, problem: Problem | None) -> None:
-        row = self.ledger.get(attempt_id)
-        if row is not None and row["status"] in IN_FLIGHT:
-            errors = [problem.as_dict()] if problem else []
-            notes = [] if problem else ["incomplete: its writer may not be done; it waits"]
-            self.ledger.finish(attempt_id, Status.INTERRUPTED, errors=errors, notes=notes)
-
     def _run(
         self, path: Path, attempt_id: int, progress: Progress, complete: Callable[[], bool]
     ) -> Outcome:
-        started = time.monotonic()
-        bound = log.bind(attempt=attempt_id, package=path.name)
         self.ledger.start_import(attempt_id, self.backend.name)
-
-        def finish(status: str, **fields: object) -> float:
-            duration = round(time.monotonic() - started, 3)
-            self.ledger.finish(attempt_id, status, duration=duration, **fields)
-            return duration
-
         with ExitStack() as stack:
-            try:
-                source = stack.enter_context(open_package(path))
-            except PackageUnreadable as error:
-                problem = Problem("package.not_regular", "", str(error))
-                duration = finish("failed", errors=[problem.as_dict()])
-                return Outcome(attempt_id, "failed", None, duration, errors=(problem,))
-            fd = source.fileno()
-
-            def position() -> int:
-                return os.lseek(fd, 0, os.SEEK_CUR)
-
-            size = os.fstat(fd).st_size
-            known: str | None = None
-            if self.ledger.count(status=Status.IMPORTED, size=size):
-                # It may be a re-delivery: one hashing pass tells, before any validation.
-                progress.step(attempt_id, "hash", position)
-                known = file_sha256(source)
-                first = self.ledger.imported_by_sha256(known)
-                if first is not None:
-                    self.ledger.record(attempt_id, sha256=known, size=size)
-                    described = _described_by(first)
-                    return _duplicate(attempt_id, known, first, described, finish, bound)
-            # One pass: every check, the sha256 of the file (in a second thread) and, with the
-            # embedded backend, the stored archive, kept only if the package is valid. The file
-            # stays open: a second pass, if the store needs one, reads the very bytes validated.
-            progress.step(attempt_id, "validate", position)
-            streamed = stack.enter_context(self.backend.streamed(size))
-            report = validate_file(
-                path.name, source, self.config.limits, sha256=known, sink=streamed
-            )
-            if {problem.code for problem in report.errors} == {TRUNCATED} and not complete():
-                raise Incomplete(f"{path.name}: {report.errors[0].message}")
-            return self._judged(
-                path, attempt_id, report, source, streamed, progress, position, finish, bound
-            )
-
-    def _judged(
-        self,
-        path: Path,
-        attempt_id: int,
-        report: ValidationReport,
-        source: BinaryIO,
-        streamed: StreamedStore | None,
-        progress: Progress,
-        position: Callable[[], int],
-        finish: Callable[..., float],
-        bound: Any,
-    ) -> Outcome:
-        sha256 = report.sha256
-        self.ledger.record(attempt_id, sha256=sha256, size=report.package_bytes)
-        crash_point("validated", path.name)
-        bound = bound.bind(sha256=sha256, size=report.package_bytes)
-        bound.info(
-            "package_validated",
-            step="validate",
-            ok=report.ok,
-            errors=len(report.errors),
-            warnings=len(report.warnings),
-        )
-        description = _describe(report)
-        if not report.ok or sha256 is None:
-            duration = finish("failed", errors=_dicts(report.errors), **description)
-            return Outcome(attempt_id, "failed", sha256, duration, report, errors=report.errors)
-
-        with self._one_at_a_time(sha256):
-            first = self.ledger.imported_by_sha256(sha256)
-            if first is not None:
-                return _duplicate(attempt_id, sha256, first, description, finish, bound, report)
-            reference = self.backend.reference(attempt_id)
-            if reference is not None:
-                self.ledger.record(attempt_id, dst_rev=reference)
-            progress.step(attempt_id, "store", position)
-
-            def record(**fields: object) -> None:
-                self.ledger.record(attempt_id, **fields)
-
-            def report_progress(step: str, detail: str = "") -> None:
-                progress.step(attempt_id, step, None, detail)
-
-            package = PreparedPackage(
+            context = ImportContext(
                 path,
-                sha256,
                 attempt_id,
-                report,
-                source,
-                record=record,
-                progress=report_progress,
-                earlier=tuple(self.ledger.unfinished_by_sha256(sha256)),
-                streamed=streamed,
+                self.ledger,
+                self.backend,
+                self.config,
+                progress,
+                self.faults,
+                stack,
+                complete,
+                log=log.bind(attempt=attempt_id, package=path.name),
             )
-            try:
-                result = self.backend.import_package(package)
-            except ImportFailed as failure:
-                duration = finish(
-                    "failed",
-                    errors=_dicts(failure.problems),
-                    notes=list(failure.notes),
-                    dst_rev=failure.dst_rev,
-                    **description,
-                )
-                errors = tuple(failure.problems)
-                return Outcome(attempt_id, "failed", sha256, duration, report, errors=errors)
-            crash_point("stored", path.name)
-            try:
-                duration = finish(
-                    "imported",
-                    model_hash=result.model_hash,
-                    dst_rev=result.dst_rev,
-                    notes=list(result.notes),
-                    errors=[],
-                    **{**description, **result.fields},
-                )
-            except DuplicateImport:
-                # Another process (a CLI import beside the daemon) recorded it first.
-                first = self.ledger.imported_by_sha256(sha256)
-                duplicate_of = first["id"] if first else None
-                duration = finish(
-                    "duplicate", duplicate_of=duplicate_of, model_hash=result.model_hash
-                )
-                return Outcome(
-                    attempt_id, "duplicate", sha256, duration, report, duplicate_of=duplicate_of
-                )
-        bound.info(
-            "package_imported",
-            step="store",
-            model_hash=result.model_hash,
-            best_stage_name=description["best_stage_name"],
-            mAP=description["mAP"],
-            duration=duration,
-        )
-        return Outcome(attempt_id, "imported", sha256, duration, report, result)
+            for step in STEPS:
+                outcome = step(context)
+                if outcome is not None:
+                    return outcome
+        raise AssertionError("the last step always ends the import")  # pragma: no cover
+
+    def _interrupt(self, attempt_id: int, problem: Problem | None) -> None:
+        attempt = self.ledger.get(attempt_id)
+        if attempt is not None and attempt.status in IN_FLIGHT:
+            errors = [problem] if problem else []
+            notes = [] if problem else ["incomplete: its writer may not be done; it waits"]
+            self.ledger.finish(attempt_id, Status.INTERRUPTED, errors=errors, notes=notes)
+
+
+def import_file(config: Config, path: Path, faults: FaultPlan = NO_FAULTS) -> Outcome:
+    """``ymir-dropbox import``: the whole transaction for one file, which is never moved.
+
+    Raises :class:`~ymir_dropbox.core.errors.UsageError` for a path that is not a file (no
+    attempt is recorded) and :class:`DropboxError` when the file cannot be read."""
+    from ymir_dropbox.core.errors import UsageError
+
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: a folder, not a package file (`pack` builds one from it)")
+    config.ensure_folders()
+    backend = make_backend(config)
+    backend.check()
+    ledger = Ledger(config.paths.ledger)
+    try:
+        attempt_id = ledger.begin(package=path.name, source=path.absolute(), place=Place.NONE)
+        try:
+            return Importer(config, ledger, backend, faults).run(path, attempt_id)
+        except OSError as error:
+            raise DropboxError(f"{path}: {error.strerror or error}") from None
+    finally:
+        ledger.close()
+
+
+_changed = threading.Condition()
+_busy: set[str] = set()
+
+
+@contextmanager
+def _one_at_a_time(sha256: str) -> Iterator[None]:
+    """Two copies of one package in flight in this process are imported one after the other."""
+    with _changed:
+        _changed.wait_for(lambda: sha256 not in _busy)
+        _busy.add(sha256)
+    try:
+        yield
+    finally:
+        with _changed:
+            _busy.discard(sha256)
+            _changed.notify_all()
 
 
 def _duplicate(
-    attempt_id: int,
-    sha256: str,
-    first: dict[str, Any],
-    described: dict[str, object],
-    finish: Callable[..., float],
-    bound: Any,
+    context: ImportContext,
+    first: Attempt,
+    findings: Findings,
     report: ValidationReport | None = None,
 ) -> Outcome:
     """Record the attempt as a duplicate of ``first``, the import of the same sha256."""
-    duration = finish(
-        "duplicate",
-        duplicate_of=first["id"],
-        model_hash=first["model_hash"],
-        errors=[],
-        **described,
+    outcome = context.finish(
+        Status.DUPLICATE,
+        duplicate_of=first.id,
+        model_hash=first.model_hash,
+        errors=(),
+        findings=findings,
+        report=report,
     )
-    bound.info("package_duplicate", step="dedup", first_attempt=first["id"])
-    return Outcome(attempt_id, "duplicate", sha256, duration, report, duplicate_of=first["id"])
+    context.log.info("package_duplicate", step="dedup", first_attempt=first.id)
+    return outcome
 
 
-def _described_by(first: dict[str, Any]) -> dict[str, object]:
+def _findings_of(first: Attempt) -> Findings:
     """A duplicate recognized before validation is described by the first import."""
-    return {
-        key: first.get(key)
-        for key in ("best_stage_name", "mAP", "class_names", "object_type", "package_version")
-    }
+    return Findings(
+        first.best_stage_name,
+        first.mAP,
+        first.class_names,
+        first.object_type,
+        first.package_version,
+    )
 
 
-def _describe(report: ValidationReport) -> dict[str, object]:
-    """The ledger columns a report fills."""
-    fields: dict[str, object] = {
-        "warnings": _dicts(report.warnings),
-        "package_version": report.declared_version,
-    }
-    if report.normalized is not None and report.best_stage is not None:
-        fields.update(
-            best_stage_name=report.normalized["best_stage_name"],
-            mAP=report.best_stage["mAP"],
-            class_names=report.normalized["executor_config"]["class_names"],
-            object_type=report.normalized["object_type"],
-        )
-    else:
-        fields.update(best_stage_name=None, mAP=None)
-    return fields
-
-
-def _dicts(problems: tuple[Problem, ...] | list[Problem]) -> list[dict[str, object]]:
-    return [problem.as_dict() for problem in problems]
+def _findings(report: ValidationReport | None) -> Findings:
+    """What the ledger keeps of a report."""
+    if report is None:
+        return Findings()
+    return Findings(
+        report.best_stage_name,
+        report.best_mAP,
+        report.class_names,
+        report.object_type,
+        report.declared_version,
+        report.warnings,
+    )
 
 
 def describe_os_error(error: OSError) -> str:

@@ -2,7 +2,8 @@
 
 Every step of an attempt is written before it is taken (claimed, importing, final), so after a
 crash the daemon knows from the ledger and the folders alone what it was doing. A partial
-unique index makes "imported twice" impossible: one ``imported`` row per package sha256.
+unique index makes "imported twice" impossible: one ``imported`` row per package sha256. Rows
+leave the ledger as :class:`~ymir_dropbox.storing.attempts.Attempt` values, decoded once here.
 """
 
 from __future__ import annotations
@@ -11,16 +12,26 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePath
+from types import MappingProxyType
+from typing import Any
 
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Facts, Findings
+from ymir_dropbox.storing.ledger_schema import (
+    JSON_COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    V3_BACKEND_COLUMNS,
+)
 from ymir_dropbox.storing.lifecycle import (
     FINAL,
     FIRST_PLACES,
+    IN_FLIGHT,
     SETTLED,
     IllegalTransition,
     Place,
@@ -29,98 +40,23 @@ from ymir_dropbox.storing.lifecycle import (
     check_status,
 )
 
-if TYPE_CHECKING:
-    from sqlite_utils import Database
-
-JSON_COLUMNS = ("class_names", "errors", "warnings", "notes", "ymir_stages")
 BUSY_TIMEOUT_SECONDS = 30.0
 MIN_PREFIX = 4  # characters of a sha256 or model hash prefix that `ledger show` accepts
 CRASHED = "import.crashed"
-
-COLUMNS: dict[str, type] = {
-    "id": int,
-    "package": str,
-    "source": str,
-    "size": int,
-    "sha256": str,
-    "received_at": str,
-    "started_at": str,
-    "finished_at": str,
-    "status": str,
-    "place": str,
-    "processing_path": str,
-    "final_path": str,
-    "backend": str,
-    "model_hash": str,
-    "best_stage_name": str,
-    "mAP": float,
-    "class_names": str,
-    "object_type": int,
-    "package_version": str,
-    "errors": str,
-    "warnings": str,
-    "dst_rev": str,
-    "duplicate_of": int,
-    "duration": float,
-    "notes": str,
-}
-# Columns added by later migrations (the first release created the ones above, in _v1).
-RAW_PATH_COLUMNS = ("source_raw", "processing_path_raw", "final_path_raw")
-V3_COLUMNS: dict[str, type] = {
-    "uploader": str,  # the owner of the package file when it was claimed
-    "ymir_project_id": int,  # the YMIR web backend (backend = "ymir-api")
-    "ymir_model_id": int,
-    "ymir_task_id": int,
-    "ymir_group_name": str,
-    "ymir_model_name": str,
-    "ymir_stages": str,  # JSON: name, mAP, tp, fp, fn of each stage as YMIR shows them
-}
-V1_COLUMNS = dict(COLUMNS)
-COLUMNS.update(dict.fromkeys(RAW_PATH_COLUMNS, bytes))
-COLUMNS.update(V3_COLUMNS)
+ATTEMPT_FIELDS = frozenset(field.name for field in fields(Attempt))
 
 
 class LedgerError(DropboxError):
     """The ledger cannot be opened or used (locked past the timeout, damaged, too new)."""
 
 
+class DuplicateImport(LedgerError):
+    """Another attempt recorded an import of the same sha256 first."""
+
+
 def now() -> str:
     """Timestamps in the ledger: ISO 8601, UTC, microseconds; they sort as text."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _v1(db: Database) -> None:
-    sqlite_types = {int: "INTEGER", str: "TEXT", float: "REAL"}
-    columns = ", ".join(
-        f"[{name}] {sqlite_types[kind]}" + (" PRIMARY KEY" if name == "id" else "")
-        for name, kind in V1_COLUMNS.items()
-    )
-    db.execute(f"CREATE TABLE attempts ({columns})")
-    for column in ("sha256", "status", "model_hash", "place"):
-        db.execute(f"CREATE INDEX attempts_{column} ON attempts([{column}])")
-    db.execute(
-        "CREATE UNIQUE INDEX attempts_one_import ON attempts(sha256) WHERE status = 'imported'"
-    )
-
-
-def _v2(db: Database) -> None:
-    """Paths as their exact bytes, beside the text shown to people."""
-    for column in RAW_PATH_COLUMNS:
-        db.execute(f"ALTER TABLE attempts ADD COLUMN [{column}] BLOB")
-    db.execute("CREATE INDEX attempts_processing_path_raw ON attempts([processing_path_raw])")
-
-
-def _v3(db: Database) -> None:
-    """Who uploaded a package, and where the YMIR web backend put it."""
-    sqlite_types = {int: "INTEGER", str: "TEXT"}
-    for column, kind in V3_COLUMNS.items():
-        db.execute(f"ALTER TABLE attempts ADD COLUMN [{column}] {sqlite_types[kind]}")
-    db.execute("CREATE INDEX attempts_ymir_model_id ON attempts([ymir_model_id])")
-
-
-# Each migration takes the database from version N to N + 1. Append; never edit one that shipped.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2, _v3)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _connect(path: Path, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
@@ -139,16 +75,16 @@ def _user_version(connection: sqlite3.Connection) -> int:
     return version
 
 
-class DuplicateImport(LedgerError):
-    """Another attempt recorded an import of the same sha256 first."""
+_KEEP = object()  # "leave the place as it is"
 
 
-class _Keep:
-    def __repr__(self) -> str:
-        return "KEEP"
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Final outcomes over a period."""
 
-
-KEEP: Any = _Keep()  # "leave this column as it is"
+    imported: int = 0
+    duplicate: int = 0
+    failed: int = 0
 
 
 class Ledger:
@@ -242,10 +178,14 @@ class Ledger:
         place: Place = Place.NONE,
         source: PurePath | None = None,
         processing_path: PurePath | None = None,
-        **fields: Any,
+        size: int | None = None,
+        sha256: str | None = None,
+        uploader: str | None = None,
+        notes: Sequence[str] = (),
     ) -> int:
         """Record a new attempt (status ``claimed``) and return its id."""
-        assert place in FIRST_PLACES, place
+        if place not in FIRST_PLACES:
+            raise IllegalTransition(f"an attempt cannot begin in place {place}")
         record = _encode(
             {
                 "status": Status.CLAIMED,
@@ -254,7 +194,10 @@ class Ledger:
                 "package": package,
                 **_path_fields("source", source),
                 **_path_fields("processing_path", processing_path),
-                **fields,
+                "size": size,
+                "sha256": sha256,
+                "uploader": uploader,
+                "notes": list(notes) if notes else None,
             }
         )
         names = ", ".join(f"[{name}]" for name in record)
@@ -264,57 +207,114 @@ class Ledger:
                 f"INSERT INTO attempts ({names}) VALUES ({marks})",  # noqa: S608 - known columns
                 list(record.values()),
             )
-        assert cursor.lastrowid is not None
+        if cursor.lastrowid is None:
+            raise LedgerError(f"{self.path}: the new attempt got no id")
         return cursor.lastrowid
 
     def start_import(self, attempt_id: int, backend: str) -> None:
-        self._step(attempt_id, Status.IMPORTING, {"started_at": now(), "backend": backend})
+        self._step(attempt_id, {"started_at": now(), "backend": backend}, status=Status.IMPORTING)
 
-    def finish(self, attempt_id: int, status: Status | str, **fields: Any) -> None:
-        """Record the final status of an attempt.
+    def finish(
+        self,
+        attempt_id: int,
+        status: Status,
+        *,
+        errors: Sequence[Problem] | None = None,
+        notes: Sequence[str] | None = None,
+        duration: float | None = None,
+        model_hash: str | None = None,
+        dst_rev: str | None = None,
+        duplicate_of: int | None = None,
+        findings: Findings | None = None,
+        facts: Facts | None = None,
+        finished_at: str | None = None,
+    ) -> None:
+        """Record the final status of an attempt; what is not given is kept as it is
+        (``finished_at``: now, unless a caller with its own clock says when).
 
         An ``interrupted`` attempt gives up its package: whichever attempt comes next owns
         the file, so the row no longer claims a place.
         """
-        status = Status(status)
-        assert status in FINAL, status
-        changes: dict[str, Any] = {"finished_at": now(), **fields}
-        self._step(
-            attempt_id, status, changes, place=None if status is Status.INTERRUPTED else KEEP
-        )
+        if status not in FINAL:
+            raise IllegalTransition(f"{status} is not a final status")
+        changes: dict[str, Any] = {"finished_at": finished_at or now()}
+        given = {
+            "errors": None if errors is None else [problem.as_dict() for problem in errors],
+            "notes": None if notes is None else list(notes),
+            "duration": duration,
+            "model_hash": model_hash,
+            "dst_rev": dst_rev,
+            "duplicate_of": duplicate_of,
+        }
+        changes.update((name, value) for name, value in given.items() if value is not None)
+        if findings is not None:
+            changes.update(_findings_fields(findings))
+        place = None if status is Status.INTERRUPTED else _KEEP
+        with self._lock, _Transaction(self.connection):
+            if facts:
+                self.add_facts(attempt_id, facts)
+            self._step(attempt_id, changes, status=status, place=place)
 
-    def move(
-        self, attempt_id: int, place: Place | None, final_path: PurePath | object | None = KEEP
-    ) -> None:
+    def move(self, attempt_id: int, place: Place | None) -> None:
         """Record where the package file is now (or is about to be)."""
-        changes = {} if final_path is KEEP else _path_fields("final_path", final_path)  # type: ignore[arg-type]
-        self._step(attempt_id, KEEP, changes, place=place)
+        self._step(attempt_id, {}, place=place)
+
+    def move_away(self, attempt_id: int, place: Place) -> None:
+        """Record that the package file is no longer where it was filed (lost, replaced)."""
+        self._step(attempt_id, _path_fields("final_path", None), place=place)
 
     def plan(self, attempt_id: int, final_path: PurePath) -> None:
         """Record the name the package will be filed under, before it is filed."""
-        self.record(attempt_id, **_path_fields("final_path", final_path))
+        self._step(attempt_id, _path_fields("final_path", final_path))
 
-    def record(self, attempt_id: int, **fields: Any) -> None:
-        """Facts about an attempt that are not steps of its lifecycle (sha256, size, ...)."""
-        assert not {"status", "place"} & set(fields), "use finish() or move()"
-        self._step(attempt_id, KEEP, fields)
+    def record_package(self, attempt_id: int, sha256: str | None, size: int) -> None:
+        """The package's bytes, once hashed."""
+        self._step(attempt_id, {"sha256": sha256, "size": size})
+
+    def record_dst_rev(self, attempt_id: int, dst_rev: str) -> None:
+        """What the backend will create for this attempt outside the model store."""
+        self._step(attempt_id, {"dst_rev": dst_rev})
+
+    def record_model_hash(self, attempt_id: int, model_hash: str) -> None:
+        """The model file the store is about to name (before it takes the name)."""
+        self._step(attempt_id, {"model_hash": model_hash})
+
+    def add_note(self, attempt_id: int, note: str) -> None:
+        with self._lock, _Transaction(self.connection):
+            current = self.get(attempt_id)
+            if current is None:
+                raise IllegalTransition(f"attempt {attempt_id} does not exist")
+            self._step(attempt_id, {"notes": [*current.notes, note]})
+
+    def add_facts(self, attempt_id: int, facts: Facts) -> None:
+        """A backend's facts about the attempt, merged into what it recorded before."""
+        with self._lock, _Transaction(self.connection):
+            current = self.get(attempt_id)
+            if current is None:
+                raise IllegalTransition(f"attempt {attempt_id} does not exist")
+            self._step(attempt_id, {"backend_facts": {**current.facts, **facts}})
 
     def _step(
-        self, attempt_id: int, status: Status | object, fields: dict[str, Any], place: Any = KEEP
+        self,
+        attempt_id: int,
+        changes: dict[str, Any],
+        *,
+        status: Status | None = None,
+        place: Place | object | None = _KEEP,
     ) -> None:
-        changes = dict(fields)
+        changes = dict(changes)
         with self._lock, _Transaction(self.connection):
-            if status is not KEEP or place is not KEEP:
+            if status is not None or place is not _KEEP:
                 current = self.connection.execute(
                     "SELECT status, place FROM attempts WHERE id = ?", [attempt_id]
                 ).fetchone()
                 if current is None:
                     raise IllegalTransition(f"attempt {attempt_id} does not exist")
-                if status is not KEEP:
-                    check_status(current[0], status)  # type: ignore[arg-type]
+                if status is not None:
+                    check_status(current[0], status)
                     changes["status"] = status
-                if place is not KEEP:
-                    check_place(current[1], place)
+                if place is not _KEEP:
+                    check_place(current[1], place)  # type: ignore[arg-type]
                     changes["place"] = place
             record = _encode(changes)
             if not record:
@@ -330,20 +330,31 @@ class Ledger:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def get(self, attempt_id: int) -> dict[str, Any] | None:
+    def get(self, attempt_id: int) -> Attempt | None:
         return self._first("SELECT * FROM attempts WHERE id = ?", [attempt_id])
 
-    def imported_by_sha256(self, sha256: str) -> dict[str, Any] | None:
+    def imported_by_sha256(self, sha256: str) -> Attempt | None:
         return self._first(
-            "SELECT * FROM attempts WHERE sha256 = ? AND status = 'imported' LIMIT 1", [sha256]
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? LIMIT 1",
+            [sha256, Status.IMPORTED],
         )
 
-    def find(self, key: str) -> list[dict[str, Any]]:
-        """Attempts matching an id, a sha256 prefix or a model hash prefix."""
+    def any_imported_of_size(self, size: int) -> bool:
+        """Whether an import had this many bytes: a file of that size may be a re-delivery."""
+        return bool(
+            self._scalar(
+                "SELECT count(*) FROM attempts WHERE status = ? AND size = ?",
+                [Status.IMPORTED, size],
+            )
+        )
+
+    def find(self, key: str) -> list[Attempt]:
+        """Attempts matching an id, a sha256 prefix or a model hash prefix (at least
+        :data:`MIN_PREFIX` characters)."""
         if key.isdigit():
-            row = self.get(int(key))
-            if row is not None:
-                return [row]
+            found = self.get(int(key))
+            if found is not None:
+                return [found]
         if len(key) < MIN_PREFIX:
             return []
         pattern = key.lower() + "%"
@@ -352,148 +363,115 @@ class Ledger:
             [pattern, pattern],
         )
 
-    def recent(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
-        where, params = ("WHERE status = ?", [status]) if status else ("", [])
-        return self._all(
-            f"SELECT * FROM attempts {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
-            [*params, limit],
-        )
-
-    def unfinished_by_sha256(self, sha256: str) -> list[dict[str, Any]]:
-        """Earlier attempts on the same package that a fault cut short since it last settled,
-        newest first: a backend may resume what one of them started."""
-        return self._all(
-            "SELECT * FROM attempts WHERE sha256 = ? AND status = 'interrupted' AND id > "
-            "(SELECT coalesce(max(id), 0) FROM attempts WHERE sha256 = ? "
-            "AND status IN ('imported', 'duplicate', 'failed')) ORDER BY id DESC LIMIT 20",
-            [sha256, sha256],
-        )
-
-    def orphan_models(self) -> list[str]:
-        """Model files the embedded store wrote for attempts that never imported them (a crash
-        after the store, then no redo: the package deleted, or failed as crashed), and that
-        no import and no attempt in flight owns."""
-        rows = self._all(
-            "SELECT DISTINCT model_hash FROM attempts WHERE backend = 'embedded' "
-            "AND status = 'interrupted' AND model_hash IS NOT NULL "
-            "AND model_hash NOT IN (SELECT model_hash FROM attempts "
-            "  WHERE status IN ('imported', 'duplicate') AND model_hash IS NOT NULL) "
-            "AND sha256 NOT IN (SELECT sha256 FROM attempts "
-            "  WHERE status IN ('claimed', 'importing') AND sha256 IS NOT NULL)",
-            [],
-        )
-        return [str(row["model_hash"]) for row in rows]
-
-    def in_place(self, place: Place) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])
-
-    def in_flight(self) -> list[dict[str, Any]]:
-        """Attempts that had not finished: after a start, the ones a stop or crash cut short."""
-        return self._all(
-            "SELECT * FROM attempts WHERE status IN (?, ?) ORDER BY id",
-            [Status.CLAIMED, Status.IMPORTING],
-        )
-
-    def settled_in_processing(self, relative: PurePath) -> dict[str, Any] | None:
-        """The attempt that finished the package at ``processing/relative`` but did not move it."""
-        return self._first(
-            f"SELECT * FROM attempts WHERE place = 'processing' AND {PROCESSING_PATH_IS} "  # noqa: S608
-            "AND status IN ('imported', 'duplicate', 'failed') ORDER BY id DESC LIMIT 1",
-            _path_params(relative),
-        )
-
-    def crashes_in_a_row(self, relative: PurePath) -> int:
-        """How many of the latest attempts on ``processing/relative`` ended in a crash."""
-        rows = self._all(
-            f"SELECT status, errors FROM attempts WHERE {PROCESSING_PATH_IS} "  # noqa: S608
-            "ORDER BY id DESC LIMIT 20",
-            _path_params(relative),
-        )
-        count = 0
-        for row in rows:
-            codes = {problem.get("code") for problem in row.get("errors") or []}
-            if row["status"] in SETTLED:
-                break
-            if row["status"] == Status.INTERRUPTED and CRASHED in codes:
-                count += 1
-        return count
-
-    def counts_since(self, since: str) -> dict[str, int]:
-        """Final outcomes of the attempts finished since ``since`` (an ISO timestamp)."""
-        found = {
-            row["status"]: int(row["n"])
-            for row in self._all(
-                "SELECT status, count(*) AS n FROM attempts WHERE finished_at >= ? GROUP BY status",
-                [since],
-            )
-        }
-        return {status: found.get(status, 0) for status in ("imported", "duplicate", "failed")}
-
-    def latest(self, status: Status, limit: int = 1) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 20, status: Status | None = None) -> list[Attempt]:
+        """The latest attempts (of one status), newest first."""
+        if status is None:
+            return self._all("SELECT * FROM attempts ORDER BY id DESC LIMIT ?", [limit])
         return self._all(
             "SELECT * FROM attempts WHERE status = ? ORDER BY id DESC LIMIT ?", [status, limit]
         )
 
-    def count(self, **equal: Any) -> int:
-        """How many attempts have these column values (``count(sha256=...)``)."""
-        unknown = set(equal) - set(COLUMNS)
-        assert not unknown, unknown
-        where = " AND ".join(f"[{name}] = ?" for name in equal) or "1"
+    def unfinished_by_sha256(self, sha256: str) -> list[Attempt]:
+        """Earlier attempts on the same package that a fault cut short since it last settled,
+        newest first: a backend may resume what one of them started."""
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? AND id > "
+            "(SELECT coalesce(max(id), 0) FROM attempts WHERE sha256 = ? "
+            "AND status IN (?, ?, ?)) ORDER BY id DESC LIMIT 20",
+            [sha256, Status.INTERRUPTED, sha256, *sorted(SETTLED)],
+        )
+
+    def orphan_models(self, backend: str) -> list[str]:
+        """Model files ``backend`` wrote for attempts that never imported them (a crash after
+        the store, then no redo: the package deleted, or failed as crashed), and that no
+        import and no attempt in flight owns."""
+        rows = self.connection.execute(
+            "SELECT DISTINCT model_hash FROM attempts WHERE backend = ? "
+            "AND status = ? AND model_hash IS NOT NULL "
+            "AND model_hash NOT IN (SELECT model_hash FROM attempts "
+            "  WHERE status IN (?, ?) AND model_hash IS NOT NULL) "
+            "AND sha256 NOT IN (SELECT sha256 FROM attempts "
+            "  WHERE status IN (?, ?) AND sha256 IS NOT NULL)",
+            [backend, Status.INTERRUPTED, Status.IMPORTED, Status.DUPLICATE, *sorted(IN_FLIGHT)],
+        ).fetchall()
+        return [str(model_hash) for (model_hash,) in rows]
+
+    def in_place(self, place: Place) -> list[Attempt]:
+        return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])
+
+    def in_flight(self) -> list[Attempt]:
+        """Attempts that had not finished: after a start, the ones a stop or crash cut short."""
+        return self._all(
+            "SELECT * FROM attempts WHERE status IN (?, ?) ORDER BY id", sorted(IN_FLIGHT)
+        )
+
+    def settled_in_processing(self, relative: PurePath) -> Attempt | None:
+        """The attempt that finished the package at ``processing/relative`` but did not move it."""
+        return self._first(
+            f"SELECT * FROM attempts WHERE place = ? AND {PROCESSING_PATH_IS} "  # noqa: S608
+            "AND status IN (?, ?, ?) ORDER BY id DESC LIMIT 1",
+            [Place.PROCESSING, *_path_params(relative), *sorted(SETTLED)],
+        )
+
+    def crashes_in_a_row(self, relative: PurePath) -> int:
+        """How many of the latest attempts on ``processing/relative`` ended in a crash."""
+        count = 0
+        for attempt in self._all(
+            f"SELECT * FROM attempts WHERE {PROCESSING_PATH_IS} "  # noqa: S608
+            "ORDER BY id DESC LIMIT 20",
+            _path_params(relative),
+        ):
+            if attempt.status in SETTLED:
+                break
+            if attempt.status is Status.INTERRUPTED and CRASHED in attempt.codes:
+                count += 1
+        return count
+
+    def counts_since(self, since: str) -> Counts:
+        """Final outcomes of the attempts finished since ``since`` (an ISO timestamp)."""
+        if self._empty:
+            return Counts()
+        with self._lock:
+            found = dict(
+                self.connection.execute(
+                    "SELECT status, count(*) FROM attempts WHERE finished_at >= ? GROUP BY status",
+                    [since],
+                ).fetchall()
+            )
+        return Counts(
+            *(
+                int(found.get(status, 0))
+                for status in (Status.IMPORTED, Status.DUPLICATE, Status.FAILED)
+            )
+        )
+
+    def latest(self, status: Status, limit: int = 1) -> list[Attempt]:
+        return self.recent(limit, status)
+
+    def count_by_sha256(self, sha256: str) -> int:
+        return int(self._scalar("SELECT count(*) FROM attempts WHERE sha256 = ?", [sha256]))
+
+    def count_by_status(self, status: Status) -> int:
+        return int(self._scalar("SELECT count(*) FROM attempts WHERE status = ?", [status]))
+
+    def _scalar(self, sql: str, params: list[Any]) -> Any:
         if self._empty:
             return 0
         with self._lock:
-            found: int = self.connection.execute(
-                f"SELECT count(*) FROM attempts WHERE {where}",  # noqa: S608 - known columns
-                list(equal.values()),
-            ).fetchone()[0]
-        return found
+            return self.connection.execute(sql, params).fetchone()[0]
 
-    def _first(self, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    def _first(self, sql: str, params: list[Any]) -> Attempt | None:
         rows = self._all(sql, params)
         return rows[0] if rows else None
 
-    def _all(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    def _all(self, sql: str, params: Sequence[Any]) -> list[Attempt]:
         if self._empty:
             return []
         with self._lock:
-            cursor = self.connection.execute(sql, params)
+            cursor = self.connection.execute(sql, list(params))
             names = [column[0] for column in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor]
-        return [_decode(row) for row in rows]
-
-
-def path_of(row: dict[str, Any], column: str) -> Path | None:
-    """The exact path an attempt recorded (from its bytes; older rows: from their text)."""
-    raw = row.get(f"{column}_raw")
-    if isinstance(raw, bytes):
-        return Path(os.fsdecode(raw))
-    text = row.get(column)
-    return Path(text) if text else None
-
-
-def for_people(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as ``ledger --json`` shows it: the paths as text only, and the reason of a
-    failure in one line."""
-    shown = {key: value for key, value in row.items() if key not in RAW_PATH_COLUMNS}
-    shown["reason"] = failure_reason(row.get("errors"))
-    return shown
-
-
-def failure_reason(errors: Any) -> str:
-    """An attempt's problems (its ``errors``) in one line for people: the first one,
-    ``code [field]: message``, and how many more there are."""
-    problems = [problem for problem in errors or [] if isinstance(problem, dict)]
-    if not problems:
-        return ""
-    first = problems[0]
-    where = f" [{first['field']}]" if first.get("field") else ""
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{first.get('code')}{where}: {first.get('message')}{more}"
-
-
-def relative_of(row: dict[str, Any]) -> PurePosixPath | None:
-    found = path_of(row, "processing_path")
-    return PurePosixPath(found) if found is not None else None
+        return [decode(row) for row in rows]
 
 
 class _Transaction:
@@ -522,6 +500,17 @@ def _path_fields(column: str, path: PurePath | None) -> dict[str, Any]:
     return {column: as_text(str(path)), f"{column}_raw": os.fsencode(path)}
 
 
+def _findings_fields(findings: Findings) -> dict[str, Any]:
+    return {
+        "best_stage_name": findings.best_stage_name,
+        "mAP": findings.mAP,
+        "class_names": None if findings.class_names is None else list(findings.class_names),
+        "object_type": findings.object_type,
+        "package_version": findings.package_version,
+        "warnings": [problem.as_dict() for problem in findings.warnings],
+    }
+
+
 # Rows written before paths were kept as bytes have only the text.
 PROCESSING_PATH_IS = (
     "(processing_path_raw = ? OR (processing_path_raw IS NULL AND processing_path = ?))"
@@ -532,21 +521,61 @@ def _path_params(path: PurePath) -> list[Any]:
     return [os.fsencode(path), as_text(str(path))]
 
 
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(fields) - set(COLUMNS)
-    assert not unknown, f"not ledger columns: {unknown}"
+def _encode(changes: dict[str, Any]) -> dict[str, Any]:
     encoded = {}
-    for key, value in fields.items():
+    for key, value in changes.items():
         if key in JSON_COLUMNS and value is not None:
             value = json.dumps(value)
-        elif isinstance(value, StrEnum):
-            value = str(value)
-        encoded[key] = as_text(value) if isinstance(value, str) else value
+        elif isinstance(value, str):
+            value = as_text(str(value))  # a StrEnum as its value
+        encoded[key] = value
     return encoded
 
 
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+def decode(row: Mapping[str, Any]) -> Attempt:
+    """An attempt from its row (of any schema version this release can read)."""
+    values = {
         key: json.loads(value) if key in JSON_COLUMNS and isinstance(value, str) else value
         for key, value in row.items()
     }
+    facts = values.get("backend_facts") or {
+        name: values[name] for name in V3_BACKEND_COLUMNS if values.get(name) is not None
+    }  # a version 3 ledger, read before the daemon migrated it
+    if isinstance(facts.get("ymir_stages"), str):
+        facts["ymir_stages"] = json.loads(facts["ymir_stages"])
+    known = {key: value for key, value in values.items() if key in ATTEMPT_FIELDS}
+    for column in ("source", "processing_path", "final_path"):
+        known[column] = _path_of(values, column)
+    return Attempt(
+        **{
+            **known,
+            "status": Status(values["status"]),
+            "place": Place(values["place"]) if values.get("place") else None,
+            "class_names": _tuple_or_none(values.get("class_names")),
+            "errors": _problems(values.get("errors")),
+            "warnings": _problems(values.get("warnings")),
+            "notes": tuple(str(note) for note in values.get("notes") or ()),
+            "facts": MappingProxyType(facts) if facts else NO_FACTS,
+        }
+    )
+
+
+def _path_of(values: Mapping[str, Any], column: str) -> Path | None:
+    """The exact path an attempt recorded (from its bytes; older rows: from their text)."""
+    raw = values.get(f"{column}_raw")
+    if isinstance(raw, bytes):
+        return Path(os.fsdecode(raw))
+    text = values.get(column)
+    return Path(text) if text else None
+
+
+def _tuple_or_none(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(item) for item in value)
+
+
+def _problems(value: Any) -> tuple[Problem, ...]:
+    return tuple(
+        Problem(str(item.get("code")), str(item.get("field") or ""), str(item.get("message")))
+        for item in value or ()
+        if isinstance(item, dict)
+    )

@@ -13,7 +13,8 @@ from ymir_dropbox.config import WatchConfig
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.archive import scan_package
 from ymir_dropbox.reading.limits import Limits
-from ymir_dropbox.reading.validation import ValidationReport, validate_scan
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.validation import ValidationReport, validate_package, validate_scan
 from ymir_dropbox.storing.folders import is_ignored, is_package_name, split_suffix
 
 
@@ -111,3 +112,17 @@ def _suggestion(name: str, watch: WatchConfig) -> str:
         if candidate and is_package_name(path, watch) and not is_ignored(path, watch):
             return f"; name it {candidate}, for example"
     return ""
+
+
+def validate_path(path: Path, limits: Limits) -> ValidationReport:
+    """``validate``: a package file as the daemon would judge it, or a folder as ``pack``
+    would build it; a file that cannot be read is a report saying so."""
+    try:
+        if path.is_dir():
+            return check_folder(path, limits)
+        return validate_package(path, limits, hashed=False)
+    except OSError as error:
+        return ValidationReport(
+            path.name,
+            (Problem("package.unreadable", "", f"{path}: {error.strerror or error}"),),
+        )

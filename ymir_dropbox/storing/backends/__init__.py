@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from types import ModuleType
+from typing import BinaryIO, Protocol
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport
+from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Facts
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore
 
 
@@ -26,15 +30,25 @@ class PreparedPackage:
     attempt_id: int
     report: ValidationReport
     source: BinaryIO
-    # Facts a backend must have in the ledger before its next step (YMIR's ids, a name).
-    record: Callable[..., None] = field(default=lambda **fields: None)
+    # Where the backend records its facts before its next step (YMIR's ids, a name).
+    ledger: Ledger | None = None
     # What a long step is doing now (``step``, ``detail``), for the log and ``status``.
     progress: Callable[..., None] = field(default=lambda step, detail="": None)
     # Earlier attempts on the same package that a fault cut short, newest first: a backend
     # may resume what one of them started instead of starting again.
-    earlier: tuple[dict[str, Any], ...] = ()
+    earlier: tuple[Attempt, ...] = ()
     # The stored archive written while validation read the package, when the backend asked.
     streamed: StreamedStore | None = None
+
+    def record_facts(self, facts: Facts) -> None:
+        """Facts the ledger must hold before the backend's next step."""
+        if self.ledger is not None:
+            self.ledger.add_facts(self.attempt_id, facts)
+
+    def record_model_hash(self, model_hash: str) -> None:
+        """The model file about to take its name (so a start can tell it from an orphan)."""
+        if self.ledger is not None:
+            self.ledger.record_model_hash(self.attempt_id, model_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +57,8 @@ class ImportResult:
     stored_path: Path | None = None  # None when the model is not in a store of ours
     dst_rev: str | None = None
     notes: tuple[str, ...] = field(default=())
-    fields: dict[str, Any] = field(default_factory=dict)  # more ledger columns to record
+    facts: Facts = field(default_factory=lambda: NO_FACTS)  # the backend's own, for the ledger
+    mAP: float | None = None  # the backend's own reading of the best stage's mAP, if any
 
 
 class PassingFailure(DropboxError):
@@ -85,23 +100,40 @@ class Backend(Protocol):
         """What the backend will create for this attempt outside the model store (a dst-rev),
         recorded in the ledger before the import starts; None if nothing."""
 
-    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+    def recover(self, attempt: Attempt) -> ImportResult | None:
         """After a crash mid-import: the result if the backend finished the attempt anyway."""
+
+    def clean_up(self, ledger: Ledger) -> None:
+        """At start, once every attempt a crash cut short is settled: remove what the
+        backend wrote for attempts that will never use it."""
+
+
+# The backends, one line each: the name `[import] backend` takes, and its module. A module
+# defines ``BACKEND`` (its class, made from the config) and ``FACT_NAMES`` (what it records
+# in an attempt's facts, shown by ``ledger --json`` even when unknown).
+REGISTRY: dict[str, str] = {
+    "embedded": "ymir_dropbox.storing.backends.embedded",
+    "mir": "ymir_dropbox.storing.backends.mir",
+    "ymir-api": "ymir_dropbox.storing.backends.ymir_api",
+}
+
+
+def backend_module(name: str) -> ModuleType:
+    """The module of a registered backend; only it is imported (a command starts sooner)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown backend {name!r}")  # config validation refuses it
+    return importlib.import_module(REGISTRY[name])
 
 
 def make_backend(config: Config) -> Backend:
-    """The configured backend; only its module is imported (a command starts sooner)."""
-    match config.import_.backend:
-        case "embedded":
-            from ymir_dropbox.storing.backends.embedded import EmbeddedBackend
+    """The configured backend."""
+    made: Backend = backend_module(config.import_.backend).BACKEND(config)
+    return made
 
-            return EmbeddedBackend(config)
-        case "mir":
-            from ymir_dropbox.storing.backends.mir import MirBackend
 
-            return MirBackend(config)
-        case "ymir-api":
-            from ymir_dropbox.storing.backends.ymir_api import YmirApiBackend
-
-            return YmirApiBackend(config)
-    raise ValueError(f"unknown backend {config.import_.backend!r}")  # config validation refuses it
+def fact_names() -> tuple[str, ...]:
+    """Every fact any backend records, in the order ``ledger --json`` shows them."""
+    names: list[str] = []
+    for name in REGISTRY:
+        names.extend(backend_module(name).FACT_NAMES)
+    return tuple(dict.fromkeys(names))

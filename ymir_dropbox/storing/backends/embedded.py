@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+
+import structlog
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import ImportResult, PreparedPackage
+from ymir_dropbox.storing.durable import fsync_folder
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore, store_package, streamed_store
+
+log = structlog.get_logger(__name__)
 
 
 class EmbeddedBackend:
@@ -34,19 +40,37 @@ class EmbeddedBackend:
     def reference(self, attempt_id: int) -> str | None:
         return None
 
-    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+    def recover(self, attempt: Attempt) -> ImportResult | None:
         # A crash after the store is harmless: the redo writes the same bytes, same hash,
         # and a file no attempt ends up importing is removed at start (see recovery).
         return None
 
-    def import_package(self, package: PreparedPackage) -> ImportResult:
-        def record(model_hash: str) -> None:
-            package.record(model_hash=model_hash)
+    def clean_up(self, ledger: Ledger) -> None:
+        """A model file written for an attempt that never imported it (its hash is in the
+        ledger before the file takes its name): nothing in the store is unaccounted for."""
+        for model_hash in ledger.orphan_models(self.name):
+            orphan = self.models / model_hash
+            if orphan.is_file() and not orphan.is_symlink():
+                orphan.unlink()
+                fsync_folder(self.models)
+                log.warning("model_removed", model_hash=model_hash, reason="no attempt imported it")
 
+    def import_package(self, package: PreparedPackage) -> ImportResult:
         if package.streamed is not None:
-            model_hash, stored = package.streamed.commit(package.report, package.source, record)
+            model_hash, stored = package.streamed.commit(
+                package.report, package.source, package.record_model_hash
+            )
         else:
             model_hash, stored = store_package(
-                package.report, package.source, self.models, self.level, self.work, record
+                package.report,
+                package.source,
+                self.models,
+                self.level,
+                self.work,
+                package.record_model_hash,
             )
         return ImportResult(model_hash=model_hash, stored_path=stored)
+
+
+BACKEND = EmbeddedBackend
+FACT_NAMES: tuple[str, ...] = ()

@@ -18,14 +18,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
@@ -118,9 +119,9 @@ class MirBackend:
     def reference(self, attempt_id: int) -> str | None:
         return dst_rev_for(self.template, attempt_id)
 
-    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+    def recover(self, attempt: Attempt) -> ImportResult | None:
         """mir may have committed the import before the crash: its tag says so."""
-        dst_rev = attempt.get("dst_rev")
+        dst_rev = attempt.dst_rev
         if not dst_rev:
             return None
         with self._lock(), _repository_flock(self.root):
@@ -139,6 +140,12 @@ class MirBackend:
         return ImportResult(
             imported.group(1), stored, dst_rev, ("completed by mir before a crash",)
         )
+
+    def clean_up(self, ledger: Ledger) -> None:
+        """The work folders of mir runs a crash cut short."""
+        for entry in self.work.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and entry.name.startswith("mir-"):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         dst_rev = dst_rev_for(self.template, package.attempt_id)
@@ -217,3 +224,7 @@ class MirBackend:
                 dst_rev=dst_rev,
             )
         return ImportResult(model_hash=model_hash, stored_path=stored, dst_rev=dst_rev)
+
+
+BACKEND = MirBackend
+FACT_NAMES: tuple[str, ...] = ()

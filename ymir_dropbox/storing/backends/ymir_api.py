@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +27,7 @@ import structlog
 from ymir_dropbox.config import YMIR_PASSWORD_ENV_VAR, Config, YmirApiConfig
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import Attempt, Facts
 from ymir_dropbox.storing.backends import (
     ImportFailed,
     ImportResult,
@@ -44,6 +45,7 @@ from ymir_dropbox.storing.backends.ymir_client import (
     YmirUnavailable,
 )
 from ymir_dropbox.storing.durable import finish_file, temporary_file
+from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
@@ -157,10 +159,13 @@ class YmirApiBackend:
     def reference(self, attempt_id: int) -> str | None:
         return None
 
-    def recover(self, attempt: dict[str, Any]) -> ImportResult | None:
+    def recover(self, attempt: Attempt) -> ImportResult | None:
         # The next attempt on the package resumes from the ledger (see _resume): it is
         # validated again first, which costs little and keeps one path for every resume.
         return None
+
+    def clean_up(self, ledger: Ledger) -> None:
+        """Nothing beyond the staging folder's temporary files (see temporary_folders)."""
 
     # -- the import -------------------------------------------------------------------------------
 
@@ -222,7 +227,7 @@ class YmirApiBackend:
                     )
                 ]
             )
-        package.record(ymir_project_id=project.id)
+        package.record_facts({"ymir_project_id": project.id})
         model_id = self._resume(package, project.id)
         if model_id is None:
             model_id = self._post(package, project.id)
@@ -230,39 +235,46 @@ class YmirApiBackend:
 
     def _resume(self, package: PreparedPackage, project_id: int) -> int | None:
         """A model an earlier attempt on the same package started in YMIR, if any."""
-        for earlier in package.earlier:
-            if earlier.get("ymir_project_id") not in (None, project_id):
+        for attempt in package.earlier:
+            earlier = YmirFacts.of(attempt)
+            if earlier.project_id not in (None, project_id):
                 continue
-            if earlier.get("ymir_model_id"):
-                log.info("ymir_resumed", model_id=earlier["ymir_model_id"], attempt=earlier["id"])
-                self._record_model(package, earlier)
-                return int(earlier["ymir_model_id"])
-            name = earlier.get("ymir_group_name")
-            if name:
-                group_id = self.client.find_group(project_id, name)
-                if group_id is not None:
-                    models = [
-                        model
-                        for model in self.client.models_of_group(project_id, group_id)
-                        if package.sha256[:12] in model.description  # ours, not a namesake
-                    ]
-                    if models:
-                        found = models[0]
-                        package.record(
-                            ymir_model_id=found.model_id,
-                            ymir_task_id=found.task_id,
-                            ymir_group_name=found.group_name,
-                        )
-                        log.info("ymir_group_found", group=name, model_id=found.model_id)
-                        return found.model_id
+            if earlier.model_id:
+                log.info("ymir_resumed", model_id=earlier.model_id, attempt=attempt.id)
+                package.record_facts(
+                    YmirFacts(
+                        model_id=earlier.model_id,
+                        task_id=earlier.task_id,
+                        group_name=earlier.group_name,
+                    ).as_facts()
+                )
+                return earlier.model_id
+            if earlier.group_name:
+                found = self._find_in_group(package, project_id, earlier.group_name)
+                if found is not None:
+                    return found
         return None
 
-    def _record_model(self, package: PreparedPackage, earlier: dict[str, Any]) -> None:
-        package.record(
-            ymir_model_id=earlier["ymir_model_id"],
-            ymir_task_id=earlier.get("ymir_task_id"),
-            ymir_group_name=earlier.get("ymir_group_name"),
+    def _find_in_group(self, package: PreparedPackage, project_id: int, name: str) -> int | None:
+        """Our model in the group an earlier attempt posted (its answer lost), if any."""
+        group_id = self.client.find_group(project_id, name)
+        if group_id is None:
+            return None
+        models = [
+            model
+            for model in self.client.models_of_group(project_id, group_id)
+            if package.sha256[:12] in model.description  # ours, not a namesake
+        ]
+        if not models:
+            return None
+        found = models[0]
+        package.record_facts(
+            YmirFacts(
+                model_id=found.model_id, task_id=found.task_id, group_name=found.group_name
+            ).as_facts()
         )
+        log.info("ymir_group_found", group=name, model_id=found.model_id)
+        return found.model_id
 
     def _post(self, package: PreparedPackage, project_id: int) -> int:
         staged = self._stage(package)
@@ -271,17 +283,20 @@ class YmirApiBackend:
             name = base if number == 1 else f"{base}-{number}"
             if self.client.find_group(project_id, name) is not None:
                 continue  # taken: the next suffix, never a failure
-            package.record(ymir_group_name=name)  # before the POST: a crash finds it by name
+            # Before the POST: a crash finds it by name.
+            package.record_facts(YmirFacts(group_name=name).as_facts())
             try:
                 started = self.client.import_model(
                     project_id, name, describe(package), self._path_in_ymir(staged)
                 )
             except YmirDuplicateGroupName:
                 continue  # taken between our look and the POST
-            package.record(
-                ymir_model_id=started.model_id,
-                ymir_task_id=started.task_id,
-                ymir_group_name=started.group_name,
+            package.record_facts(
+                YmirFacts(
+                    model_id=started.model_id,
+                    task_id=started.task_id,
+                    group_name=started.group_name,
+                ).as_facts()
             )
             log.info(
                 "ymir_import_started",
@@ -343,19 +358,62 @@ class YmirApiBackend:
             {"name": stage.name, "mAP": stage.map, "tp": stage.tp, "fp": stage.fp, "fn": stage.fn}
             for stage in model.stages
         ]
-        return ImportResult(
-            model_hash=model.hash or "",
-            stored_path=None,
-            fields={
-                "ymir_project_id": project_id,
-                "ymir_model_id": model.model_id,
-                "ymir_task_id": model.task_id,
-                "ymir_group_name": model.group_name,
-                "ymir_model_name": model.name,
-                "ymir_stages": stages,
-                "mAP": model.map,
-            },
+        facts = YmirFacts(
+            project_id, model.model_id, model.task_id, model.group_name, model.name, stages
         )
+        return ImportResult(
+            model_hash=model.hash or "", stored_path=None, facts=facts.as_facts(), mAP=model.map
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class YmirFacts:
+    """What the ledger keeps of an attempt's life in YMIR, under the names ``ledger --json``
+    and ``status --json`` show (``ymir_project_id``, ...)."""
+
+    project_id: int | None = None
+    model_id: int | None = None
+    task_id: int | None = None
+    group_name: str | None = None
+    model_name: str | None = None
+    stages: list[dict[str, Any]] | None = None  # name, mAP, tp, fp, fn as YMIR shows them
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> YmirFacts:
+        facts = attempt.facts
+
+        def number(key: str) -> int | None:
+            value = facts.get(f"ymir_{key}")
+            return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+        def text(key: str) -> str | None:
+            value = facts.get(f"ymir_{key}")
+            return value if isinstance(value, str) else None
+
+        stages = facts.get("ymir_stages")
+        return cls(
+            number("project_id"),
+            number("model_id"),
+            number("task_id"),
+            text("group_name"),
+            text("model_name"),
+            stages if isinstance(stages, list) else None,
+        )
+
+    def as_facts(self) -> Facts:
+        """The facts that are known, to merge into what the attempt recorded before."""
+        return {
+            f"ymir_{name}": value
+            for name, value in (
+                ("project_id", self.project_id),
+                ("model_id", self.model_id),
+                ("task_id", self.task_id),
+                ("group_name", self.group_name),
+                ("model_name", self.model_name),
+                ("stages", self.stages),
+            )
+            if value is not None
+        }
 
 
 def _failure(model: ModelState) -> Problem:
@@ -367,3 +425,7 @@ def _failure(model: ModelState) -> Problem:
         "ymir",
         f"{where} ended in error" + (f" with code {code}" if code else "") + f": {meaning}",
     )
+
+
+BACKEND = YmirApiBackend
+FACT_NAMES: tuple[str, ...] = tuple(f"ymir_{field.name}" for field in fields(YmirFacts))
