@@ -34,7 +34,7 @@ from factory import (
 from isal import isal_zlib
 
 from ymir_dropbox.config import DEFAULTS
-from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.core.settings import Limits
 
 Builder = Callable[[Path], Path]
 DELETE = object()

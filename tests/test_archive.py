@@ -16,6 +16,7 @@ from factory import Entry, gzip_bytes, seed_entries, seed_package, tar_bytes, wr
 from hostile import CASES, Hostile, member_bytes, params
 
 from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import (
     INFO_NAME,
     PackageUnreadable,
@@ -25,7 +26,6 @@ from ymir_dropbox.reading.archive import (
     scan_file,
     scan_package,
 )
-from ymir_dropbox.reading.limits import Limits
 
 LIMITS = Limits(**DEFAULTS["limits"])
 
@@ -240,7 +240,7 @@ PEAK_SCRIPT = r"""
 import json, re, resource, sys
 from pathlib import Path
 from ymir_dropbox.config import DEFAULTS
-from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.validation import validate_package
 
 # A runaway fails here (MemoryError) rather than take the machine down.

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from factory import run_dropbox, seed_package, write_config
 
-from ymir_dropbox.config import DEFAULTS, ENV_VAR, SCHEMA, build_config, config_path, load_config
+from ymir_dropbox.config import (
+    DEFAULTS,
+    ENV_VAR,
+    build_config,
+    config_path,
+    full_schema,
+    load_config,
+)
 from ymir_dropbox.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,7 +257,7 @@ def test_config_example_loads() -> None:
 
 
 def test_config_example_documents_every_key() -> None:
-    missing = schema_keys(SCHEMA) - documented_keys(EXAMPLE.read_text())
+    missing = schema_keys(full_schema()) - documented_keys(EXAMPLE.read_text())
 
     assert missing == set()
 
@@ -294,11 +301,11 @@ def test_the_ymir_api_password_comes_from_the_environment_or_a_file(
     section = {"url": "http://ymir:12001/", "user": "a@b.c", "staging": "staging"}
     document = {"import": {"backend": "ymir-api", "ymir_api": section}}
     monkeypatch.delenv("YMIR_DROPBOX_YMIR_PASSWORD", raising=False)
-    without = build_config(document, source=None, anchor=tmp_path).import_.ymir_api
+    without = build_config(document, source=None, anchor=tmp_path).import_.settings
     assert without is not None and without.password == "" and without.password_file is None
 
     monkeypatch.setenv("YMIR_DROPBOX_YMIR_PASSWORD", "secret")
-    settings = build_config(document, source=None, anchor=tmp_path).import_.ymir_api
+    settings = build_config(document, source=None, anchor=tmp_path).import_.settings
 
     assert settings is not None
     assert (settings.url, settings.password, settings.staging) == (

@@ -1,8 +1,9 @@
 """The floors, checked from the imports: each imports only from the floors below it.
 
-From the bottom: ``core`` (the base errors, fault plans, progress, logging: everyone may import
-it), ``reading`` (judging a package, writing nothing), ``config``, ``storing`` (keeping what was
-judged: the importer, the backends, the ledger, the folders), ``operations`` (the operator's
+From the bottom: ``core`` (the base errors, the configuration's values, fault plans, progress,
+logging: everyone may import it), ``reading`` (judging a package, writing nothing), ``storing``
+(keeping what was judged: the importer, the backends, the ledger, the folders), ``config``
+(loading the configuration, the backends' tables among it), ``operations`` (the operator's
 tools: status, the page, metrics, notifications, retention, retry, check), ``daemon`` (the
 pipeline: watching, readiness, claiming, filing, the scheduler, recovery), ``training`` (the
 training server's side: pack) and the command line on top.
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ymir_dropbox"
-ORDER = ("core", "reading", "config", "storing", "operations", "daemon", "training", "cli")
+ORDER = ("core", "reading", "storing", "config", "operations", "daemon", "training", "cli")
 # What writing a file looks like in Python source; none of it belongs in the reading layer.
 WRITES = {
     "unlink", "rmtree", "mkdir", "makedirs", "write_text", "write_bytes", "mkstemp",

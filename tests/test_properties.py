@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import clean_member_name
 from ymir_dropbox.reading.info_yaml import load_info
-from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.problems import CODES
 from ymir_dropbox.reading.rules import is_path_component
 from ymir_dropbox.reading.validation import ValidationReport, validate_package

@@ -37,8 +37,8 @@ from factory import (
 )
 
 from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import open_package
-from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.validation import validate_file, validated
 from ymir_dropbox.storing import store as store_module
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries
@@ -561,7 +561,7 @@ MEMORY_SCRIPT = r"""
 import json, re, sys
 from pathlib import Path
 from ymir_dropbox.config import DEFAULTS
-from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.validation import validated
 from ymir_dropbox.storing.store import store_package
 
@@ -602,7 +602,7 @@ CRASH_SCRIPT = r"""
 import resource, signal, sys
 from pathlib import Path
 from ymir_dropbox.config import DEFAULTS
-from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.storing.store import store_package
 from ymir_dropbox.reading.validation import validated
 

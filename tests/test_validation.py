@@ -35,8 +35,8 @@ from factory import (
 from hostile import CASES, Hostile, params
 
 from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.info_schema import COUNTS, METRICS
-from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.validation import ValidationReport, validate_package
 
 LIMITS = Limits(**DEFAULTS["limits"])

@@ -51,8 +51,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    # The backends' own commands need their modules: loaded only when no command of ours is
+    # named (a command starts sooner).
+    ours = {name for name, *_ in COMMANDS}
+    parser = build_parser(with_backends=not ours & set(given))
+    arguments = parser.parse_args(given)
     if not hasattr(arguments, "command"):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -111,7 +115,7 @@ def json_flag(text: str) -> Arguments:
     return arguments
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_backends: bool = True) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
         "--config",
@@ -128,11 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         metavar="COMMAND", help="one of these; `ymir-dropbox COMMAND --help` tells more"
     )
-    for name, text, handler, arguments in COMMANDS:
+    for name, text, handler, arguments in [
+        *COMMANDS,
+        *(_backend_commands() if with_backends else []),
+    ]:
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
         sub.set_defaults(command=handler, parser=sub)
         arguments(sub)
     return parser
+
+
+def _backend_commands() -> list[tuple[str, str, Handler, Arguments]]:
+    """The commands of the backends (``projects``): rows printed as a table or JSON lines."""
+    from ymir_dropbox.storing.backends import BackendCommand, backend_commands
+
+    def handler_of(command: BackendCommand) -> Handler:
+        def handle(config: Config, arguments: argparse.Namespace) -> int:
+            rows = command.run(config)
+            if arguments.json:
+                for row in rows:
+                    print(json.dumps(row, ensure_ascii=False))
+            else:
+                print_table(rows, command.columns)
+            return EXIT_OK
+
+        return handle
+
+    return [
+        (command.name, command.help, handler_of(command), json_flag(command.json_help))
+        for command in backend_commands()
+    ]
 
 
 @command("run", "run the daemon in the foreground (systemd manages it)")(no_arguments)
@@ -439,23 +468,6 @@ def cmd_check(config: Config, arguments: argparse.Namespace) -> int:
             detail = f": {finding.detail}" if finding.detail else ""
             print(f"{mark} {finding.what}{detail}")
     return EXIT_OK if all(finding.ok for finding in findings) else EXIT_FAILED
-
-
-@command("projects", "list the YMIR projects the configured user can import into")(
-    json_flag("one JSON object per project")
-)
-def cmd_projects(config: Config, arguments: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from ymir_dropbox.operations.check import list_projects
-
-    projects = list_projects(config)
-    if arguments.json:
-        for project in projects:
-            print(json.dumps(asdict(project), ensure_ascii=False))
-        return EXIT_OK
-    print_table([asdict(project) for project in projects], ("id", "name", "object_type"))
-    return EXIT_OK
 
 
 def retention_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,36 +9,34 @@ from __future__ import annotations
 import os
 import shlex
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.core.errors import ConfigError
-from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.core.settings import (
+    FOLDERS,
+    BackendSettings,
+    Config,
+    DaemonConfig,
+    ImportConfig,
+    Limits,
+    LogConfig,
+    MetricsConfig,
+    NotifyConfig,
+    Paths,
+    RetentionConfig,
+    WatchConfig,
+)
 from ymir_dropbox.reading.names import did_you_mean
-from ymir_dropbox.reading.rules import StrictValidator, schema_errors
+from ymir_dropbox.reading.rules import PATH, POSITIVE_NUMBER, StrictValidator, schema_errors
+from ymir_dropbox.storing.backends import REGISTRY, backend_module
 
 ENV_VAR = "YMIR_DROPBOX_CONFIG"
 DEFAULT_BASE_DIR = "./dropbox"
-FOLDERS = ("inbox", "processing", "done", "failed", "models", "work")
 GiB = 1024**3
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "import": {"backend": "embedded", "workers": 2, "compression_level": 1},
-    "mir": {"bin": "mir", "root": None, "dst_rev": "dropbox-{id}@dropbox-{id}"},
-    "ymir_api": {
-        "url": "",
-        "user": "",
-        "password_file": None,
-        "project_id": 0,
-        "staging": None,
-        "staging_in_ymir": "/ymir-sharing/ymir-dropbox",
-        "group_name": "{stem}",
-        "poll_interval": 5.0,
-        "timeout": 3600.0,
-        "projects": {},
-    },
     "limits": {
         "max_package_bytes": 64 * GiB,
         "max_unpacked_bytes": 128 * GiB,
@@ -72,8 +70,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 _positive_int = {"type": "integer", "min": 1}
-_positive_number = {"type": "number", "min": 0.001, "check_with": "finite"}
-_path = {"type": "string", "empty": False}
+_positive_number = POSITIVE_NUMBER
+_path = PATH
 _globs = {"type": "list", "schema": {"type": "string", "empty": False}}
 
 SCHEMA: dict[str, Any] = {
@@ -85,36 +83,9 @@ SCHEMA: dict[str, Any] = {
     "import": {
         "type": "dict",
         "schema": {
-            "backend": {"type": "string", "allowed": ["embedded", "mir", "ymir-api"]},
+            "backend": {"type": "string"},  # one of the registered backends
             "workers": {"type": "integer", "min": 1, "max": 64},
             "compression_level": {"type": "integer", "min": 0, "max": 3},
-            "mir": {
-                "type": "dict",
-                "schema": {
-                    "bin": _path,
-                    "root": _path,
-                    "dst_rev": {"type": "string", "regex": r"[^@\s]*\{id\}[^@\s]*@[^@\s]+"},
-                },
-            },
-            "ymir_api": {
-                "type": "dict",
-                "schema": {
-                    "url": {"type": "string", "regex": r"(|https?://\S+)"},
-                    "user": {"type": "string"},
-                    "password_file": _path,
-                    "project_id": {"type": "integer", "min": 0},
-                    "staging": _path,
-                    "staging_in_ymir": {"type": "string", "regex": r"/\S*"},
-                    "group_name": {"type": "string", "empty": False, "maxlength": 90},
-                    "poll_interval": _positive_number,
-                    "timeout": _positive_number,
-                    "projects": {
-                        "type": "dict",
-                        "keysrules": {"type": "string", "check_with": "path_component"},
-                        "valuesrules": {"type": "integer", "min": 1},
-                    },
-                },
-            },
         },
     },
     "limits": {
@@ -179,125 +150,58 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
-    inbox: Path
-    processing: Path
-    done: Path
-    failed: Path
-    models: Path
-    work: Path
-    ledger: Path
-
-    def folders(self) -> dict[str, Path]:
-        return {name: getattr(self, name) for name in FOLDERS}
+def sections() -> dict[str, str]:
+    """Each registered backend's table under [import], named after its module:
+    ``[import.mir]``, ``[import.ymir_api]``."""
+    return {name: module.rpartition(".")[2] for name, module in REGISTRY.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class MirConfig:
-    bin: str
-    root: Path | None
-    dst_rev: str
+__all__ = [
+    "ENV_VAR",
+    "Config",
+    "NotifyConfig",
+    "Paths",
+    "RetentionConfig",
+    "WatchConfig",
+    "build_config",
+    "config_path",
+    "load_config",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class YmirApiConfig:
-    """``[import.ymir_api]``: YMIR's web backend, reached over its API."""
-
-    url: str
-    user: str
-    password: str  # from YMIR_DROPBOX_YMIR_PASSWORD; else read from password_file when used
-    password_file: Path | None
-    project_id: int  # 0: no default project (packages outside a routed folder fail)
-    staging: Path  # where the normalized package is written, on this host
-    staging_in_ymir: str  # the same folder as YMIR's backend sees it
-    group_name: str
-    poll_interval: float
-    timeout: float
-    projects: dict[str, int]  # top-level inbox folder -> project id
+def backend_settings(section: str) -> BackendSettings:
+    """What the backend whose table is ``[import.<section>]`` declares about it."""
+    name = next(name for name, table in sections().items() if table == section)
+    declared: BackendSettings = backend_module(name).SETTINGS
+    return declared
 
 
-@dataclass(frozen=True, slots=True)
-class ImportConfig:
-    backend: str
-    workers: int
-    compression_level: int
-    mir: MirConfig
-    ymir_api: YmirApiConfig | None = None
+def _schema_for(document: dict[str, Any]) -> dict[str, Any]:
+    """The schema, with the tables of the backends this document configures (only their
+    modules are imported: a command starts sooner)."""
+    given = document.get("import")
+    known = set(sections().values())
+    present = [name for name in given if name in known] if isinstance(given, dict) else []
+    return _with_sections(present)
 
 
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    format: str
-    level: str
+def full_schema() -> dict[str, Any]:
+    """The schema with every backend's table (``config.example.toml`` documents them all)."""
+    return _with_sections(sorted(sections().values()))
 
 
-@dataclass(frozen=True, slots=True)
-class WatchConfig:
-    mode: str
-    recursive: bool
-    settle_seconds: float
-    poll_interval: float
-    rescan_interval: float
-    patterns: tuple[str, ...]
-    ignore: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonConfig:
-    shutdown_timeout: float
-    retry_max_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    listen: str
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyConfig:
-    """Where final outcomes are announced; neither ``command`` nor ``webhook``: off."""
-
-    command: tuple[str, ...]
-    webhook: str
-    timeout: float
-    retries: int
-    retry_base_seconds: float
-    retry_max_seconds: float
-    queue_size: int
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.command or self.webhook)
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionConfig:
-    """Days a package stays in done/ or failed/ before it is removed; 0: kept for ever."""
-
-    done_days: int
-    failed_days: int
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    base_dir: Path
-    paths: Paths
-    import_: ImportConfig
-    limits: Limits
-    log: LogConfig
-    watch: WatchConfig
-    daemon: DaemonConfig
-    metrics: MetricsConfig
-    notify: NotifyConfig
-    retention: RetentionConfig
-    source: Path | None = field(default=None)
-
-    def ensure_folders(self) -> None:
-        """Create the folder layout (idempotent); the ledger's folder too."""
-        for folder in self.paths.folders().values():
-            folder.mkdir(parents=True, exist_ok=True)
-        self.paths.ledger.parent.mkdir(parents=True, exist_ok=True)
+def _with_sections(sections: list[str]) -> dict[str, Any]:
+    tables = {
+        section: {"type": "dict", "schema": dict(backend_settings(section).schema)}
+        for section in sections
+    }
+    backend = {"type": "string", "allowed": list(REGISTRY)}
+    schema = dict(SCHEMA)
+    schema["import"] = {
+        "type": "dict",
+        "schema": {**SCHEMA["import"]["schema"], "backend": backend, **tables},
+    }
+    return schema
 
 
 def config_path(explicit: str | None) -> Path | None:
@@ -325,7 +229,7 @@ def load_config(path: Path | None = None) -> Config:
 def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path) -> Config:
     """Validate a parsed TOML document and turn it into a Config."""
     where = str(source) if source else "built-in defaults"
-    validator = StrictValidator(SCHEMA, allow_unknown=False)
+    validator = StrictValidator(_schema_for(document), allow_unknown=False)
     if not validator.validate(document):
         messages = [f"{where}: {_describe(error)}" for error in schema_errors(validator)]
         raise ConfigError("\n".join(messages))
@@ -346,24 +250,13 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
             raise ConfigError(f"{where}: paths.{name}: folder {folder} does not exist")
 
     import_section = {**DEFAULTS["import"], **document.get("import", {})}
-    mir_section = {**DEFAULTS["mir"], **import_section.pop("mir", {})}
-    if import_section["backend"] == "mir" and not mir_section["root"]:
-        raise ConfigError(f"{where}: import.mir.root: required when import.backend is 'mir'")
-    try:
-        mir_section["dst_rev"].format(id=1)
-    except (KeyError, IndexError, ValueError):
-        raise ConfigError(
-            f"{where}: import.mir.dst_rev: {mir_section['dst_rev']!r} may use only the field {{id}}"
-        ) from None
-    mir = MirConfig(
-        bin=mir_section["bin"],
-        root=resolve(mir_section["root"]).absolute() if mir_section["root"] else None,
-        dst_rev=mir_section["dst_rev"],
-    )
-    api_section = {**DEFAULTS["ymir_api"], **import_section.pop("ymir_api", {})}
-    ymir_api = None
-    if import_section["backend"] == "ymir-api":
-        ymir_api = _ymir_api_config(api_section, resolve, where)
+    known = sections()
+    tables = {
+        name: import_section.pop(name) for name in list(import_section) if name in known.values()
+    }
+    chosen = known[import_section["backend"]]
+    declared = backend_settings(chosen)
+    settings = declared.build({**declared.defaults, **tables.get(chosen, {})}, resolve, where)
 
     def section(name: str) -> dict[str, Any]:
         return {**DEFAULTS[name], **document.get(name, {})}
@@ -372,7 +265,7 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
     return Config(
         base_dir=base_dir,
         paths=Paths(**paths),
-        import_=ImportConfig(mir=mir, ymir_api=ymir_api, **import_section),
+        import_=ImportConfig(settings=settings, **import_section),
         limits=Limits(**section("limits")),
         log=LogConfig(**section("log")),
         watch=WatchConfig(
@@ -404,45 +297,9 @@ def _notify_config(section: dict[str, Any], anchor: Path, where: str) -> NotifyC
     return NotifyConfig(command=tuple(command), **given)
 
 
-YMIR_PASSWORD_ENV_VAR = "YMIR_DROPBOX_YMIR_PASSWORD"  # noqa: S105 - a variable's name
-
-
-def _ymir_api_config(
-    section: dict[str, Any], resolve: Callable[[str], Path], where: str
-) -> YmirApiConfig:
-    for key in ("url", "user", "staging"):
-        if not section[key]:
-            raise ConfigError(
-                f"{where}: import.ymir_api.{key}: required when import.backend is 'ymir-api'"
-            )
-    # The password is needed only to talk to YMIR (the daemon, check, projects), and read
-    # only then: an operator's `status` or `ledger` needs neither the file nor the variable.
-    password = os.environ.get(YMIR_PASSWORD_ENV_VAR, "")
-    try:
-        section["group_name"].format(stem="x")
-    except (KeyError, IndexError, ValueError):
-        raise ConfigError(
-            f"{where}: import.ymir_api.group_name: {section['group_name']!r} may use only "
-            "the field {stem}"
-        ) from None
-    return YmirApiConfig(
-        url=section["url"].rstrip("/"),
-        user=section["user"],
-        password=password,
-        password_file=resolve(section["password_file"]) if section["password_file"] else None,
-        project_id=section["project_id"],
-        staging=resolve(section["staging"]).absolute(),
-        staging_in_ymir=section["staging_in_ymir"],
-        group_name=section["group_name"],
-        poll_interval=section["poll_interval"],
-        timeout=section["timeout"],
-        projects=dict(section["projects"]),
-    )
-
-
 def _known_keys(path: tuple[Any, ...]) -> list[str]:
     """The keys the schema allows beside the unknown one at ``path``."""
-    schema: dict[str, Any] = SCHEMA
+    schema: dict[str, Any] = full_schema()
     for part in path[:-1]:
         inner = schema.get(str(part), {}).get("schema")
         if not isinstance(inner, dict):

@@ -12,11 +12,13 @@ imported it, mir's work folders).
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import structlog
 
-from ymir_dropbox.config import Paths
+from ymir_dropbox.core.settings import Paths
 from ymir_dropbox.daemon.filing import Filing
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import Attempt
@@ -24,47 +26,104 @@ from ymir_dropbox.storing.backends import Backend
 from ymir_dropbox.storing.durable import remove_temporaries
 from ymir_dropbox.storing.folders import walk_inbox
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
-from ymir_dropbox.storing.lifecycle import Place, Status, destination
+from ymir_dropbox.storing.lifecycle import (
+    IN_FLIGHT,
+    SETTLED,
+    IllegalTransition,
+    Place,
+    Status,
+    destination,
+)
 
 log = structlog.get_logger(__name__)
 DIED = "the daemon died during this import (killed, out of memory or a power cut)"
+Action = Callable[["Start", Attempt], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What a start works with: the folders, the ledger, the backend, the filing."""
+
+    paths: Paths
+    ledger: Ledger
+    backend: Backend
+    filing: Filing
+    present: set[PurePosixPath]  # the regular files in processing/
+
+
+def leave(start: Start, attempt: Attempt) -> None:
+    """Another process's (a `ymir-dropbox import` beside us): it owns its attempt."""
+
+
+def finish_or_interrupt(start: Start, attempt: Attempt) -> None:
+    """Cut short: record the import if the backend finished it, else interrupt the attempt
+    (a crash if it was importing, so that a package that kills the daemon ends failed)."""
+    if _completed_in_backend(start.ledger, start.backend, attempt):
+        return
+    died = attempt.status is Status.IMPORTING
+    errors = [Problem("import.crashed", "", DIED)] if died else []
+    notes = [*attempt.notes, "interrupted: the daemon stopped mid-import"]
+    start.ledger.finish(attempt.id, Status.INTERRUPTED, notes=notes, errors=errors)
+    log.warning("attempt_interrupted", attempt=attempt.id, package=attempt.package)
+
+
+def file_it(start: Start, attempt: Attempt) -> None:
+    """Judged, not filed: file it now, under the verdict it has."""
+    relative = attempt.relative
+    assert relative is not None  # only claimed attempts are placed in processing/
+    start.present.discard(relative)
+    start.filing.file(attempt.id, relative, attempt.status)
+
+
+def record_filed(start: Start, attempt: Attempt) -> None:
+    """Filed before the crash, the move not recorded: record it; gone: lost."""
+    if attempt.final_path is not None and attempt.final_path.exists():
+        start.ledger.move(attempt.id, destination(attempt.status))
+        return
+    start.ledger.move_away(attempt.id, Place.LOST)
+    log.error("package_missing_from_processing", attempt=attempt.id, path=str(attempt.final_path))
+
+
+# What a start does with each attempt the last run left unfinished, by how far it got and
+# where its file is (is it still in processing/?). One row matches each such attempt.
+TABLE: tuple[tuple[frozenset[Status], frozenset[Place], bool | None, Action], ...] = (
+    (IN_FLIGHT, frozenset({Place.NONE}), None, leave),
+    (IN_FLIGHT, frozenset({Place.INBOX, Place.PROCESSING}), None, finish_or_interrupt),
+    (SETTLED, frozenset({Place.PROCESSING}), True, file_it),
+    (SETTLED, frozenset({Place.PROCESSING}), False, record_filed),
+)
 
 
 def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> list[PurePosixPath]:
-    """Settle what can be settled; return the packages in processing/ to import again."""
+    """Settle what can be settled (:data:`TABLE`); return the packages in processing/ that no
+    attempt accounts for, to import again."""
     _remove_temporaries(paths, backend)
-    for attempt in ledger.in_flight():
-        if attempt.place is Place.NONE:
-            continue  # a `ymir-dropbox import` beside us: its own process owns it
-        if _completed_in_backend(ledger, backend, attempt):
-            continue
-        errors = [Problem("import.crashed", "", DIED)] if attempt.status is Status.IMPORTING else []
-        notes = [*attempt.notes, "interrupted: the daemon stopped mid-import"]
-        ledger.finish(attempt.id, Status.INTERRUPTED, notes=notes, errors=errors)
-        log.warning("attempt_interrupted", attempt=attempt.id, package=attempt.package)
-    backend.clean_up(ledger)
     present = {
         relative
         for relative, info in walk_inbox(paths.processing, True)
         if stat.S_ISREG(info.st_mode)
     }
+    start = Start(paths, ledger, backend, filing, present)
+    for attempt in ledger.in_flight():
+        _row_for(attempt, present)(start, attempt)
+    backend.clean_up(ledger)
     for attempt in ledger.in_place(Place.PROCESSING):
-        relative = attempt.relative
-        if relative is not None and relative in present:
-            present.discard(relative)
-            filing.file(attempt.id, relative, attempt.status)
-        elif attempt.final_path is not None and attempt.final_path.exists():
-            ledger.move(attempt.id, destination(attempt.status))
-        else:
-            ledger.move_away(attempt.id, Place.LOST)
-            log.error(
-                "package_missing_from_processing",
-                attempt=attempt.id,
-                path=str(attempt.final_path),
-            )
+        _row_for(attempt, present)(start, attempt)
     for relative in sorted(present):
         log.info("package_recovered", path=str(relative))
     return sorted(present)
+
+
+def _row_for(attempt: Attempt, present: set[PurePosixPath]) -> Action:
+    there = attempt.relative in present
+    for statuses, places, in_processing, action in TABLE:
+        if (
+            attempt.status in statuses
+            and attempt.place in places
+            and in_processing in (None, there)
+        ):
+            return action
+    raise IllegalTransition(f"no recovery for {attempt.status} in {attempt.place}")
 
 
 def _remove_temporaries(paths: Paths, backend: Backend) -> None:

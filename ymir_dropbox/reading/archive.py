@@ -27,7 +27,7 @@ from typing import Protocol, cast
 
 from isal import igzip, isal_zlib
 
-from ymir_dropbox.reading.limits import Limits
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.names import SLASH_LOOKALIKES
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.tar_headers import TarReader, TarStop

@@ -23,6 +23,11 @@ CHECK_FAILED = cerberus_errors.ErrorDefinition(
 )  # a value error, like min and max
 
 
+# Rules several schemas share (the configuration and each backend's table).
+PATH: dict[str, Any] = {"type": "string", "empty": False}
+POSITIVE_NUMBER: dict[str, Any] = {"type": "number", "min": 0.001, "check_with": "finite"}
+
+
 class StrictValidator(Validator):  # type: ignore[misc]
     types_mapping = Validator.types_mapping.copy()
     types_mapping["integer"] = TypeDefinition("integer", (int,), (bool,))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import (
     INFO_NAME,
     ArchiveScan,
@@ -31,7 +32,6 @@ from ymir_dropbox.reading.info_schema import (
     SCHEMA_V2,
 )
 from ymir_dropbox.reading.info_yaml import load_info
-from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.names import did_you_mean
 from ymir_dropbox.reading.normalization import migrate_legacy, normalize
 from ymir_dropbox.reading.problems import Problem

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
-from ymir_dropbox.config import Config, WatchConfig
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.linux import rename_noreplace_at
+from ymir_dropbox.core.settings import Config, WatchConfig
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import error_document, error_text
 from ymir_dropbox.storing.durable import write_atomically

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import structlog
 
-from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
+from ymir_dropbox.core.settings import Config
 from ymir_dropbox.reading.archive import PackageUnreadable, file_sha256, open_package
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_file

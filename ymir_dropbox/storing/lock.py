@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import IO
 
-from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.settings import Config
 
 INHERITED_ENV_VAR = "YMIR_DROPBOX_LOCK_FD"
 

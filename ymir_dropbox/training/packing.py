@@ -11,8 +11,8 @@ from typing import BinaryIO
 
 from ymir_dropbox.config import WatchConfig
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import scan_package
-from ymir_dropbox.reading.limits import Limits
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_package, validate_scan
 from ymir_dropbox.storing.folders import is_ignored, is_package_name, split_suffix

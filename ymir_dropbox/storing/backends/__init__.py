@@ -8,15 +8,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.settings import Config
 from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.reading.validation import ValidationReport
 from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Facts
-from ymir_dropbox.storing.ledger import Ledger
-from ymir_dropbox.storing.store import StreamedStore
+
+if TYPE_CHECKING:  # what a backend module needs at import stays light: `status` imports one
+    from ymir_dropbox.reading.validation import ValidationReport
+    from ymir_dropbox.storing.ledger import Ledger
+    from ymir_dropbox.storing.store import StreamedStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +110,23 @@ class Backend(Protocol):
         backend wrote for attempts that will never use it."""
 
 
+@dataclass(frozen=True, slots=True)
+class BackendCommand:
+    """A command of a backend's own (``projects``): it returns rows, which the command line
+    prints as a table, or as JSON lines with ``--json``."""
+
+    name: str
+    help: str
+    run: Callable[[Config], list[dict[str, object]]]
+    columns: tuple[str, ...]
+    json_help: str
+
+
 # The backends, one line each: the name `[import] backend` takes, and its module. A module
-# defines ``BACKEND`` (its class, made from the config) and ``FACT_NAMES`` (what it records
-# in an attempt's facts, shown by ``ledger --json`` even when unknown).
+# defines ``BACKEND`` (its class, made from the config), ``SETTINGS`` (its table
+# ``[import.<module>]``: schema, defaults, frozen settings), ``check_setup(config)`` (its part of
+# ``ymir-dropbox check``), ``FACT_NAMES`` (what it records in an attempt's facts, shown by
+# ``ledger --json`` even when unknown) and, if it has any, ``COMMANDS`` of its own.
 REGISTRY: dict[str, str] = {
     "embedded": "ymir_dropbox.storing.backends.embedded",
     "mir": "ymir_dropbox.storing.backends.mir",
@@ -129,6 +145,13 @@ def make_backend(config: Config) -> Backend:
     """The configured backend."""
     made: Backend = backend_module(config.import_.backend).BACKEND(config)
     return made
+
+
+def backend_commands() -> list[BackendCommand]:
+    """The commands every backend adds to the command line."""
+    return [
+        command for name in REGISTRY for command in getattr(backend_module(name), "COMMANDS", ())
+    ]
 
 
 def fact_names() -> tuple[str, ...]:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.settings import BackendSettings, Config
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import ImportResult, PreparedPackage
+from ymir_dropbox.storing.checks import Finding, run_check
 from ymir_dropbox.storing.durable import fsync_folder
-from ymir_dropbox.storing.ledger import Ledger
-from ymir_dropbox.storing.store import StreamedStore, store_package, streamed_store
+
+if TYPE_CHECKING:
+    from ymir_dropbox.storing.ledger import Ledger
+    from ymir_dropbox.storing.store import StreamedStore
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +37,8 @@ class EmbeddedBackend:
             raise DropboxError(f"model store {self.models} is not writable")
 
     def streamed(self, package_bytes: int) -> AbstractContextManager[StreamedStore | None]:
+        from ymir_dropbox.storing.store import streamed_store
+
         return streamed_store(self.models, self.level, self.work, package_bytes)
 
     def temporary_folders(self) -> tuple[Path, ...]:
@@ -56,6 +63,8 @@ class EmbeddedBackend:
                 log.warning("model_removed", model_hash=model_hash, reason="no attempt imported it")
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
+        from ymir_dropbox.storing.store import store_package
+
         if package.streamed is not None:
             model_hash, stored = package.streamed.commit(
                 package.report, package.source, package.record_model_hash
@@ -72,5 +81,16 @@ class EmbeddedBackend:
         return ImportResult(model_hash=model_hash, stored_path=stored)
 
 
+def check_setup(config: Config) -> Iterator[Finding]:
+    """``check``: the backend can work (once the model store exists)."""
+    if config.paths.models.is_dir():
+        yield run_check(
+            f"the {EmbeddedBackend.name} backend", lambda: EmbeddedBackend(config).check()
+        )
+
+
 BACKEND = EmbeddedBackend
 FACT_NAMES: tuple[str, ...] = ()
+
+# No table of its own: the model store is [paths] models, its compression [import].
+SETTINGS = BackendSettings(schema={}, defaults={}, build=lambda table, resolve, where: None)

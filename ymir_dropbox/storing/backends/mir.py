@@ -15,17 +15,21 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from ymir_dropbox.config import Config
-from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.core.settings import BackendSettings, Config
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.rules import PATH
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import ImportFailed, ImportResult, PreparedPackage
+from ymir_dropbox.storing.checks import Finding, run_check
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
@@ -79,10 +83,12 @@ class MirBackend:
     name = "mir"
 
     def __init__(self, config: Config) -> None:
-        assert config.import_.mir.root is not None
-        self.root = config.import_.mir.root
-        self.bin = config.import_.mir.bin
-        self.template = config.import_.mir.dst_rev
+        settings = config.import_.settings
+        if not isinstance(settings, MirSettings) or settings.root is None:
+            raise ConfigError("import.mir.root: required when import.backend is 'mir'")
+        self.root = settings.root
+        self.bin = settings.bin
+        self.template = settings.dst_rev
         self.models = config.paths.models.absolute()
         self.work = config.paths.work.absolute()
         self.level = config.import_.compression_level
@@ -226,5 +232,43 @@ class MirBackend:
         return ImportResult(model_hash=model_hash, stored_path=stored, dst_rev=dst_rev)
 
 
+def check_setup(config: Config) -> Iterator[Finding]:
+    """``check``: the backend can work (once the model store exists)."""
+    if config.paths.models.is_dir():
+        yield run_check(f"the {MirBackend.name} backend", lambda: MirBackend(config).check())
+
+
 BACKEND = MirBackend
 FACT_NAMES: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MirSettings:
+    """``[import.mir]``: the real ``mir`` and the repository it imports into."""
+
+    bin: str
+    root: Path | None
+    dst_rev: str
+
+
+def _settings(table: dict[str, Any], resolve: Callable[[str], Path], where: str) -> MirSettings:
+    if not table["root"]:
+        raise ConfigError(f"{where}: import.mir.root: required when import.backend is 'mir'")
+    try:
+        table["dst_rev"].format(id=1)
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"{where}: import.mir.dst_rev: {table['dst_rev']!r} may use only the field {{id}}"
+        ) from None
+    return MirSettings(table["bin"], resolve(table["root"]).absolute(), table["dst_rev"])
+
+
+SETTINGS = BackendSettings(
+    schema={
+        "bin": PATH,
+        "root": PATH,
+        "dst_rev": {"type": "string", "regex": r"[^@\s]*\{id\}[^@\s]*@[^@\s]+"},
+    },
+    defaults={"bin": "mir", "root": None, "dst_rev": "dropbox-{id}@dropbox-{id}"},
+    build=_settings,
+)

@@ -16,19 +16,21 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
 
-from ymir_dropbox.config import YMIR_PASSWORD_ENV_VAR, Config, YmirApiConfig
-from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.core.settings import BackendSettings, Config
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.rules import PATH, POSITIVE_NUMBER
 from ymir_dropbox.storing.attempts import Attempt, Facts
 from ymir_dropbox.storing.backends import (
+    BackendCommand,
     ImportFailed,
     ImportResult,
     PassingFailure,
@@ -40,10 +42,12 @@ from ymir_dropbox.storing.backends.ymir_client import (
     ResultState,
     YmirClient,
     YmirDuplicateGroupName,
+    YmirError,
     YmirProjectNotFound,
     YmirRefused,
     YmirUnavailable,
 )
+from ymir_dropbox.storing.checks import Finding, folder_finding
 from ymir_dropbox.storing.durable import finish_file, temporary_file
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore, write_tar
@@ -58,7 +62,7 @@ ERROR_CODES = {
 }
 
 
-def read_password(settings: YmirApiConfig) -> str:
+def read_password(settings: YmirApiSettings) -> str:
     """The password: from ``password`` (the environment at start) or ``password_file``."""
     if settings.password:
         return settings.password
@@ -111,9 +115,7 @@ class YmirApiBackend:
     name = "ymir-api"
 
     def __init__(self, config: Config, client: YmirClient | None = None) -> None:
-        settings = config.import_.ymir_api
-        assert settings is not None
-        self.settings = settings
+        self.settings = settings_of(config)
         self.processing = config.paths.processing
         self.work = config.paths.work
         self.level = config.import_.compression_level
@@ -427,5 +429,146 @@ def _failure(model: ModelState) -> Problem:
     )
 
 
+def check_setup(config: Config) -> Iterator[Finding]:
+    """``check``: the staging folder, the login, and every project packages may go to."""
+    settings = settings_of(config)
+    yield folder_finding("import.ymir_api.staging", settings.staging)
+    login = f"log in to YMIR at {settings.url} as {settings.user}"
+    try:
+        client = YmirClient(settings.url, settings.user, read_password(settings), timeout=15)
+        client.login()
+    except (DropboxError, OSError) as error:
+        yield Finding(login, False, str(error))
+        return
+    yield Finding(login, True, "")
+    wanted = {settings.project_id: "import.ymir_api.project_id"} if settings.project_id else {}
+    for routed, project_id in settings.projects.items():
+        wanted.setdefault(project_id, f"import.ymir_api.projects.{routed}")
+    if not wanted:
+        yield Finding("a YMIR project to import into", False,
+                      "import.ymir_api.project_id is 0 and no folder is routed")  # fmt: skip
+    for project_id, key in sorted(wanted.items()):
+        try:
+            project = client.project(project_id)
+        except YmirError as error:
+            yield Finding(f"YMIR project {project_id} ({key})", False, str(error))
+            continue
+        yield Finding(
+            f"YMIR project {project_id} ({key})",
+            True,
+            f"{project.name!r}, object type {project.object_type}",
+        )
+
+
+def list_projects(config: Config) -> list[dict[str, object]]:
+    """``ymir-dropbox projects``: the YMIR projects the configured user can import into."""
+    settings = config.import_.settings
+    if not isinstance(settings, YmirApiSettings):
+        raise DropboxError("projects: import.backend is not 'ymir-api'")
+    client = YmirClient(settings.url, settings.user, read_password(settings), timeout=15)
+    return [asdict(project) for project in client.projects()]
+
+
 BACKEND = YmirApiBackend
+COMMANDS = (
+    BackendCommand(
+        "projects",
+        "list the YMIR projects the configured user can import into",
+        list_projects,
+        ("id", "name", "object_type"),
+        "one JSON object per project",
+    ),
+)
 FACT_NAMES: tuple[str, ...] = tuple(f"ymir_{field.name}" for field in fields(YmirFacts))
+
+
+@dataclass(frozen=True, slots=True)
+class YmirApiSettings:
+    """``[import.ymir_api]``: YMIR's web backend, reached over its API."""
+
+    url: str
+    user: str
+    password_file: Path | None
+    project_id: int  # 0: no default project (packages outside a routed folder fail)
+    staging: Path  # where the normalized package is written, on this host
+    staging_in_ymir: str  # the same folder as YMIR's backend sees it
+    group_name: str
+    poll_interval: float
+    timeout: float
+    projects: dict[str, int]  # top-level inbox folder -> project id
+    # From YMIR_DROPBOX_YMIR_PASSWORD; else read from password_file when used. Never shown.
+    password: str = field(repr=False)
+
+
+YMIR_PASSWORD_ENV_VAR = "YMIR_DROPBOX_YMIR_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def settings_of(config: Config) -> YmirApiSettings:
+    """``[import.ymir_api]``, when it is the configured backend."""
+    settings = config.import_.settings
+    if not isinstance(settings, YmirApiSettings):
+        raise ConfigError("import.backend is not 'ymir-api'")
+    return settings
+
+
+def _settings(table: dict[str, Any], resolve: Callable[[str], Path], where: str) -> YmirApiSettings:
+    for key in ("url", "user", "staging"):
+        if not table[key]:
+            raise ConfigError(
+                f"{where}: import.ymir_api.{key}: required when import.backend is 'ymir-api'"
+            )
+    try:
+        table["group_name"].format(stem="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"{where}: import.ymir_api.group_name: {table['group_name']!r} may use only "
+            "the field {stem}"
+        ) from None
+    return YmirApiSettings(
+        url=table["url"].rstrip("/"),
+        user=table["user"],
+        password_file=resolve(table["password_file"]) if table["password_file"] else None,
+        project_id=table["project_id"],
+        staging=resolve(table["staging"]).absolute(),
+        staging_in_ymir=table["staging_in_ymir"],
+        group_name=table["group_name"],
+        poll_interval=table["poll_interval"],
+        timeout=table["timeout"],
+        projects=dict(table["projects"]),
+        # Needed only to talk to YMIR (the daemon, check, projects), and read only then from
+        # the file: an operator's `status` or `ledger` needs neither the file nor the variable.
+        password=os.environ.get(YMIR_PASSWORD_ENV_VAR, ""),
+    )
+
+
+SETTINGS = BackendSettings(
+    schema={
+        "url": {"type": "string", "regex": r"(|https?://\S+)"},
+        "user": {"type": "string"},
+        "password_file": PATH,
+        "project_id": {"type": "integer", "min": 0},
+        "staging": PATH,
+        "staging_in_ymir": {"type": "string", "regex": r"/\S*"},
+        "group_name": {"type": "string", "empty": False, "maxlength": 90},
+        "poll_interval": POSITIVE_NUMBER,
+        "timeout": POSITIVE_NUMBER,
+        "projects": {
+            "type": "dict",
+            "keysrules": {"type": "string", "check_with": "path_component"},
+            "valuesrules": {"type": "integer", "min": 1},
+        },
+    },
+    defaults={
+        "url": "",
+        "user": "",
+        "password_file": None,
+        "project_id": 0,
+        "staging": None,
+        "staging_in_ymir": "/ymir-sharing/ymir-dropbox",
+        "group_name": "{stem}",
+        "poll_interval": 5.0,
+        "timeout": 3600.0,
+        "projects": {},
+    },
+    build=_settings,
+)

@@ -1,0 +1,131 @@
+"""The configuration's values: one frozen dataclass tree, made once by
+:func:`ymir_dropbox.config.load_config` and read everywhere else.
+
+On the bottom floor so that every floor can take what it needs; the loading (TOML, the
+schema, the backends' own sections) is in :mod:`ymir_dropbox.config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FOLDERS = ("inbox", "processing", "done", "failed", "models", "work")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_package_bytes: int
+    max_unpacked_bytes: int
+    max_members: int
+    max_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """What a backend declares about its table ``[import.<its module>]``: the cerberus schema
+    of the table, its defaults, and how its frozen settings are made from the table (with
+    relative paths resolved, raising ConfigError naming the key)."""
+
+    schema: Mapping[str, Any]
+    defaults: Mapping[str, Any]
+    build: Callable[[dict[str, Any], Callable[[str], Path], str], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    inbox: Path
+    processing: Path
+    done: Path
+    failed: Path
+    models: Path
+    work: Path
+    ledger: Path
+
+    def folders(self) -> dict[str, Path]:
+        return {name: getattr(self, name) for name in FOLDERS}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    backend: str
+    workers: int
+    compression_level: int
+    # The configured backend's own settings (``[import.<its module>]``), as it declared them.
+    settings: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    mode: str
+    recursive: bool
+    settle_seconds: float
+    poll_interval: float
+    rescan_interval: float
+    patterns: tuple[str, ...]
+    ignore: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    shutdown_timeout: float
+    retry_max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """Where final outcomes are announced; neither ``command`` nor ``webhook``: off."""
+
+    command: tuple[str, ...]
+    webhook: str
+    timeout: float
+    retries: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    queue_size: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command or self.webhook)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Days a package stays in done/ or failed/ before it is removed; 0: kept for ever."""
+
+    done_days: int
+    failed_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    base_dir: Path
+    paths: Paths
+    import_: ImportConfig
+    limits: Limits
+    log: LogConfig
+    watch: WatchConfig
+    daemon: DaemonConfig
+    metrics: MetricsConfig
+    notify: NotifyConfig
+    retention: RetentionConfig
+    source: Path | None = field(default=None)
+
+    def ensure_folders(self) -> None:
+        """Create the folder layout (idempotent); the ledger's folder too."""
+        for folder in self.paths.folders().values():
+            folder.mkdir(parents=True, exist_ok=True)
+        self.paths.ledger.parent.mkdir(parents=True, exist_ok=True)
