@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import structlog
 
@@ -19,6 +19,7 @@ from ymir_dropbox import __version__
 from ymir_dropbox.config import Config, config_path, load_config
 from ymir_dropbox.core.errors import ConfigError, DropboxError, UsageError
 from ymir_dropbox.core.faults import FaultPlan
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.logs import configure_logging
 from ymir_dropbox.storing.ledger import MIN_PREFIX
 
@@ -202,7 +203,7 @@ def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
     return worst
 
 
-def _print_report(summary: dict[str, Any]) -> None:
+def _print_report(summary: JsonObject) -> None:
     if summary["ok"]:
         print(
             f"{summary['package']}: ok, best_stage_name: {summary['best_stage_name']}, "
@@ -332,8 +333,8 @@ def _print_fields(document: dict[str, object]) -> None:
     print()
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    def cell(row: dict[str, Any], column: str) -> str:
+def print_table(rows: Sequence[JsonObject], columns: Sequence[str]) -> None:
+    def cell(row: JsonObject, column: str) -> str:
         value = row.get(column)
         text = "" if value is None else str(value)
         if column == "reason" and len(text) > REASON_WIDTH:

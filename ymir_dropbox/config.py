@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ymir_dropbox.core.errors import ConfigError
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.settings import (
     FOLDERS,
     BackendSettings,
@@ -35,7 +36,7 @@ ENV_VAR = "YMIR_DROPBOX_CONFIG"
 DEFAULT_BASE_DIR = "./dropbox"
 GiB = 1024**3
 
-DEFAULTS: dict[str, dict[str, Any]] = {
+DEFAULTS: dict[str, JsonObject] = {
     "import": {"backend": "embedded", "workers": 2, "compression_level": 1},
     "limits": {
         "max_package_bytes": 64 * GiB,
@@ -74,7 +75,7 @@ _positive_number = POSITIVE_NUMBER
 _path = PATH
 _globs = {"type": "list", "schema": {"type": "string", "empty": False}}
 
-SCHEMA: dict[str, Any] = {
+SCHEMA: JsonObject = {
     "base_dir": _path,
     "paths": {
         "type": "dict",
@@ -176,7 +177,7 @@ def backend_settings(section: str) -> BackendSettings:
     return declared
 
 
-def _schema_for(document: dict[str, Any]) -> dict[str, Any]:
+def _schema_for(document: JsonObject) -> JsonObject:
     """The schema, with the tables of the backends this document configures (only their
     modules are imported: a command starts sooner)."""
     given = document.get("import")
@@ -185,12 +186,12 @@ def _schema_for(document: dict[str, Any]) -> dict[str, Any]:
     return _with_sections(present)
 
 
-def full_schema() -> dict[str, Any]:
+def full_schema() -> JsonObject:
     """The schema with every backend's table (``config.example.toml`` documents them all)."""
     return _with_sections(sorted(sections().values()))
 
 
-def _with_sections(sections: list[str]) -> dict[str, Any]:
+def _with_sections(sections: list[str]) -> JsonObject:
     tables = {
         section: {"type": "dict", "schema": dict(backend_settings(section).schema)}
         for section in sections
@@ -226,7 +227,7 @@ def load_config(path: Path | None = None) -> Config:
     return build_config(document, source=path, anchor=path.resolve().parent)
 
 
-def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path) -> Config:
+def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> Config:
     """Validate a parsed TOML document and turn it into a Config."""
     where = str(source) if source else "built-in defaults"
     validator = StrictValidator(_schema_for(document), allow_unknown=False)
@@ -258,7 +259,7 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
     declared = backend_settings(chosen)
     settings = declared.build({**declared.defaults, **tables.get(chosen, {})}, resolve, where)
 
-    def section(name: str) -> dict[str, Any]:
+    def section(name: str) -> JsonObject:
         return {**DEFAULTS[name], **document.get(name, {})}
 
     watch = section("watch")
@@ -279,7 +280,7 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
     )
 
 
-def _notify_config(section: dict[str, Any], anchor: Path, where: str) -> NotifyConfig:
+def _notify_config(section: JsonObject, anchor: Path, where: str) -> NotifyConfig:
     """``command`` as arguments; a program named by a relative path (``hooks/notify``) is
     relative to the config file's folder, a bare name is looked up on PATH."""
     given = {**DEFAULTS["notify"], **section}
@@ -299,7 +300,7 @@ def _notify_config(section: dict[str, Any], anchor: Path, where: str) -> NotifyC
 
 def _known_keys(path: tuple[Any, ...]) -> list[str]:
     """The keys the schema allows beside the unknown one at ``path``."""
-    schema: dict[str, Any] = full_schema()
+    schema: JsonObject = full_schema()
     for part in path[:-1]:
         inner = schema.get(str(part), {}).get("schema")
         if not isinstance(inner, dict):

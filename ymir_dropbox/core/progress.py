@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+
+from ymir_dropbox.core.jsonvalues import JsonObject
 
 Position = Callable[[], int]
 
@@ -52,9 +53,8 @@ class Progress:
         with self._lock:
             self._jobs.pop(attempt_id, None)
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every import in flight: ``package``, ``attempt``, ``step``, ``bytes_done``,
-        ``bytes_total``, ``percent`` (None when a step has no measure), ``elapsed_s``."""
+    def snapshot(self) -> list[JobProgress]:
+        """Every import in flight."""
         now = self.clock()
         with self._lock:
             jobs = list(self._jobs.items())
@@ -65,16 +65,28 @@ class Progress:
             except OSError:  # the file was closed between the look and the read
                 done = 0
             percent = round(100.0 * done / job.total, 1) if job.total and done else None
+            elapsed = round(now - job.started, 1)
             found.append(
-                {
-                    "package": job.package,
-                    "attempt": attempt_id,
-                    "step": job.step,
-                    "detail": job.detail,
-                    "bytes_done": done,
-                    "bytes_total": job.total,
-                    "percent": percent,
-                    "elapsed_s": round(now - job.started, 1),
-                }
+                JobProgress(
+                    job.package, attempt_id, job.step, job.detail, done, job.total, percent, elapsed
+                )
             )
         return found
+
+    def documents(self) -> list[JsonObject]:
+        """The snapshot as ``status --json`` and the status page show it."""
+        return [asdict(job) for job in self.snapshot()]
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    """One import in flight: its step, how far it read, since when."""
+
+    package: str
+    attempt: int
+    step: str
+    detail: str
+    bytes_done: int
+    bytes_total: int
+    percent: float | None  # None when a step has no measure
+    elapsed_s: float

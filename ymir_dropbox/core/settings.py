@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ymir_dropbox.core.jsonvalues import JsonObject
+
 FOLDERS = ("inbox", "processing", "done", "failed", "models", "work")
 
 
@@ -31,7 +33,7 @@ class BackendSettings:
 
     schema: Mapping[str, Any]
     defaults: Mapping[str, Any]
-    build: Callable[[dict[str, Any], Callable[[str], Path], str], object]
+    build: Callable[[JsonObject, Callable[[str], Path], str], object]
 
 
 @dataclass(frozen=True, slots=True)

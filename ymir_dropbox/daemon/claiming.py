@@ -45,18 +45,9 @@ class Claimed:
     observation: Observation  # the file as readiness judged it: the import's baseline
 
 
-def owner_name(uid: int) -> str:
-    """The uploader: the user owning the file (its uid when the name is unknown here)."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def claim(
-    ready: Ready, config: Config, ledger: Ledger, faults: FaultPlan = NO_FAULTS
-) -> Claimed | JobResult:
-    """Claim the file readiness found complete, or say why it stays in the inbox."""
+def _still_ready(ready: Ready, config: Config) -> os.stat_result | JobResult:
+    """The file as it is now, if it is still the one readiness judged (and, signalled by a
+    close or a rename, its gzip stream ends); else why it stays in the inbox."""
     relative = ready.relative
     path = config.paths.inbox / relative
     try:
@@ -79,6 +70,26 @@ def claim(
         return JobResult(JobEnd.GONE, relative)
     except OSError as error:
         return JobResult(JobEnd.TRANSIENT, relative, reason=f"{error.strerror or error}")
+    return info
+
+
+def owner_name(uid: int) -> str:
+    """The uploader: the user owning the file (its uid when the name is unknown here)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def claim(
+    ready: Ready, config: Config, ledger: Ledger, faults: FaultPlan = NO_FAULTS
+) -> Claimed | JobResult:
+    """Claim the file readiness found complete, or say why it stays in the inbox."""
+    relative = ready.relative
+    checked = _still_ready(ready, config)
+    if isinstance(checked, JobResult):
+        return checked
+    info = checked
     target = config.paths.processing / relative
     if target.exists() or target.is_symlink():
         return JobResult(

@@ -1,7 +1,12 @@
-"""The retry and crash policy: what happens to a file after a worker is done with it.
+"""The daemon's policies: what happens to a file after a worker is done with it, and the
+rules that decide when a package has had its chance.
 
-Pure: it takes what a worker reported and the clock, and returns a decision; the scheduler
-applies it, with the project's one backoff formula (:func:`ymir_dropbox.core.backoff.backoff`).
+Pure: each takes what was observed (and the clock) and returns a decision; the scheduler,
+the workers and the housekeeping apply them. :data:`NEXT` is what follows each way a worker
+can leave a file; the ledger's own steps (statuses, places) are in
+:mod:`ymir_dropbox.storing.lifecycle`, and what a start does with an unfinished attempt in
+:data:`ymir_dropbox.daemon.recovery.TABLE`. Retries wait by the project's one backoff formula
+(:func:`ymir_dropbox.core.backoff.backoff`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from enum import Enum
 from pathlib import PurePosixPath
 
 from ymir_dropbox.core.backoff import backoff
+from ymir_dropbox.daemon.readiness import OPEN_SETTLE_FACTOR
+from ymir_dropbox.storing.attempts import Attempt
+from ymir_dropbox.storing.lifecycle import Place
 
 MAX_CRASHES = 3  # unexpected errors (or deaths of the process) before a package is failed
 
@@ -68,22 +76,50 @@ class RetryPolicy:
 
     def decide(self, result: JobResult) -> Decision:
         relative = result.relative
-        match result.end:
-            case JobEnd.SETTLED:
-                self.failures.pop(relative, None)
-                return Decision(Action.RECONSIDER)
-            case JobEnd.NOT_READY | JobEnd.CHANGED:
-                return Decision(Action.WAIT_FOR_WRITER)
-            case JobEnd.GONE | JobEnd.IGNORED:
-                self.failures.pop(relative, None)
-                return Decision(Action.FORGET)
-            case JobEnd.CRASHED if result.crashes >= self.max_crashes:
-                # Not the machine's fault and not going away: fail it, with the reason.
-                self.failures.pop(relative, None)
-                return Decision(Action.FAIL_CRASHED)
-            case JobEnd.TRANSIENT | JobEnd.DEFERRED | JobEnd.CRASHED:
-                self.failures[relative] += 1
-                delay = backoff(self.failures[relative], self.base_seconds, self.max_seconds)
-                action = Action.RETRY_INBOX if result.end is JobEnd.TRANSIENT else Action.REDO
-                return Decision(action, self.clock() + delay, delay)
-        raise AssertionError(result.end)  # pragma: no cover - every JobEnd is matched
+        action = NEXT[result.end]
+        if result.end is JobEnd.CRASHED and crash_limit_reached(result.crashes, self.max_crashes):
+            action = Action.FAIL_CRASHED  # not the machine's fault, not going away: failed
+        if action in (Action.RETRY_INBOX, Action.REDO):
+            self.failures[relative] += 1
+            delay = backoff(self.failures[relative], self.base_seconds, self.max_seconds)
+            return Decision(action, self.clock() + delay, delay)
+        if action is not Action.WAIT_FOR_WRITER:
+            self.failures.pop(relative, None)
+        return Decision(action)
+
+
+# What follows each way a worker can leave a file (the crash limit aside).
+NEXT: dict[JobEnd, Action] = {
+    JobEnd.SETTLED: Action.RECONSIDER,  # filed: look at the inbox path afresh
+    JobEnd.NOT_READY: Action.WAIT_FOR_WRITER,
+    JobEnd.CHANGED: Action.WAIT_FOR_WRITER,
+    JobEnd.GONE: Action.FORGET,
+    JobEnd.IGNORED: Action.FORGET,
+    JobEnd.TRANSIENT: Action.RETRY_INBOX,  # unreadable for now: later, with backoff
+    JobEnd.DEFERRED: Action.REDO,  # the machine failed: import again later, with backoff
+    JobEnd.CRASHED: Action.REDO,  # until crash_limit_reached
+}
+
+
+def crash_limit_reached(crashes: int, max_crashes: int = MAX_CRASHES) -> bool:
+    """A package whose import crashed this many times in a row is failed (import.crashed)."""
+    return crashes >= max_crashes
+
+
+def incomplete_is_verdict(quiet_seconds: float, settle_seconds: float) -> bool:
+    """Whether a gzip stream that ends too early is the package's fault (failed) or its
+    writer's pause (it waits): once the file has been quiet for as long as an open writer may
+    pause, ``OPEN_SETTLE_FACTOR`` x ``settle_seconds``. A close or a rename alone is not the end
+    of every writer (one closes and reopens to append)."""
+    return quiet_seconds >= OPEN_SETTLE_FACTOR * settle_seconds
+
+
+def rejudge_failure(failed: Attempt, size_now: int | None) -> bool:
+    """A failed package whose file in failed/ changed since it was judged (a writer that
+    paused longer than any wait, then went on writing into it) is judged again."""
+    return (
+        failed.place is Place.FAILED
+        and failed.size is not None
+        and size_now is not None
+        and size_now != failed.size
+    )

@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from types import FrameType
+from typing import IO
 
 import structlog
 
@@ -20,6 +21,7 @@ from ymir_dropbox.config import Config
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.daemon.filing import Filing
+from ymir_dropbox.daemon.housekeeping import housekeeping
 from ymir_dropbox.daemon.inbox import InboxView
 from ymir_dropbox.daemon.policy import RetryPolicy
 from ymir_dropbox.daemon.readiness import ReadinessTracker
@@ -29,11 +31,9 @@ from ymir_dropbox.daemon.sdnotify import notify
 from ymir_dropbox.daemon.worker import Worker
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.operations.notifications import Notifier
-from ymir_dropbox.operations.retention import apply_retention, folder_usage
-from ymir_dropbox.operations.retry import retry_failed
+from ymir_dropbox.operations.retention import folder_usage
 from ymir_dropbox.operations.status import collect_status
-from ymir_dropbox.operations.status import publish_state as publish
-from ymir_dropbox.storing.backends import make_backend
+from ymir_dropbox.storing.backends import Backend, make_backend
 from ymir_dropbox.storing.folders import check_same_filesystem
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
@@ -43,8 +43,48 @@ from ymir_dropbox.storing.lock import INHERITED_ENV_VAR, acquire_lock
 log = structlog.get_logger(__name__)
 
 
+@dataclass(slots=True)
+class Daemon:
+    """The wired daemon: what a stop has to close, in order."""
+
+    lock: IO[str]
+    ledger: Ledger
+    backend: Backend
+    notifier: Notifier
+    metrics: Metrics
+    filing: Filing
+    scheduler: Scheduler
+    reload_requested: bool = False
+
+
 def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     """``ymir-dropbox run``: returns the exit code (0 after SIGTERM/SIGINT)."""
+    daemon = wire(config, faults)
+    log.info(
+        "daemon_started",
+        pid=os.getpid(),
+        config=str(config.source) if config.source else "built-in defaults",
+        **{name: str(path.absolute()) for name, path in config.paths.folders().items()},
+        ledger=str(config.paths.ledger.absolute()),
+    )
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        if number == signal.SIGHUP and not daemon.scheduler.stopping.is_set():
+            daemon.reload_requested = True
+            notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        daemon.scheduler.request_stop()
+
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, on_signal)
+    daemon.notifier.start()
+    for relative in recover(config.paths, daemon.ledger, daemon.backend, daemon.filing):
+        daemon.scheduler.redo[relative] = 0.0
+    daemon.scheduler.serve(daemon.backend.name)
+    return stop(config, daemon)
+
+
+def wire(config: Config, faults: FaultPlan) -> Daemon:
+    """The folders, the lock, the ledger, the backend, and the pipeline over them."""
     config.ensure_folders()
     check_same_filesystem(config)
     lock = acquire_lock(config)
@@ -54,7 +94,7 @@ def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     progress = Progress()
     metrics = Metrics(
         config.metrics.listen,
-        status_source=lambda: collect_status(config, in_flight=progress.snapshot()),
+        status_source=lambda: collect_status(config, in_flight=progress.documents()),
         disk_source=lambda: folder_usage(config.paths),
     )
     notifier = Notifier(config.notify)
@@ -67,116 +107,37 @@ def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     policy = RetryPolicy(config.watch.settle_seconds, config.daemon.retry_max_seconds)
     scheduler = Scheduler(config, inbox, worker, policy, ledger, metrics)
     housekeeping(config, scheduler, ledger, progress)
-    log.info(
-        "daemon_started",
-        pid=os.getpid(),
-        config=str(config.source) if config.source else "built-in defaults",
-        **{name: str(path.absolute()) for name, path in config.paths.folders().items()},
-        ledger=str(config.paths.ledger.absolute()),
-    )
-    reload_requested = False
+    return Daemon(lock, ledger, backend, notifier, metrics, filing, scheduler)
 
-    def on_signal(number: int, frame: FrameType | None) -> None:
-        nonlocal reload_requested
-        if number == signal.SIGHUP and not scheduler.stopping.is_set():
-            reload_requested = True
-            notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        scheduler.request_stop()
 
-    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(number, on_signal)
-    notifier.start()
-    for relative in recover(config.paths, ledger, backend, filing):
-        scheduler.redo[relative] = 0.0
-    scheduler.serve(backend.name)
-
+def stop(config: Config, daemon: Daemon) -> int:
+    """Drain: running imports get ``shutdown_timeout`` seconds; then exit, or re-execute for
+    a reload (the lock's descriptor inherited)."""
+    scheduler, reload_requested = daemon.scheduler, daemon.reload_requested
     if not reload_requested:
         notify("STOPPING=1")
     log.info("daemon_stopping", running=len(scheduler.running), reload=reload_requested)
     stop_by = time.monotonic() + config.daemon.shutdown_timeout
     unfinished = scheduler.shutdown(config.daemon.shutdown_timeout)
-    notifier.stop(max(1.0, stop_by - time.monotonic()))
-    metrics.close()
+    daemon.notifier.stop(max(1.0, stop_by - time.monotonic()))
+    daemon.metrics.close()
     if unfinished:
-        _give_up(ledger)
+        _give_up(daemon.ledger)
         log.warning(
             "shutdown_timeout",
             unfinished=[str(relative) for relative in unfinished],
             note="left in processing/; redone at next start",
         )
-        ledger.close()
-        sys.stderr.flush()
-        if reload_requested:
-            reexec(lock.fileno())
-        os._exit(0)  # the unfinished jobs' threads cannot be joined
-    ledger.close()
+    daemon.ledger.close()
     if reload_requested:
-        reexec(lock.fileno())
-    lock.close()
+        sys.stderr.flush()
+        reexec(daemon.lock.fileno())
+    if unfinished:
+        sys.stderr.flush()
+        os._exit(0)  # the unfinished jobs' threads cannot be joined
+    daemon.lock.close()
     log.info("daemon_stopped")
     return 0
-
-
-PUBLISH_EVERY_SECONDS = 1.0
-PROGRESS_EVERY_SECONDS = 5.0
-PROGRESS_AFTER_SECONDS = 3.0
-RETENTION_EVERY_SECONDS = 3600.0
-RECENT_FAILURES = 50  # how many of the latest failures are watched for a change of their file
-
-
-def housekeeping(config: Config, scheduler: Scheduler, ledger: Ledger, progress: Progress) -> None:
-    """What the loop does besides importing: publish its state, log long imports' progress,
-    apply the retention policy."""
-
-    def publish_state() -> None:
-        publish(config, {"pid": os.getpid(), "in_flight": progress.snapshot()})
-
-    def log_progress() -> None:
-        for job in progress.snapshot():
-            if job["elapsed_s"] >= PROGRESS_AFTER_SECONDS:
-                rate = job["bytes_done"] / job["elapsed_s"] if job["elapsed_s"] else 0.0
-                log.info(
-                    "import_progress",
-                    attempt=job["attempt"],
-                    path=job["package"],
-                    step=job["step"],
-                    bytes_done=job["bytes_done"],
-                    bytes_total=job["bytes_total"],
-                    rate=round(rate),
-                    elapsed=job["elapsed_s"],
-                )
-
-    def apply_retention_policy() -> None:
-        kept = config.retention
-        if kept.done_days or kept.failed_days:
-            now = datetime.now(UTC)
-            apply_retention(config.paths, ledger, now, kept.done_days, kept.failed_days)
-
-    def rejudge_changed_failures() -> None:
-        """A failed package whose file changed since it was judged (a writer that paused
-        longer than any wait, then went on writing into it in failed/) is judged again."""
-        for attempt in ledger.latest(Status.FAILED, RECENT_FAILURES):
-            path = attempt.final_path
-            if attempt.place is not Place.FAILED or path is None or attempt.size is None:
-                continue
-            try:
-                size = os.lstat(path).st_size
-            except OSError:
-                continue
-            if size != attempt.size:
-                log.warning(
-                    "failed_package_changed",
-                    attempt=attempt.id,
-                    path=str(path),
-                    judged_size=attempt.size,
-                    size=size,
-                )
-                retry_failed(config, ledger, [attempt.id], force=True)
-
-    scheduler.every(PUBLISH_EVERY_SECONDS, publish_state)
-    scheduler.every(config.watch.rescan_interval, rejudge_changed_failures)
-    scheduler.every(PROGRESS_EVERY_SECONDS, log_progress)
-    scheduler.every(RETENTION_EVERY_SECONDS, apply_retention_policy)
 
 
 def _give_up(ledger: Ledger) -> None:

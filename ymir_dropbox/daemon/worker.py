@@ -20,8 +20,14 @@ from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.daemon.claiming import Claimed, claim, owner_name
 from ymir_dropbox.daemon.filing import Filing
-from ymir_dropbox.daemon.policy import MAX_CRASHES, JobEnd, JobResult
-from ymir_dropbox.daemon.readiness import OPEN_SETTLE_FACTOR, Observation, Ready
+from ymir_dropbox.daemon.policy import (
+    MAX_CRASHES,
+    JobEnd,
+    JobResult,
+    crash_limit_reached,
+    incomplete_is_verdict,
+)
+from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.reading.archive import open_package
 from ymir_dropbox.reading.problems import Problem
@@ -73,7 +79,7 @@ class Worker:
             return self._file(settled.id, relative, settled.status)
         self._give_up_earlier_attempts(relative)
         crashes = self.ledger.crashes_in_a_row(relative)
-        if crashes >= self.max_crashes:
+        if crash_limit_reached(crashes, self.max_crashes):
             return self.fail_crashed(relative, f"{crashes} crashes in a row")
         attempt_id = self.ledger.begin(
             package=relative.name,
@@ -160,15 +166,13 @@ class Worker:
         return result
 
     def _complete(self, claimed: Claimed) -> Callable[[], bool]:
-        """Whether an incomplete gzip stream in this file is a verdict: once it has been quiet
-        for as long as an open writer may pause (10 x settle_seconds), or watched quiet for
-        settle_seconds after a redo; a close or a rename alone is not the end of every writer
-        (one that closes and reopens to append)."""
+        """Whether an incomplete gzip stream in this file is a verdict yet (the policy's
+        :func:`incomplete_is_verdict`, asked with the file's quiet time when the pass ends)."""
 
         def complete() -> bool:
             path = self.paths.processing / claimed.relative
             quiet = time.time() - os.lstat(path).st_mtime
-            return quiet >= OPEN_SETTLE_FACTOR * self.config.watch.settle_seconds
+            return incomplete_is_verdict(quiet, self.config.watch.settle_seconds)
 
         return complete
 

@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.operations.status_page import CONTENT_SECURITY_POLICY, render_page
 
 log = structlog.get_logger(__name__)
 
-StatusSource = Callable[[], dict[str, Any]]
+StatusSource = Callable[[], JsonObject]
 MetricsText = Callable[[str], tuple[bytes, str]]  # Accept header -> (body, content type)
 STATUS_MAX_AGE_SECONDS = 1.0
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -36,10 +37,10 @@ class CachedStatus:
         self.source = source
         self.max_age = max_age
         self._lock = threading.Lock()
-        self._value: dict[str, Any] | None = None
+        self._value: JsonObject | None = None
         self._taken = 0.0
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> JsonObject:
         with self._lock:
             now = time.monotonic()
             if self._value is None or now - self._taken >= self.max_age:

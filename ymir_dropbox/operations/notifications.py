@@ -27,6 +27,7 @@ import structlog
 from ymir_dropbox import __version__
 from ymir_dropbox.config import ENV_VAR, NotifyConfig
 from ymir_dropbox.core.backoff import backoff
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import outcome_document
 from ymir_dropbox.storing.lifecycle import SETTLED
@@ -39,7 +40,7 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 STDERR_TAIL_BYTES = 2000
 
 
-def outcome_environment(document: dict[str, Any]) -> dict[str, str]:
+def outcome_environment(document: JsonObject) -> dict[str, str]:
     """The same outcome as environment variables (``YMIR_DROPBOX_STATUS``, ...); every one is
     set, empty when the outcome has no such value."""
     scalars = (
@@ -64,7 +65,7 @@ class DeliveryFailed(Exception):
         self.permanent = permanent
 
 
-def run_command(command: tuple[str, ...], document: dict[str, Any], timeout: float) -> None:
+def run_command(command: tuple[str, ...], document: JsonObject, timeout: float) -> None:
     """Run the program with the outcome on stdin and in its environment; no shell."""
     environment = {
         key: value
@@ -114,7 +115,7 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_RefuseRedirects)
 
 
-def post_webhook(url: str, document: dict[str, Any], timeout: float) -> None:
+def post_webhook(url: str, document: JsonObject, timeout: float) -> None:
     """POST the outcome as JSON; any 2xx answer is a delivery."""
     # The scheme is http or https: the config schema allows no other.
     request = urllib.request.Request(  # noqa: S310
@@ -139,7 +140,7 @@ def post_webhook(url: str, document: dict[str, Any], timeout: float) -> None:
         raise DeliveryFailed(f"webhook delivery failed: {error!r}") from None
 
 
-def _encode(document: dict[str, Any]) -> bytes:
+def _encode(document: JsonObject) -> bytes:
     return (json.dumps(document, default=str) + "\n").encode()
 
 
@@ -149,7 +150,7 @@ class Receiver:
     a function that delivers one outcome or raises :class:`DeliveryFailed`."""
 
     name: str
-    deliver: Callable[[dict[str, Any]], None]
+    deliver: Callable[[JsonObject], None]
 
 
 def receivers_of(config: NotifyConfig) -> list[Receiver]:
@@ -173,7 +174,7 @@ class Outbox:
     def __init__(self, receiver: Receiver, config: NotifyConfig) -> None:
         self.receiver = receiver
         self.config = config
-        self.queue: deque[dict[str, Any]] = deque()
+        self.queue: deque[JsonObject] = deque()
         self.changed = threading.Condition()
         self.closing = False
         self.abandon = threading.Event()  # stop's timeout passed: no more waiting or retries
@@ -181,7 +182,7 @@ class Outbox:
             target=self._run, name=f"ymir-dropbox-notify-{receiver.name}", daemon=True
         )
 
-    def put(self, document: dict[str, Any]) -> None:
+    def put(self, document: JsonObject) -> None:
         with self.changed:
             if self.closing:
                 _log_dropped(self.receiver, document, "stopping")
@@ -196,7 +197,7 @@ class Outbox:
             self.closing = True
             self.changed.notify()
 
-    def give_up(self) -> list[dict[str, Any]]:
+    def give_up(self) -> list[JsonObject]:
         """After stop's timeout: what was never delivered."""
         self.abandon.set()
         with self.changed:
@@ -215,7 +216,7 @@ class Outbox:
                 document = self.queue.popleft()
             self._deliver(document)
 
-    def _deliver(self, document: dict[str, Any]) -> None:
+    def _deliver(self, document: JsonObject) -> None:
         bound = log.bind(
             receiver=self.receiver.name,
             package=document.get("package"),
@@ -247,7 +248,7 @@ class Outbox:
                 return
 
 
-def _log_dropped(receiver: Receiver, document: dict[str, Any], reason: str) -> None:
+def _log_dropped(receiver: Receiver, document: JsonObject, reason: str) -> None:
     log.warning(
         "notification_dropped",
         receiver=receiver.name,

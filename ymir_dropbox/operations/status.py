@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.operations.retention import folder_usage
 from ymir_dropbox.operations.status_page import human_size
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import brief_document
 from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_inbox
-from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.ledger import Counts, Ledger
 from ymir_dropbox.storing.lifecycle import Status
 from ymir_dropbox.storing.lock import lock_held
 
@@ -29,7 +30,7 @@ def daemon_state_path(config: Config) -> Path:
     return config.paths.ledger.with_name(config.paths.ledger.name + ".state.json")
 
 
-def publish_state(config: Config, state: dict[str, Any]) -> None:
+def publish_state(config: Config, state: JsonObject) -> None:
     """Written by the daemon about once a second: a rename, never a half file (no fsync:
     after a crash it is stale, and ``status`` only trusts it while the daemon runs)."""
     path = daemon_state_path(config)
@@ -38,79 +39,107 @@ def publish_state(config: Config, state: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _published(config: Config) -> dict[str, Any]:
+def _published(config: Config) -> JsonObject:
     try:
-        found: dict[str, Any] = json.loads(daemon_state_path(config).read_text())
+        found: JsonObject = json.loads(daemon_state_path(config).read_text())
     except (OSError, ValueError):
         return {}
     return found
 
 
-def collect_status(config: Config, in_flight: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """What ``status --json`` prints and the status page shows. ``in_flight`` is the running
-    daemon's own view; without it, what the daemon last published (if it runs)."""
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """What is waiting, in flight, imported and failed, from the folders and the ledger."""
+
+    daemon_running: bool
+    inbox: Path
+    waiting: tuple[str, ...]
+    processing: tuple[str, ...]
+    in_flight: tuple[JsonObject, ...]
+    disk: dict[str, int]
+    today: Counts | None = None  # None: no ledger yet
+    total: Counts | None = None
+    recent_imports: tuple[Attempt, ...] = ()
+    recent_failures: tuple[Attempt, ...] = ()
+    deferred: tuple[Attempt, ...] = ()  # interrupted, in processing/, waiting for a retry
+
+
+def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> StatusSnapshot:
+    """``in_flight`` is the running daemon's own view; without it, what the daemon last
+    published (if it runs)."""
     watch = config.watch
-    waiting = [
+    waiting = sorted(
         str(relative)
         for relative, info in walk_inbox(config.paths.inbox, watch.recursive)
         if stat.S_ISREG(info.st_mode)
         and is_package_name(relative, watch)
         and not is_ignored(relative, watch)
-    ]
-    processing = [
+    )
+    processing = sorted(
         str(relative)
         for relative, info in walk_inbox(config.paths.processing, True)
         if stat.S_ISREG(info.st_mode)
-    ]
+    )
     running = lock_held(config)
     if in_flight is None:
         in_flight = _published(config).get("in_flight", []) if running else []
-    result: dict[str, Any] = {
-        "daemon_running": running,
-        "inbox": str(config.paths.inbox.absolute()),
-        "waiting": len(waiting),
-        "waiting_packages": sorted(waiting)[:50],
-        "processing": len(processing),
-        "processing_packages": sorted(processing)[:50],
-        "in_flight": in_flight,
-        "disk": folder_usage(config.paths),
-    }
+    snapshot = StatusSnapshot(
+        running,
+        config.paths.inbox.absolute(),
+        tuple(waiting),
+        tuple(processing),
+        tuple(in_flight or ()),
+        folder_usage(config.paths),
+    )
     if not config.paths.ledger.exists():
-        return {
-            **result,
-            "today": {},
-            "total": {},
-            "last_import": None,
-            "last_error": None,
-            "recent_imports": [],
-            "recent_failures": [],
-            "deferred": [],
-        }
+        return snapshot
     ledger = Ledger.open_for_reading(config.paths.ledger)
     try:
-        today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00")
-        imports = [brief_document(found) for found in ledger.latest(Status.IMPORTED, RECENT)]
-        failures = [brief_document(found) for found in ledger.latest(Status.FAILED, RECENT)]
-        deferred = [
-            brief_document(found)
-            for found in ledger.latest(Status.INTERRUPTED, RECENT)
-            if found.package in {Path(name).name for name in processing} and found.errors
-        ]
-        result.update(
-            today=asdict(ledger.counts_since(today)),
-            total=asdict(ledger.counts_since("")),
-            last_import=imports[0] if imports else None,
-            last_error=failures[0] if failures else None,
-            recent_imports=imports,
-            recent_failures=failures,
-            deferred=deferred,
+        names = {Path(name).name for name in processing}
+        return replace(
+            snapshot,
+            today=ledger.counts_since(datetime.now(UTC).strftime("%Y-%m-%dT00:00:00")),
+            total=ledger.counts_since(""),
+            recent_imports=tuple(ledger.latest(Status.IMPORTED, RECENT)),
+            recent_failures=tuple(ledger.latest(Status.FAILED, RECENT)),
+            deferred=tuple(
+                found
+                for found in ledger.latest(Status.INTERRUPTED, RECENT)
+                if found.package in names and found.errors
+            ),
         )
     finally:
         ledger.close()
-    return result
 
 
-def render_status(status: dict[str, Any]) -> str:
+def collect_status(config: Config, in_flight: list[JsonObject] | None = None) -> JsonObject:
+    """What ``status --json`` prints and the status page shows."""
+    return status_document(take_snapshot(config, in_flight))
+
+
+def status_document(snapshot: StatusSnapshot) -> JsonObject:
+    imports = [brief_document(found) for found in snapshot.recent_imports]
+    failures = [brief_document(found) for found in snapshot.recent_failures]
+    return {
+        "daemon_running": snapshot.daemon_running,
+        "inbox": str(snapshot.inbox),
+        "waiting": len(snapshot.waiting),
+        "waiting_packages": list(snapshot.waiting[:50]),
+        "processing": len(snapshot.processing),
+        "processing_packages": list(snapshot.processing[:50]),
+        "in_flight": list(snapshot.in_flight),
+        "disk": snapshot.disk,
+        "today": asdict(snapshot.today) if snapshot.today else {},
+        "total": asdict(snapshot.total) if snapshot.total else {},
+        "last_import": imports[0] if imports else None,
+        "last_error": failures[0] if failures else None,
+        "recent_imports": imports,
+        "recent_failures": failures,
+        "deferred": [brief_document(found) for found in snapshot.deferred],
+    }
+
+
+def render_status(status: JsonObject) -> str:
     lines = [
         f"daemon:      {'running' if status['daemon_running'] else 'not running'}",
         f"inbox:       {status['inbox']}",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import failure_reason
 
@@ -77,7 +78,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def render_page(status: dict[str, Any], now: datetime | None = None) -> str:
+def render_page(status: JsonObject, now: datetime | None = None) -> str:
     """The whole page for one status object."""
     moment = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
     running = status.get("daemon_running")
@@ -112,7 +113,7 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _tiles(status: dict[str, Any]) -> str:
+def _tiles(status: JsonObject) -> str:
     today = status.get("today") or {}
     in_flight = status.get("in_flight")
     tiles = [
@@ -135,14 +136,14 @@ def _section(key: str, title: str, items: Iterable[str], empty: str) -> str:
     return f'<section id="{key}"><h2>{_e(title)}</h2>{inner}</section>'
 
 
-def _in_flight(status: dict[str, Any]) -> str:
+def _in_flight(status: JsonObject) -> str:
     jobs = status.get("in_flight")
     if jobs is None:  # a status without progress: what processing/ holds
         jobs = [{"package": name} for name in status.get("processing_packages") or []]
     return _section("in-flight", "In flight", map(_job, jobs), "Nothing is being imported.")
 
 
-def _job(job: dict[str, Any]) -> str:
+def _job(job: JsonObject) -> str:
     percent = job.get("percent")
     if isinstance(percent, int | float) and not isinstance(percent, bool):
         shown = max(0.0, min(100.0, float(percent)))
@@ -158,7 +159,7 @@ def _job(job: dict[str, Any]) -> str:
     )
 
 
-def _waiting(status: dict[str, Any]) -> str:
+def _waiting(status: JsonObject) -> str:
     names = list(status.get("waiting_packages") or [])
     items = [f'<li class="name">{_e(name)}</li>' for name in names[:MAX_LISTED]]
     more = int(status.get("waiting") or len(names)) - len(items)
@@ -168,7 +169,7 @@ def _waiting(status: dict[str, Any]) -> str:
     return _section("waiting", title, items, "The inbox is empty.")
 
 
-def _imports(status: dict[str, Any]) -> str:
+def _imports(status: JsonObject) -> str:
     rows = status.get("recent_imports")
     if rows is None:
         rows = [status["last_import"]] if status.get("last_import") else []
@@ -188,7 +189,7 @@ def _imports(status: dict[str, Any]) -> str:
     return _section("recent-imports", "Recent imports", items, "No imports yet.")
 
 
-def _failures(status: dict[str, Any]) -> str:
+def _failures(status: JsonObject) -> str:
     rows = status.get("recent_failures")
     if rows is None:
         rows = [status["last_error"]] if status.get("last_error") else []
@@ -201,7 +202,7 @@ def _failures(status: dict[str, Any]) -> str:
     return _section("recent-failures", "Recent failures", items, "No failures.")
 
 
-def _reason(row: dict[str, Any]) -> str:
+def _reason(row: JsonObject) -> str:
     if row.get("reason"):
         return str(row["reason"])
     # A status from an older daemon: its failures carry their problems only.
@@ -212,7 +213,7 @@ def _reason(row: dict[str, Any]) -> str:
     return failure_reason(problems)
 
 
-def _disk(usage: dict[str, Any]) -> str:
+def _disk(usage: JsonObject) -> str:
     if not usage:
         return ""
     rows = "".join(

@@ -30,7 +30,7 @@ from isal import igzip, isal_zlib
 from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.names import SLASH_LOOKALIKES
 from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.reading.tar_headers import TarReader, TarStop
+from ymir_dropbox.reading.tar_headers import TarEntry, TarReader, TarStop
 
 # isal raises its own error for bad deflate data where zlib raises zlib.error
 ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
@@ -403,24 +403,7 @@ def _scan_members(
                 scan.add(reason[0], shown, f"member {shown!r}: {reason[1]}")
                 continue
             assert name is not None
-            if entry.is_link:
-                kind = "symbolic" if entry.is_symlink else "hard"
-                scan.add(
-                    "tar.link_member",
-                    name,
-                    f"member {name!r} is a {kind} link to {entry.linkname!r}; "
-                    "links are not allowed",
-                )
-                continue
-            if entry.is_dir:
-                continue
-            if not entry.is_file:
-                scan.add(
-                    "tar.special_member",
-                    name,
-                    f"member {name!r} is a device, fifo, sparse or other special file; "
-                    "only plain files and folders are allowed",
-                )
+            if not _a_plain_file(entry, name, scan):
                 continue
             if name in seen:
                 scan.add("tar.duplicate_member", name, f"member {name!r} appears more than once")
@@ -435,23 +418,7 @@ def _scan_members(
                     "(limits.max_unpacked_bytes)",
                 )
                 raise _Stop("unpacked")
-            mtime = int(entry.mtime) if math.isfinite(entry.mtime) else 0
-            member = Member(name, entry.size, entry.data_offset, mtime)
-            scan.members[name] = member
-            if name == INFO_NAME:
-                scan.info_member = member
-                if entry.size > MAX_INFO_BYTES:
-                    scan.add(
-                        "info.too_large",
-                        INFO_NAME,
-                        f"{INFO_NAME} is {entry.size} bytes, over the limit of {MAX_INFO_BYTES}",
-                    )
-                else:
-                    scan.info = tar.read_data()
-                    if sink is not None:
-                        sink.info(member, scan.info)
-            elif sink is not None:
-                sink.member(member, tar.readinto_data)
+            _keep(tar, entry, name, scan, sink)
     except TarStop as stop:
         if stop.code != "container.trailing_data":
             raise
@@ -460,6 +427,55 @@ def _scan_members(
         scan.add(stop.code, stop.field, stop.message)
     if tar.members == 0:
         scan.add("container.empty", "", "the archive holds no members")
+
+
+def _keep(
+    tar: TarReader, entry: TarEntry, name: str, scan: ArchiveScan, sink: MemberSink | None
+) -> None:
+    """A plain file, in the member list; ymir-info.yaml read (within its limit), any other
+    member handed to the sink as it streams by."""
+    mtime = int(entry.mtime) if math.isfinite(entry.mtime) else 0
+    member = Member(name, entry.size, entry.data_offset, mtime)
+    scan.members[name] = member
+    if name != INFO_NAME:
+        if sink is not None:
+            sink.member(member, tar.readinto_data)
+        return
+    scan.info_member = member
+    if entry.size > MAX_INFO_BYTES:
+        scan.add(
+            "info.too_large",
+            INFO_NAME,
+            f"{INFO_NAME} is {entry.size} bytes, over the limit of {MAX_INFO_BYTES}",
+        )
+        return
+    scan.info = tar.read_data()
+    if sink is not None:
+        sink.info(member, scan.info)
+
+
+def _a_plain_file(entry: TarEntry, name: str, scan: ArchiveScan) -> bool:
+    """Whether a member is a file to keep: links and special files are problems, folders
+    are skipped (stored names are built from the stage and file names)."""
+    if entry.is_link:
+        kind = "symbolic" if entry.is_symlink else "hard"
+        scan.add(
+            "tar.link_member",
+            name,
+            f"member {name!r} is a {kind} link to {entry.linkname!r}; links are not allowed",
+        )
+        return False
+    if entry.is_dir:
+        return False
+    if not entry.is_file:
+        scan.add(
+            "tar.special_member",
+            name,
+            f"member {name!r} is a device, fifo, sparse or other special file; "
+            "only plain files and folders are allowed",
+        )
+        return False
+    return True
 
 
 def gzip_complete(opened: io.BufferedReader, max_ratio: float) -> bool:

@@ -7,7 +7,7 @@ package must be plain single path components, so a package can never make us wri
 
 from __future__ import annotations
 
-from typing import Any
+from ymir_dropbox.core.jsonvalues import JsonObject
 
 CURRENT_VERSION = "2.0.0"
 KNOWN_VERSIONS = frozenset({"2.0.0", "2.0.1", "2.0.2"})
@@ -16,17 +16,17 @@ METRICS = ("mAP", "mAR", "mIoU", "mAcc", "maskAP", "boxAP")
 COUNTS = ("tp", "fp", "fn")
 OBJECT_TYPES = (0, 1, 2, 3, 4)
 
-_metric: dict[str, Any] = {"type": "number", "check_with": ["finite", "unit_interval"]}
-_count: dict[str, Any] = {"type": "integer", "min": 0}
-_file_name: dict[str, Any] = {"type": "string", "empty": False, "check_with": "path_component"}
-_file_list: dict[str, Any] = {
+_metric: JsonObject = {"type": "number", "check_with": ["finite", "unit_interval"]}
+_count: JsonObject = {"type": "integer", "min": 0}
+_file_name: JsonObject = {"type": "string", "empty": False, "check_with": "path_component"}
+_file_list: JsonObject = {
     "type": "list",
     "empty": False,
     "schema": _file_name,
     "check_with": "unique_strings",
 }
 
-STAGE: dict[str, Any] = {
+STAGE: JsonObject = {
     "files": {**_file_list, "required": True},
     "stage_name": {"type": "string", "required": True, "empty": False},
     "timestamp": {"type": "integer", "required": True, "min": 0},
@@ -36,7 +36,7 @@ STAGE: dict[str, Any] = {
     **{name.upper(): _count for name in COUNTS},
 }
 
-_common: dict[str, Any] = {
+_common: JsonObject = {
     "package_version": {"type": "string"},
     "executor_config": {
         "type": "dict",
@@ -78,7 +78,7 @@ _common: dict[str, Any] = {
     "stage_name": {"type": "string", "nullable": True},
 }
 
-SCHEMA_V2: dict[str, Any] = {
+SCHEMA_V2: JsonObject = {
     **_common,
     "stages": {
         "type": "dict",
@@ -90,7 +90,7 @@ SCHEMA_V2: dict[str, Any] = {
     "best_stage_name": {"type": "string", "required": True, "empty": False},
 }
 
-SCHEMA_LEGACY: dict[str, Any] = {
+SCHEMA_LEGACY: JsonObject = {
     **_common,
     "models": {**_file_list, "required": True},
 }

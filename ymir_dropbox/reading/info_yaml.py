@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.archive import INFO_NAME
 from ymir_dropbox.reading.problems import Problem
 
@@ -18,7 +19,7 @@ SAFE_TAGS = frozenset(
 )
 
 
-def load_info(data: bytes) -> tuple[dict[str, Any] | None, list[Problem]]:
+def load_info(data: bytes) -> tuple[JsonObject | None, list[Problem]]:
     """Parse the document; return it when it is a mapping, with the problems found."""
     try:
         text = data.decode("utf-8-sig")

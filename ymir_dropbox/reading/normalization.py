@@ -7,17 +7,16 @@ and ``task_context`` always a mapping, because YMIR's reader requires it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.info_schema import COUNTS, CURRENT_VERSION, METRICS
 
 LEGACY_STAGE = "default_best_stage"
 DETECTION = 2
 
 
-def migrate_legacy(info: dict[str, Any], timestamp: int) -> dict[str, Any]:
+def migrate_legacy(info: JsonObject, timestamp: int) -> JsonObject:
     """Turn a 1.1.0 document (``models:`` list) into 2.0.0 the way YMIR does.
 
     YMIR stamps the stage with the import time; we use ``timestamp`` (the mtime of
@@ -38,11 +37,11 @@ def migrate_legacy(info: dict[str, Any], timestamp: int) -> dict[str, Any]:
     return migrated
 
 
-def normalize(info: dict[str, Any]) -> dict[str, Any]:
+def normalize(info: JsonObject) -> JsonObject:
     """The stored form of a valid 2.0.x document (unknown fields dropped, defaults filled)."""
     stages = {}
     for name, stage in info["stages"].items():
-        normalized: dict[str, Any] = {
+        normalized: JsonObject = {
             "stage_name": stage["stage_name"],
             "files": list(stage["files"]),
             "timestamp": stage["timestamp"],
@@ -67,7 +66,7 @@ def normalize(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dump_info(normalized: dict[str, Any]) -> bytes:
+def dump_info(normalized: JsonObject) -> bytes:
     """The bytes of the stored ``ymir-info.yaml``: sorted keys, so always the same for one input."""
     text = yaml.safe_dump(normalized, sort_keys=True, allow_unicode=True, default_flow_style=False)
     return text.encode("utf-8")

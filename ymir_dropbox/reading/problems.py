@@ -7,7 +7,8 @@ interface (``validate --json``, the ledger, ``<name>.error.json``): never rename
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+
+from ymir_dropbox.core.jsonvalues import JsonObject
 
 CODES: dict[str, str] = {
     # the file itself
@@ -86,5 +87,5 @@ class Problem:
         if self.code not in CODES:
             raise ValueError(f"unknown problem code {self.code!r}")
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return asdict(self)

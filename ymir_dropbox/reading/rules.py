@@ -14,6 +14,7 @@ from typing import Any
 from cerberus import TypeDefinition, Validator
 from cerberus import errors as cerberus_errors
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.names import is_path_component
 
 # Errors of our named rules: cerberus files them under ``check_with``; the first item of
@@ -24,8 +25,8 @@ CHECK_FAILED = cerberus_errors.ErrorDefinition(
 
 
 # Rules several schemas share (the configuration and each backend's table).
-PATH: dict[str, Any] = {"type": "string", "empty": False}
-POSITIVE_NUMBER: dict[str, Any] = {"type": "number", "min": 0.001, "check_with": "finite"}
+PATH: JsonObject = {"type": "string", "empty": False}
+POSITIVE_NUMBER: JsonObject = {"type": "number", "min": 0.001, "check_with": "finite"}
 
 
 class StrictValidator(Validator):  # type: ignore[misc]

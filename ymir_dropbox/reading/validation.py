@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import (
     INFO_NAME,
@@ -58,7 +59,7 @@ class ValidationReport:
     unpacked_bytes: int = 0
     sha256: str | None = None
     declared_version: str | None = None
-    normalized: dict[str, Any] | None = None
+    normalized: JsonObject | None = None
     files: tuple[StoredFile, ...] = field(default=())
     identity: FileIdentity | None = None
 
@@ -67,10 +68,10 @@ class ValidationReport:
         return not self.errors and self.normalized is not None
 
     @property
-    def best_stage(self) -> dict[str, Any] | None:
+    def best_stage(self) -> JsonObject | None:
         if self.normalized is None:
             return None
-        stage: dict[str, Any] = self.normalized["stages"][self.normalized["best_stage_name"]]
+        stage: JsonObject = self.normalized["stages"][self.normalized["best_stage_name"]]
         return stage
 
     @property
@@ -95,9 +96,9 @@ class ValidationReport:
     def object_type(self) -> int | None:
         return None if self.normalized is None else int(self.normalized["object_type"])
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JsonObject:
         """The report as plain data (``validate --json``)."""
-        result: dict[str, Any] = {
+        result: JsonObject = {
             "package": self.package,
             "ok": self.ok,
             "errors": [problem.as_dict() for problem in self.errors],
@@ -255,7 +256,7 @@ class InfoJudgement:
     (legacy migrated, not yet normalized) once it fits the schema, even when its meaning is
     wrong (a best stage that is not a stage): the files it lists are still checked."""
 
-    info: dict[str, Any] | None
+    info: JsonObject | None
     declared: str | None
     errors: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
@@ -314,7 +315,7 @@ class PlannedFile:
     stage: str | None = None
 
 
-def stored_files(info: dict[str, Any]) -> list[PlannedFile]:
+def stored_files(info: JsonObject) -> list[PlannedFile]:
     """The files of the stored package, in their stored order: the stages by name, each
     stage's files as listed, then the attachments by section. The order depends on the
     document alone, so the same files packed in any order store the same bytes."""
@@ -339,7 +340,7 @@ def stored_files(info: dict[str, Any]) -> list[PlannedFile]:
 
 
 _validators = threading.local()
-SCHEMAS: dict[str, dict[str, Any]] = {"v2": SCHEMA_V2, "legacy": SCHEMA_LEGACY}
+SCHEMAS: dict[str, JsonObject] = {"v2": SCHEMA_V2, "legacy": SCHEMA_LEGACY}
 
 
 def _validator(schema: str) -> StrictValidator:
@@ -353,7 +354,7 @@ def _validator(schema: str) -> StrictValidator:
     return cached[schema]
 
 
-def _check_schema(info: dict[str, Any], schema: str) -> tuple[list[Problem], list[Problem]]:
+def _check_schema(info: JsonObject, schema: str) -> tuple[list[Problem], list[Problem]]:
     validator = _validator(schema)
     validator.validate(info)
     errors: list[Problem] = []
@@ -365,9 +366,9 @@ def _check_schema(info: dict[str, Any], schema: str) -> tuple[list[Problem], lis
     return errors, warnings
 
 
-def _known_fields(schema: dict[str, Any], path: tuple[Any, ...]) -> list[str]:
+def _known_fields(schema: JsonObject, path: tuple[Any, ...]) -> list[str]:
     """The fields the schema allows beside the unknown one at ``path``."""
-    rules: dict[str, Any] = {"schema": schema}
+    rules: JsonObject = {"schema": schema}
     for part in path[:-1]:
         inner = rules.get("schema")
         if isinstance(inner, dict) and str(part) in inner:
@@ -380,7 +381,7 @@ def _known_fields(schema: dict[str, Any], path: tuple[Any, ...]) -> list[str]:
     return list(fields) if isinstance(fields, dict) else []
 
 
-def _schema_message(error: SchemaError, schema: dict[str, Any]) -> str:
+def _schema_message(error: SchemaError, schema: JsonObject) -> str:
     field = error.dotted
     value = error.value
     found = f"found {type(value).__name__} {value!r}"
@@ -411,7 +412,7 @@ def _schema_message(error: SchemaError, schema: dict[str, Any]) -> str:
     return f"{field} is invalid ({error.rule}), {found}"
 
 
-def _check_meaning(info: dict[str, Any]) -> list[Problem]:
+def _check_meaning(info: JsonObject) -> list[Problem]:
     errors = []
     stages = info["stages"]
     best = info["best_stage_name"]
@@ -445,7 +446,7 @@ def _check_meaning(info: dict[str, Any]) -> list[Problem]:
 
 
 def _plan_files(
-    info: dict[str, Any], members: dict[str, Member]
+    info: JsonObject, members: dict[str, Member]
 ) -> tuple[list[StoredFile], list[Problem], list[Problem]]:
     """Which member becomes which stored file; what is missing; what no stage lists."""
     files: list[StoredFile] = []

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import fact_names
 
-# JSON as these documents hold it.
-Document = dict[str, object]
+Document = JsonObject
 
 
 def text_of(path: Path | None) -> str | None:

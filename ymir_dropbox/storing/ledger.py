@@ -40,6 +40,7 @@ from ymir_dropbox.storing.lifecycle import (
     check_status,
 )
 
+Columns = dict[str, Any]  # an attempt's row, as SQLite takes it: column -> value
 BUSY_TIMEOUT_SECONDS = 30.0
 MIN_PREFIX = 4  # characters of a sha256 or model hash prefix that `ledger show` accepts
 CRASHED = "import.crashed"
@@ -87,7 +88,159 @@ class Counts:
     failed: int = 0
 
 
-class Ledger:
+class LedgerQueries:
+    """The questions the ledger answers, each returning :class:`Attempt` values (or counts).
+    A read-only handle has these alone; :class:`Ledger` adds the steps."""
+
+    connection: sqlite3.Connection
+    _lock: threading.RLock
+    _empty: bool
+
+    def get(self, attempt_id: int) -> Attempt | None:
+        return self._first("SELECT * FROM attempts WHERE id = ?", [attempt_id])
+
+    def imported_by_sha256(self, sha256: str) -> Attempt | None:
+        return self._first(
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? LIMIT 1",
+            [sha256, Status.IMPORTED],
+        )
+
+    def any_imported_of_size(self, size: int) -> bool:
+        """Whether an import had this many bytes: a file of that size may be a re-delivery."""
+        return bool(
+            self._scalar(
+                "SELECT count(*) FROM attempts WHERE status = ? AND size = ?",
+                [Status.IMPORTED, size],
+            )
+        )
+
+    def find(self, key: str) -> list[Attempt]:
+        """Attempts matching an id, a sha256 prefix or a model hash prefix (at least
+        :data:`MIN_PREFIX` characters)."""
+        if key.isdigit():
+            found = self.get(int(key))
+            if found is not None:
+                return [found]
+        if len(key) < MIN_PREFIX:
+            return []
+        pattern = key.lower() + "%"
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 LIKE ? OR model_hash LIKE ? ORDER BY id",
+            [pattern, pattern],
+        )
+
+    def recent(self, limit: int = 20, status: Status | None = None) -> list[Attempt]:
+        """The latest attempts (of one status), newest first."""
+        if status is None:
+            return self._all("SELECT * FROM attempts ORDER BY id DESC LIMIT ?", [limit])
+        return self._all(
+            "SELECT * FROM attempts WHERE status = ? ORDER BY id DESC LIMIT ?", [status, limit]
+        )
+
+    def unfinished_by_sha256(self, sha256: str) -> list[Attempt]:
+        """Earlier attempts on the same package that a fault cut short since it last settled,
+        newest first: a backend may resume what one of them started."""
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? AND id > "
+            "(SELECT coalesce(max(id), 0) FROM attempts WHERE sha256 = ? "
+            "AND status IN (?, ?, ?)) ORDER BY id DESC LIMIT 20",
+            [sha256, Status.INTERRUPTED, sha256, *sorted(SETTLED)],
+        )
+
+    def orphan_models(self, backend: str) -> list[str]:
+        """Model files ``backend`` wrote for attempts that never imported them (a crash after
+        the store, then no redo: the package deleted, or failed as crashed), and that no
+        import and no attempt in flight owns."""
+        rows = self.connection.execute(
+            "SELECT DISTINCT model_hash FROM attempts WHERE backend = ? "
+            "AND status = ? AND model_hash IS NOT NULL "
+            "AND model_hash NOT IN (SELECT model_hash FROM attempts "
+            "  WHERE status IN (?, ?) AND model_hash IS NOT NULL) "
+            "AND sha256 NOT IN (SELECT sha256 FROM attempts "
+            "  WHERE status IN (?, ?) AND sha256 IS NOT NULL)",
+            [backend, Status.INTERRUPTED, Status.IMPORTED, Status.DUPLICATE, *sorted(IN_FLIGHT)],
+        ).fetchall()
+        return [str(model_hash) for (model_hash,) in rows]
+
+    def in_place(self, place: Place) -> list[Attempt]:
+        return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])
+
+    def in_flight(self) -> list[Attempt]:
+        """Attempts that had not finished: after a start, the ones a stop or crash cut short."""
+        return self._all(
+            "SELECT * FROM attempts WHERE status IN (?, ?) ORDER BY id", sorted(IN_FLIGHT)
+        )
+
+    def settled_in_processing(self, relative: PurePath) -> Attempt | None:
+        """The attempt that finished the package at ``processing/relative`` but did not move it."""
+        return self._first(
+            f"SELECT * FROM attempts WHERE place = ? AND {PROCESSING_PATH_IS} "  # noqa: S608
+            "AND status IN (?, ?, ?) ORDER BY id DESC LIMIT 1",
+            [Place.PROCESSING, *_path_params(relative), *sorted(SETTLED)],
+        )
+
+    def crashes_in_a_row(self, relative: PurePath) -> int:
+        """How many of the latest attempts on ``processing/relative`` ended in a crash."""
+        count = 0
+        for attempt in self._all(
+            f"SELECT * FROM attempts WHERE {PROCESSING_PATH_IS} "  # noqa: S608
+            "ORDER BY id DESC LIMIT 20",
+            _path_params(relative),
+        ):
+            if attempt.status in SETTLED:
+                break
+            if attempt.status is Status.INTERRUPTED and CRASHED in attempt.codes:
+                count += 1
+        return count
+
+    def counts_since(self, since: str) -> Counts:
+        """Final outcomes of the attempts finished since ``since`` (an ISO timestamp)."""
+        if self._empty:
+            return Counts()
+        with self._lock:
+            found = dict(
+                self.connection.execute(
+                    "SELECT status, count(*) FROM attempts WHERE finished_at >= ? GROUP BY status",
+                    [since],
+                ).fetchall()
+            )
+        return Counts(
+            *(
+                int(found.get(status, 0))
+                for status in (Status.IMPORTED, Status.DUPLICATE, Status.FAILED)
+            )
+        )
+
+    def latest(self, status: Status, limit: int = 1) -> list[Attempt]:
+        return self.recent(limit, status)
+
+    def count_by_sha256(self, sha256: str) -> int:
+        return int(self._scalar("SELECT count(*) FROM attempts WHERE sha256 = ?", [sha256]))
+
+    def count_by_status(self, status: Status) -> int:
+        return int(self._scalar("SELECT count(*) FROM attempts WHERE status = ?", [status]))
+
+    def _scalar(self, sql: str, params: list[Any]) -> Any:
+        if self._empty:
+            return 0
+        with self._lock:
+            return self.connection.execute(sql, params).fetchone()[0]
+
+    def _first(self, sql: str, params: list[Any]) -> Attempt | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: Sequence[Any]) -> list[Attempt]:
+        if self._empty:
+            return []
+        with self._lock:
+            cursor = self.connection.execute(sql, list(params))
+            names = [column[0] for column in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor]
+        return [decode(row) for row in rows]
+
+
+class Ledger(LedgerQueries):
     """A thread-safe handle on the ledger file.
 
     State changes go through :meth:`begin`, :meth:`start_import`, :meth:`finish` and
@@ -237,7 +390,7 @@ class Ledger:
         """
         if status not in FINAL:
             raise IllegalTransition(f"{status} is not a final status")
-        changes: dict[str, Any] = {"finished_at": finished_at or now()}
+        changes: Columns = {"finished_at": finished_at or now()}
         given = {
             "errors": None if errors is None else [problem.as_dict() for problem in errors],
             "notes": None if notes is None else list(notes),
@@ -297,7 +450,7 @@ class Ledger:
     def _step(
         self,
         attempt_id: int,
-        changes: dict[str, Any],
+        changes: Columns,
         *,
         status: Status | None = None,
         place: Place | object | None = _KEEP,
@@ -328,151 +481,6 @@ class Ledger:
             except sqlite3.IntegrityError as error:
                 raise DuplicateImport(str(error)) from None
 
-    # -- reading ------------------------------------------------------------------------------
-
-    def get(self, attempt_id: int) -> Attempt | None:
-        return self._first("SELECT * FROM attempts WHERE id = ?", [attempt_id])
-
-    def imported_by_sha256(self, sha256: str) -> Attempt | None:
-        return self._first(
-            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? LIMIT 1",
-            [sha256, Status.IMPORTED],
-        )
-
-    def any_imported_of_size(self, size: int) -> bool:
-        """Whether an import had this many bytes: a file of that size may be a re-delivery."""
-        return bool(
-            self._scalar(
-                "SELECT count(*) FROM attempts WHERE status = ? AND size = ?",
-                [Status.IMPORTED, size],
-            )
-        )
-
-    def find(self, key: str) -> list[Attempt]:
-        """Attempts matching an id, a sha256 prefix or a model hash prefix (at least
-        :data:`MIN_PREFIX` characters)."""
-        if key.isdigit():
-            found = self.get(int(key))
-            if found is not None:
-                return [found]
-        if len(key) < MIN_PREFIX:
-            return []
-        pattern = key.lower() + "%"
-        return self._all(
-            "SELECT * FROM attempts WHERE sha256 LIKE ? OR model_hash LIKE ? ORDER BY id",
-            [pattern, pattern],
-        )
-
-    def recent(self, limit: int = 20, status: Status | None = None) -> list[Attempt]:
-        """The latest attempts (of one status), newest first."""
-        if status is None:
-            return self._all("SELECT * FROM attempts ORDER BY id DESC LIMIT ?", [limit])
-        return self._all(
-            "SELECT * FROM attempts WHERE status = ? ORDER BY id DESC LIMIT ?", [status, limit]
-        )
-
-    def unfinished_by_sha256(self, sha256: str) -> list[Attempt]:
-        """Earlier attempts on the same package that a fault cut short since it last settled,
-        newest first: a backend may resume what one of them started."""
-        return self._all(
-            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? AND id > "
-            "(SELECT coalesce(max(id), 0) FROM attempts WHERE sha256 = ? "
-            "AND status IN (?, ?, ?)) ORDER BY id DESC LIMIT 20",
-            [sha256, Status.INTERRUPTED, sha256, *sorted(SETTLED)],
-        )
-
-    def orphan_models(self, backend: str) -> list[str]:
-        """Model files ``backend`` wrote for attempts that never imported them (a crash after
-        the store, then no redo: the package deleted, or failed as crashed), and that no
-        import and no attempt in flight owns."""
-        rows = self.connection.execute(
-            "SELECT DISTINCT model_hash FROM attempts WHERE backend = ? "
-            "AND status = ? AND model_hash IS NOT NULL "
-            "AND model_hash NOT IN (SELECT model_hash FROM attempts "
-            "  WHERE status IN (?, ?) AND model_hash IS NOT NULL) "
-            "AND sha256 NOT IN (SELECT sha256 FROM attempts "
-            "  WHERE status IN (?, ?) AND sha256 IS NOT NULL)",
-            [backend, Status.INTERRUPTED, Status.IMPORTED, Status.DUPLICATE, *sorted(IN_FLIGHT)],
-        ).fetchall()
-        return [str(model_hash) for (model_hash,) in rows]
-
-    def in_place(self, place: Place) -> list[Attempt]:
-        return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])
-
-    def in_flight(self) -> list[Attempt]:
-        """Attempts that had not finished: after a start, the ones a stop or crash cut short."""
-        return self._all(
-            "SELECT * FROM attempts WHERE status IN (?, ?) ORDER BY id", sorted(IN_FLIGHT)
-        )
-
-    def settled_in_processing(self, relative: PurePath) -> Attempt | None:
-        """The attempt that finished the package at ``processing/relative`` but did not move it."""
-        return self._first(
-            f"SELECT * FROM attempts WHERE place = ? AND {PROCESSING_PATH_IS} "  # noqa: S608
-            "AND status IN (?, ?, ?) ORDER BY id DESC LIMIT 1",
-            [Place.PROCESSING, *_path_params(relative), *sorted(SETTLED)],
-        )
-
-    def crashes_in_a_row(self, relative: PurePath) -> int:
-        """How many of the latest attempts on ``processing/relative`` ended in a crash."""
-        count = 0
-        for attempt in self._all(
-            f"SELECT * FROM attempts WHERE {PROCESSING_PATH_IS} "  # noqa: S608
-            "ORDER BY id DESC LIMIT 20",
-            _path_params(relative),
-        ):
-            if attempt.status in SETTLED:
-                break
-            if attempt.status is Status.INTERRUPTED and CRASHED in attempt.codes:
-                count += 1
-        return count
-
-    def counts_since(self, since: str) -> Counts:
-        """Final outcomes of the attempts finished since ``since`` (an ISO timestamp)."""
-        if self._empty:
-            return Counts()
-        with self._lock:
-            found = dict(
-                self.connection.execute(
-                    "SELECT status, count(*) FROM attempts WHERE finished_at >= ? GROUP BY status",
-                    [since],
-                ).fetchall()
-            )
-        return Counts(
-            *(
-                int(found.get(status, 0))
-                for status in (Status.IMPORTED, Status.DUPLICATE, Status.FAILED)
-            )
-        )
-
-    def latest(self, status: Status, limit: int = 1) -> list[Attempt]:
-        return self.recent(limit, status)
-
-    def count_by_sha256(self, sha256: str) -> int:
-        return int(self._scalar("SELECT count(*) FROM attempts WHERE sha256 = ?", [sha256]))
-
-    def count_by_status(self, status: Status) -> int:
-        return int(self._scalar("SELECT count(*) FROM attempts WHERE status = ?", [status]))
-
-    def _scalar(self, sql: str, params: list[Any]) -> Any:
-        if self._empty:
-            return 0
-        with self._lock:
-            return self.connection.execute(sql, params).fetchone()[0]
-
-    def _first(self, sql: str, params: list[Any]) -> Attempt | None:
-        rows = self._all(sql, params)
-        return rows[0] if rows else None
-
-    def _all(self, sql: str, params: Sequence[Any]) -> list[Attempt]:
-        if self._empty:
-            return []
-        with self._lock:
-            cursor = self.connection.execute(sql, list(params))
-            names = [column[0] for column in cursor.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cursor]
-        return [decode(row) for row in rows]
-
 
 class _Transaction:
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -494,13 +502,13 @@ def as_text(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _path_fields(column: str, path: PurePath | None) -> dict[str, Any]:
+def _path_fields(column: str, path: PurePath | None) -> Columns:
     if path is None:
         return {column: None, f"{column}_raw": None}
     return {column: as_text(str(path)), f"{column}_raw": os.fsencode(path)}
 
 
-def _findings_fields(findings: Findings) -> dict[str, Any]:
+def _findings_fields(findings: Findings) -> Columns:
     return {
         "best_stage_name": findings.best_stage_name,
         "mAP": findings.mAP,
@@ -521,7 +529,7 @@ def _path_params(path: PurePath) -> list[Any]:
     return [os.fsencode(path), as_text(str(path))]
 
 
-def _encode(changes: dict[str, Any]) -> dict[str, Any]:
+def _encode(changes: Columns) -> Columns:
     encoded = {}
     for key, value in changes.items():
         if key in JSON_COLUMNS and value is not None:

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.settings import BackendSettings, Config
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.rules import PATH
@@ -155,6 +155,20 @@ class MirBackend:
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         dst_rev = dst_rev_for(self.template, package.attempt_id)
+        completed, appeared = self._run_mir(package, dst_rev)
+        log.info(
+            "mir_finished",
+            attempt=package.attempt_id,
+            dst_rev=dst_rev,
+            exit_code=completed.returncode,
+        )
+        return self._verdict(completed, appeared, dst_rev)
+
+    def _run_mir(
+        self, package: PreparedPackage, dst_rev: str
+    ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+        """``mir models`` on the normalized package, in a work folder of the attempt's own,
+        one run at a time per repository; and the files it left in the model store."""
         attempt_work = self.work / f"mir-{package.attempt_id}"
         shutil.rmtree(attempt_work, ignore_errors=True)
         (attempt_work / "w").mkdir(parents=True)
@@ -193,13 +207,13 @@ class MirBackend:
                 appeared = sorted({path.name for path in self.models.iterdir()} - before)
         finally:
             shutil.rmtree(attempt_work, ignore_errors=True)
+        return completed, appeared
+
+    def _verdict(
+        self, completed: subprocess.CompletedProcess[str], appeared: list[str], dst_rev: str
+    ) -> ImportResult:
+        """The model mir says it packed, checked against the model store."""
         output = completed.stdout + completed.stderr
-        log.info(
-            "mir_finished",
-            attempt=package.attempt_id,
-            dst_rev=dst_rev,
-            exit_code=completed.returncode,
-        )
         found = PACK_SUCCESS.search(completed.stdout)
         notes = tuple(f"mir left {name} in the model store" for name in appeared)
         if completed.returncode != 0 or found is None:
@@ -251,7 +265,7 @@ class MirSettings:
     dst_rev: str
 
 
-def _settings(table: dict[str, Any], resolve: Callable[[str], Path], where: str) -> MirSettings:
+def _settings(table: JsonObject, resolve: Callable[[str], Path], where: str) -> MirSettings:
     if not table["root"]:
         raise ConfigError(f"{where}: import.mir.root: required when import.backend is 'mir'")
     try:

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import structlog
 
 from ymir_dropbox.core.errors import ConfigError, DropboxError
+from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.settings import BackendSettings, Config
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.rules import PATH, POSITIVE_NUMBER
@@ -340,7 +340,7 @@ class YmirApiBackend:
             model = self.client.model(model_id)
             if model.result_state is ResultState.READY:
                 self._unstage(package)
-                return self._result(project_id, model)
+                return ready_result(project_id, model)
             if model.result_state is ResultState.ERROR:
                 self._unstage(package)
                 raise ImportFailed([_failure(model)])
@@ -355,17 +355,19 @@ class YmirApiBackend:
     def _unstage(self, package: PreparedPackage) -> None:
         self.staged_path(package).unlink(missing_ok=True)
 
-    def _result(self, project_id: int, model: ModelState) -> ImportResult:
-        stages = [
-            {"name": stage.name, "mAP": stage.map, "tp": stage.tp, "fp": stage.fp, "fn": stage.fn}
-            for stage in model.stages
-        ]
-        facts = YmirFacts(
-            project_id, model.model_id, model.task_id, model.group_name, model.name, stages
-        )
-        return ImportResult(
-            model_hash=model.hash or "", stored_path=None, facts=facts.as_facts(), mAP=model.map
-        )
+
+def ready_result(project_id: int, model: ModelState) -> ImportResult:
+    """A model YMIR says is ready, as the import's result: its hash, mAP and facts."""
+    stages = [
+        {"name": stage.name, "mAP": stage.map, "tp": stage.tp, "fp": stage.fp, "fn": stage.fn}
+        for stage in model.stages
+    ]
+    facts = YmirFacts(
+        project_id, model.model_id, model.task_id, model.group_name, model.name, stages
+    )
+    return ImportResult(
+        model_hash=model.hash or "", stored_path=None, facts=facts.as_facts(), mAP=model.map
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +380,7 @@ class YmirFacts:
     task_id: int | None = None
     group_name: str | None = None
     model_name: str | None = None
-    stages: list[dict[str, Any]] | None = None  # name, mAP, tp, fp, fn as YMIR shows them
+    stages: list[JsonObject] | None = None  # name, mAP, tp, fp, fn as YMIR shows them
 
     @classmethod
     def of(cls, attempt: Attempt) -> YmirFacts:
@@ -511,7 +513,7 @@ def settings_of(config: Config) -> YmirApiSettings:
     return settings
 
 
-def _settings(table: dict[str, Any], resolve: Callable[[str], Path], where: str) -> YmirApiSettings:
+def _settings(table: JsonObject, resolve: Callable[[str], Path], where: str) -> YmirApiSettings:
     for key in ("url", "user", "staging"):
         if not table[key]:
             raise ConfigError(
