@@ -19,6 +19,7 @@ from ymir_dropbox.config import Config, config_path, load_config
 from ymir_dropbox.core.errors import ConfigError, DropboxError
 from ymir_dropbox.core.logs import configure_logging
 from ymir_dropbox.storing.ledger import MIN_PREFIX, for_people
+from ymir_dropbox.training.pack_options import add_pack_options, describes_the_package
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LEDGER_COLUMNS = (
@@ -150,23 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=20, metavar="N", help="at most N, newest first (20)"
     )
     sub = command(
-        "pack", cmd_pack, "build a package from a folder holding ymir-info.yaml and the stage files"
+        "pack",
+        cmd_pack,
+        "build a package from a folder holding ymir-info.yaml and the stage files, from a "
+        "training run (--from), or from stages named on the command line (--stage)",
     )
     sub.add_argument(
         "folder",
         type=Path,
         metavar="DIR",
-        help="the folder: ymir-info.yaml at its top, the files where the stages list them",
+        help="the folder: ymir-info.yaml at its top, the files where the stages list them; "
+        "or a training run (--from), or the folder of the --stage files",
     )
     sub.add_argument(
         "-o",
         "--output",
         type=Path,
-        required=True,
         metavar="OUT.tar.gz",
-        help="the package to write: a new file, in an existing folder, named as the daemon "
-        "takes it (watch.patterns, not watch.ignore); written only if valid",
+        help="the package to write (required unless --dry-run): a new file, in an existing "
+        "folder, named as the daemon takes it (watch.patterns, not watch.ignore); written only "
+        "if valid",
     )
+    add_pack_options(sub)
     sub = command("status", cmd_status, "what is waiting, processing, imported and failed")
     sub.add_argument("--json", action="store_true", help="print the status as one JSON object")
     sub = command("retry", cmd_retry, "move failed packages back into the inbox")
@@ -361,8 +367,22 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
+    from ymir_dropbox.training.pack_command import run_pack
     from ymir_dropbox.training.packing import check_output_name, pack_folder
+    from ymir_dropbox.training.plan import PackInputError
 
+    if describes_the_package(arguments):
+        try:
+            outcome = run_pack(config, arguments)
+        except PackInputError as error:
+            raise UsageError(str(error)) from None
+        for line in outcome.messages:
+            print(line, file=sys.stderr)
+        for line in outcome.output:
+            print(line)
+        return outcome.exit_code
+    if arguments.output is None:
+        raise UsageError("pack needs -o OUT.tar.gz")
     if not (arguments.folder / "ymir-info.yaml").is_file():
         print(f"{arguments.folder}: no ymir-info.yaml in this folder", file=sys.stderr)
         return EXIT_FAILED

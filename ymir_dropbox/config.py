@@ -69,6 +69,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # Off by default: 0 days means "never remove".
     "retention": {"done_days": 0, "failed_days": 0},
+    # `pack --from`: task_context.executor when --executor is not given, by framework (the
+    # images YMIR 2.x published; none loads ultralytics checkpoints), and the producer ("":
+    # the user and host running pack).
+    "pack": {
+        "producer": "",
+        "executor": {
+            "ultralytics": "",
+            "yolov5": "youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-v7.0-cu111-tmi",
+            "yolov5_before_v6_2": (
+                "industryessentials/ymir-executor:ymir2.4.0-detection-instance-sementic-in-one"
+            ),
+            "mmdet": "youdaoyzbx/ymir-executor:ymir2.0.2-mmdet-cu111-tmi",
+            "other": "",
+        },
+    },
 }
 
 _positive_int = {"type": "integer", "min": 1}
@@ -176,6 +191,19 @@ SCHEMA: dict[str, Any] = {
             "failed_days": {"type": "integer", "min": 0},
         },
     },
+    "pack": {
+        "type": "dict",
+        "schema": {
+            "producer": {"type": "string"},
+            "executor": {
+                "type": "dict",
+                "schema": {
+                    name: {"type": "string", "regex": r"\S*"}
+                    for name in DEFAULTS["pack"]["executor"]
+                },
+            },
+        },
+    },
 }
 
 
@@ -280,6 +308,26 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PackExecutors:
+    """``[pack.executor]``: the executor image ``pack`` names by default ("": none)."""
+
+    ultralytics: str
+    yolov5: str  # YOLOv5 v6.2 and later (checkpoints of models.yolo.DetectionModel)
+    yolov5_before_v6_2: str  # older YOLOv5 (models.yolo.Model)
+    mmdet: str
+    other: str  # packages described by ``--stage``
+
+
+@dataclass(frozen=True, slots=True)
+class PackConfig:
+    """``[pack]``: what ``pack`` writes into ``task_context`` when the command line does not
+    say; an empty ``producer`` is the user and host running it."""
+
+    producer: str
+    executor: PackExecutors
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     base_dir: Path
     paths: Paths
@@ -291,6 +339,7 @@ class Config:
     metrics: MetricsConfig
     notify: NotifyConfig
     retention: RetentionConfig
+    pack: PackConfig
     source: Path | None = field(default=None)
 
     def ensure_folders(self) -> None:
@@ -382,6 +431,7 @@ def build_config(document: dict[str, Any], *, source: Path | None, anchor: Path)
         metrics=MetricsConfig(**section("metrics")),
         notify=_notify_config(section("notify"), anchor, where),
         retention=RetentionConfig(**section("retention")),
+        pack=_pack_config(section("pack")),
         source=source,
     )
 
@@ -402,6 +452,11 @@ def _notify_config(section: dict[str, Any], anchor: Path, where: str) -> NotifyC
             program = str(anchor / program)
         command = [program, *command[1:]]
     return NotifyConfig(command=tuple(command), **given)
+
+
+def _pack_config(section: dict[str, Any]) -> PackConfig:
+    executors = {**DEFAULTS["pack"]["executor"], **section.get("executor", {})}
+    return PackConfig(producer=section["producer"], executor=PackExecutors(**executors))
 
 
 YMIR_PASSWORD_ENV_VAR = "YMIR_DROPBOX_YMIR_PASSWORD"  # noqa: S105 - a variable's name
