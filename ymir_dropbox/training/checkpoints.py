@@ -54,8 +54,7 @@ def pickle_classes(data: bytes) -> frozenset[str]:
     gives those found before the damage."""
     found: set[str] = set()
     strings: list[str | None] = []  # what the last pushes were, when strings
-    memo: dict[int, str] = {}
-    memoized = 0  # MEMOIZE numbers every object it stores, strings or not
+    memo: dict[int, str | None] = {}  # every object memoized: MEMOIZE numbers them all
     try:
         for opcode, argument, _ in pickletools.genops(data):
             name = opcode.name
@@ -71,10 +70,8 @@ def pickle_classes(data: bytes) -> frozenset[str]:
             elif name in MEMO_GETS:
                 strings.append(memo.get(int(argument)) if argument is not None else None)
             elif name in MEMO_PUTS or name == "MEMOIZE":
-                index = memoized if argument is None else int(argument)  # MEMOIZE: None
-                memoized += argument is None
-                if strings and strings[-1] is not None:
-                    memo[index] = strings[-1]
+                index = len(memo) if argument is None else int(argument)  # MEMOIZE: None
+                memo[index] = strings[-1] if strings else None
                 continue  # a memo put leaves the stack as it is
             elif name != "FRAME":
                 strings.append(None)

@@ -47,19 +47,21 @@ class YoloLayout:
 
     framework: str
     arguments: str  # the run's arguments, holding `data`
-    precision: str
-    recall: str
+    recall: str  # optional: mAR where the run has it
     map50: str
     map50_95: str
     first_epoch: int  # the `epoch` column of the first epoch
     image_size: tuple[str, ...]  # the argument holding the image size, by version
     also_attached: tuple[str, ...] = ()
 
+    @property
+    def metrics(self) -> tuple[str, str]:
+        return self.map50, self.map50_95
+
 
 ULTRALYTICS = YoloLayout(
     "ultralytics",
     "args.yaml",
-    "metrics/precision(B)",
     "metrics/recall(B)",
     "metrics/mAP50(B)",
     "metrics/mAP50-95(B)",
@@ -69,7 +71,6 @@ ULTRALYTICS = YoloLayout(
 YOLOV5 = YoloLayout(
     "yolov5",
     "opt.yaml",
-    "metrics/precision",
     "metrics/recall",
     "metrics/mAP_0.5",
     "metrics/mAP_0.5:0.95",
@@ -84,10 +85,9 @@ class Epoch:
     """One row of ``results.csv``; ``number`` counts from 0, as the checkpoints do."""
 
     number: int
-    precision: float
-    recall: float
     map50: float
     map50_95: float
+    recall: float | None
 
     @property
     def fitness(self) -> float:
@@ -114,7 +114,9 @@ def read_yolo_run(
                 f"({number + layout.first_epoch}); not packed"
             )
             continue
-        metrics = {"mAP": epoch.map50, "mAR": epoch.recall}
+        metrics = {"mAP": epoch.map50}
+        if epoch.recall is not None:
+            metrics["mAR"] = epoch.recall
         stages.append(Stage(path.name.removesuffix(".pt"), (path,), metrics, mtime_of(path)))
         fitness[stages[-1].name] = (epoch.fitness, epoch.number)
     if not stages:
@@ -147,8 +149,8 @@ def _weights(folder: Path, layout: YoloLayout) -> list[Path]:
     epochs.sort(key=lambda path: -int(EPOCH_WEIGHTS.fullmatch(path.name).group(1)))  # type: ignore[union-attr]
     if not named and not epochs:
         raise PackInputError(
-            f"{folder / 'weights'}: no best.pt, last.pt or epoch<N>.pt: not a {layout.framework} "
-            "run folder, or its training saved no weights"
+            f"{folder / 'weights'}: no best.pt, last.pt or epoch<N>.pt: not the run folder of "
+            f"a {layout.framework} training, or it saved no weights"
         )
     return sorted(named) + epochs
 
@@ -168,13 +170,14 @@ def read_results(path: Path, layout: YoloLayout) -> dict[int, Epoch]:
     if not rows:
         raise PackInputError(f"{path}: empty; the mAP of each weights file comes from it")
     header = [cell.strip() for cell in rows[0]]
-    wanted = ("epoch", layout.precision, layout.recall, layout.map50, layout.map50_95)
-    columns = [_column(path, header, name, layout) for name in wanted]
+    columns = [_column(path, header, name, layout) for name in ("epoch", *layout.metrics)]
+    recall = header.index(layout.recall) if layout.recall in header else None
     epochs = {}
     for line, row in enumerate(rows[1:], start=2):
-        values = [_number(path, line, header, row, column) for column in columns]
-        number = int(values[0]) - layout.first_epoch
-        epochs[number] = Epoch(number, *values[1:])
+        number, map50, map50_95 = (_number(path, line, header, row, at) for at in columns)
+        epoch = int(number) - layout.first_epoch
+        found = None if recall is None else _number(path, line, header, row, recall)
+        epochs[epoch] = Epoch(epoch, map50, map50_95, found)
     if not epochs:
         raise PackInputError(f"{path}: no rows; the run validated no epoch")
     return epochs
