@@ -151,26 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=20, metavar="N", help="at most N, newest first (20)"
     )
     sub = command(
-        "pack",
-        cmd_pack,
-        "build a package from a folder holding ymir-info.yaml and the stage files, from a "
-        "training run (--from), or from stages named on the command line (--stage)",
+        "pack", cmd_pack, "build a package from ymir-info.yaml, a training run or --stage flags"
     )
     sub.add_argument(
         "folder",
         type=Path,
         metavar="DIR",
-        help="the folder: ymir-info.yaml at its top, the files where the stages list them; "
-        "or a training run (--from), or the folder of the --stage files",
+        help="ymir-info.yaml at its top and the stage files; or a run (--from), or --stage files",
     )
     sub.add_argument(
         "-o",
         "--output",
         type=Path,
         metavar="OUT.tar.gz",
-        help="the package to write (required unless --dry-run): a new file, in an existing "
-        "folder, named as the daemon takes it (watch.patterns, not watch.ignore); written only "
-        "if valid",
+        help="the package to write: a new file, in an existing folder, named as the daemon "
+        "takes it (watch.patterns, not watch.ignore); written only if valid",
     )
     add_pack_options(sub)
     sub = command("status", cmd_status, "what is waiting, processing, imported and failed")
