@@ -69,17 +69,18 @@ def make_run(project: Path, size: int) -> Path:
     return run
 
 
-def measure(command: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one command (its ``ru_maxrss``); fails if it fails."""
+def measure(command: list[str]) -> tuple[float, int, str]:
+    """Wall time, peak RSS (KiB, its ``ru_maxrss``) and what one command said on stderr;
+    fails if it fails."""
     os.sync()
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
+    said = process.stderr.read().decode(errors="replace") if process.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-        raise SystemExit(f"{command} failed: {error[-2000:]}")
-    return elapsed, usage.ru_maxrss
+        raise SystemExit(f"{command} failed: {said[-2000:]}")
+    return elapsed, usage.ru_maxrss, said
 
 
 def main() -> None:
@@ -102,7 +103,7 @@ def main() -> None:
         floor = time.perf_counter() - started
         (scratch / "copy.pt").unlink()
         package = scratch / "model.tar.gz"
-        elapsed, peak = measure(
+        elapsed, peak, said = measure(
             [*DROPBOX, "pack", str(run), "--from", "yolov5", "-o", str(package)]
         )
         packed = package.stat().st_size
@@ -114,6 +115,7 @@ def main() -> None:
         f"| {size / MB:,.0f} MB | {packed / MB:,.0f} MB | {floor:.2f} s | {elapsed:.2f} s "
         f"| {peak / 1024:.0f} MiB |"
     )
+    print(said.strip())
 
 
 if __name__ == "__main__":

@@ -128,3 +128,16 @@ def test_a_folder_without_info_or_description_says_how_to_describe_it(
 
     assert done.code == 2
     assert "--from FRAMEWORK, or with --stage" in done.err
+
+
+def test_an_existing_package_is_never_overwritten(tmp_path: Path, config: Path) -> None:
+    folder = mxnet_folder(tmp_path / "mxnet")
+    output = tmp_path / "model.tar.gz"
+    assert pack(folder, *GUIDE_FLAGS, "-o", output, config=config).code == 0
+    before = tree(tmp_path)
+
+    done = pack(folder, *GUIDE_FLAGS, "--best", "stage_1000", "-o", output, config=config)
+
+    assert done.code == 1
+    assert "already exists" in done.err
+    assert tree(tmp_path) == before

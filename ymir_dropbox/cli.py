@@ -379,7 +379,11 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
     if arguments.output is None:
         raise UsageError("pack needs -o OUT.tar.gz")
     if not (arguments.folder / "ymir-info.yaml").is_file():
-        print(f"{arguments.folder}: no ymir-info.yaml in this folder", file=sys.stderr)
+        print(
+            f"{arguments.folder}: no ymir-info.yaml in this folder (or describe the package "
+            "with --from FRAMEWORK or --stage NAME=FILE,...)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     check_output_name(arguments.output, config.watch, config.paths.inbox)
     try:

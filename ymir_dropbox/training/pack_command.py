@@ -25,6 +25,7 @@ from ymir_dropbox.training.plan import PackInputError, PackPlan, default_produce
 from ymir_dropbox.training.yolo_runs import ULTRALYTICS, YOLOV5, read_yolo_run
 
 EXIT_OK, EXIT_FAILED = 0, 1
+WEB_UPLOAD_BYTES = 1000**3  # YMIR's web app takes uploads up to 1 GB
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,11 @@ def run_pack(config: Config, options: argparse.Namespace) -> PackOutcome:
         problems = tuple(f"  error: {p.code} [{p.field}]: {p.message}" for p in report.errors)
         return PackOutcome(EXIT_FAILED, (), (*notes, f"{output}: not written", *problems))
     stages = ", ".join(stage.name for stage in plan.stages)
+    if report.package_bytes > WEB_UPLOAD_BYTES:
+        notes += (
+            f"note: {output} is {report.package_bytes / 1000**3:.1f} GB: over the 1 GB YMIR's "
+            "web upload takes; drop it into the inbox instead",
+        )
     return PackOutcome(
         EXIT_OK,
         (

@@ -312,6 +312,7 @@ def _executor_key(layout: YoloLayout, weights: Path) -> tuple[str, str]:
             "--from ultralytics)"
         )
     return "", (
-        f"{weights}: cannot tell which YOLOv5 made it (its data.pkl names neither "
-        "models.yolo DetectionModel, v6.2 and later, nor models.yolo Model, older)"
+        f"{weights}: cannot tell which YOLOv5 made it: its data.pkl names neither "
+        "models.yolo DetectionModel (v6.2 and later) nor models.yolo Model (older), or it is "
+        "no zip checkpoint"
     )
