@@ -313,3 +313,17 @@ def test_a_run_without_recall_gives_no_mAR(tmp_path: Path, config: Path) -> None
     assert done.code == 0, done.err
     assert "mAR" not in done.info["stages"]["best"]
     assert done.info["stages"]["best"]["mAP"] == 0.64
+
+
+@pytest.mark.parametrize("framework", ["ultralytics", "yolov5"])
+def test_a_run_of_one_epoch_is_best_and_last(framework: str, tmp_path: Path, config: Path) -> None:
+    make = ultralytics_run if framework == "ultralytics" else yolov5_run
+    run = make(tmp_path / "project", EPOCHS[:1], saved=(0,))
+
+    stages = pack(run, "--from", framework, "--executor", OWN_IMAGE, "--dry-run", config=config)
+
+    assert {name: stage["mAP"] for name, stage in stages.info["stages"].items()} == {
+        "best": 0.35,
+        "last": 0.35,
+        "epoch0": 0.35,
+    }

@@ -104,9 +104,7 @@ def read_yolo_run(
     last = max(epochs)
     stages, notes, fitness = [], [], {}
     for path in weights:
-        number = {"best.pt": best.number, "last.pt": last}.get(path.name)
-        if number is None:
-            number = int(EPOCH_WEIGHTS.fullmatch(path.name).group(1))  # type: ignore[union-attr]
+        number = {"best.pt": best.number, "last.pt": last}.get(path.name, _epoch_of(path))
         epoch = epochs.get(number)
         if epoch is None:
             notes.append(
@@ -145,14 +143,19 @@ def _weights(folder: Path, layout: YoloLayout) -> list[Path]:
     """best.pt, last.pt, then epoch{N}.pt, newest first."""
     found = regular_files(folder / "weights", "*.pt")
     named = [path for path in found if path.name in {"best.pt", "last.pt"}]
-    epochs = [path for path in found if EPOCH_WEIGHTS.fullmatch(path.name)]
-    epochs.sort(key=lambda path: -int(EPOCH_WEIGHTS.fullmatch(path.name).group(1)))  # type: ignore[union-attr]
+    epochs = sorted((path for path in found if _epoch_of(path) >= 0), key=_epoch_of, reverse=True)
     if not named and not epochs:
         raise PackInputError(
             f"{folder / 'weights'}: no best.pt, last.pt or epoch<N>.pt: not the run folder of "
             f"a {layout.framework} training, or it saved no weights"
         )
     return sorted(named) + epochs
+
+
+def _epoch_of(weights: Path) -> int:
+    """N of ``epoch{N}.pt``; -1 for any other name."""
+    match = EPOCH_WEIGHTS.fullmatch(weights.name)
+    return int(match.group(1)) if match else -1
 
 
 def read_results(path: Path, layout: YoloLayout) -> dict[int, Epoch]:
