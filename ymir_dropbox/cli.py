@@ -358,31 +358,52 @@ def print_table(rows: Sequence[JsonObject], columns: Sequence[str]) -> None:
 
 
 def pack_arguments(parser: argparse.ArgumentParser) -> None:
+    from ymir_dropbox.training.pack_options import add_pack_options
+
     parser.add_argument(
         "folder",
         type=Path,
         metavar="DIR",
-        help="the folder: ymir-info.yaml at its top, the files where the stages list them",
+        help="ymir-info.yaml at its top and the stage files; or a run (--from), or --stage files",
     )
     parser.add_argument(
         "-o",
         "--output",
         type=Path,
-        required=True,
         metavar="OUT.tar.gz",
         help="the package to write: a new file, in an existing folder, named as the daemon "
         "takes it (watch.patterns, not watch.ignore); written only if valid",
     )
+    add_pack_options(parser)
 
 
-@command("pack", "build a package from a folder holding ymir-info.yaml and the stage files")(
+@command("pack", "build a package from ymir-info.yaml, a training run or --stage flags")(
     pack_arguments
 )
 def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
+    from ymir_dropbox.training.pack_command import run_pack
+    from ymir_dropbox.training.pack_options import describes_the_package
     from ymir_dropbox.training.packing import check_output_name, pack_folder
+    from ymir_dropbox.training.plan import PackInputError
 
+    if describes_the_package(arguments):
+        try:
+            outcome = run_pack(config, arguments)
+        except PackInputError as error:
+            raise UsageError(str(error)) from None
+        for line in outcome.messages:
+            print(line, file=sys.stderr)
+        for line in outcome.output:
+            print(line)
+        return outcome.exit_code
+    if arguments.output is None:
+        raise UsageError("pack needs -o OUT.tar.gz")
     if not (arguments.folder / "ymir-info.yaml").is_file():
-        print(f"{arguments.folder}: no ymir-info.yaml in this folder", file=sys.stderr)
+        print(
+            f"{arguments.folder}: no ymir-info.yaml in this folder (or describe the package "
+            "with --from FRAMEWORK or --stage NAME=FILE,...)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     check_output_name(arguments.output, config.watch, config.paths.inbox)
     try:

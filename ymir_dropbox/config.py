@@ -24,6 +24,8 @@ from ymir_dropbox.core.settings import (
     LogConfig,
     MetricsConfig,
     NotifyConfig,
+    PackConfig,
+    PackExecutors,
     Paths,
     RetentionConfig,
     WatchConfig,
@@ -68,6 +70,21 @@ DEFAULTS: dict[str, JsonObject] = {
     },
     # Off by default: 0 days means "never remove".
     "retention": {"done_days": 0, "failed_days": 0},
+    # `pack --from`: task_context.executor when --executor is not given, by framework (the
+    # images YMIR 2.x published; none loads ultralytics checkpoints), and the producer ("":
+    # the user and host running pack).
+    "pack": {
+        "producer": "",
+        "executor": {
+            "ultralytics": "",
+            "yolov5": "youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-v7.0-cu111-tmi",
+            "yolov5_before_v6_2": (
+                "industryessentials/ymir-executor:ymir2.4.0-detection-instance-sementic-in-one"
+            ),
+            "mmdet": "youdaoyzbx/ymir-executor:ymir2.0.2-mmdet-cu111-tmi",
+            "other": "",
+        },
+    },
 }
 
 _positive_int = {"type": "integer", "min": 1}
@@ -146,6 +163,19 @@ SCHEMA: JsonObject = {
         "schema": {
             "done_days": {"type": "integer", "min": 0},
             "failed_days": {"type": "integer", "min": 0},
+        },
+    },
+    "pack": {
+        "type": "dict",
+        "schema": {
+            "producer": {"type": "string"},
+            "executor": {
+                "type": "dict",
+                "schema": {
+                    name: {"type": "string", "regex": r"\S*"}
+                    for name in DEFAULTS["pack"]["executor"]
+                },
+            },
         },
     },
 }
@@ -276,6 +306,7 @@ def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> 
         metrics=MetricsConfig(**section("metrics")),
         notify=_notify_config(section("notify"), anchor, where),
         retention=RetentionConfig(**section("retention")),
+        pack=_pack_config(section("pack")),
         source=source,
     )
 
@@ -296,6 +327,11 @@ def _notify_config(section: JsonObject, anchor: Path, where: str) -> NotifyConfi
             program = str(anchor / program)
         command = [program, *command[1:]]
     return NotifyConfig(command=tuple(command), **given)
+
+
+def _pack_config(section: JsonObject) -> PackConfig:
+    executors = {**DEFAULTS["pack"]["executor"], **section.get("executor", {})}
+    return PackConfig(producer=section["producer"], executor=PackExecutors(**executors))
 
 
 def _known_keys(path: tuple[Any, ...]) -> list[str]:

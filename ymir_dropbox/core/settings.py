@@ -113,6 +113,26 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PackExecutors:
+    """``[pack.executor]``: the executor image ``pack`` names by default ("": none)."""
+
+    ultralytics: str
+    yolov5: str  # YOLOv5 v6.2 and later (checkpoints of models.yolo.DetectionModel)
+    yolov5_before_v6_2: str  # older YOLOv5 (models.yolo.Model)
+    mmdet: str
+    other: str  # packages described by ``--stage``
+
+
+@dataclass(frozen=True, slots=True)
+class PackConfig:
+    """``[pack]``: what ``pack`` writes into ``task_context`` when the command line does not
+    say; an empty ``producer`` is the user and host running it."""
+
+    producer: str
+    executor: PackExecutors
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     base_dir: Path
     paths: Paths
@@ -124,6 +144,7 @@ class Config:
     metrics: MetricsConfig
     notify: NotifyConfig
     retention: RetentionConfig
+    pack: PackConfig
     source: Path | None = field(default=None)
 
     def ensure_folders(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -15,6 +15,7 @@ from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import scan_package
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_package, validate_scan
+from ymir_dropbox.storing.durable import fsync_folder, temporary_file
 from ymir_dropbox.storing.folders import is_ignored, is_package_name, split_suffix
 
 
@@ -28,19 +29,34 @@ def pack_folder(folder: Path, output: Path, limits: Limits) -> ValidationReport:
     The archive is written next to ``output`` under a temporary name and renamed only when
     it validates; an existing ``output`` is never overwritten. Returns the validation report.
     """
+
+    def write(stream: BinaryIO, temporary: Path) -> None:
+        _write_archive(folder, stream, skip={temporary.resolve(), output.resolve()})
+
+    return publish_package(output, limits, write)
+
+
+def publish_package(
+    output: Path, limits: Limits, write: Callable[[BinaryIO, Path], None]
+) -> ValidationReport:
+    """Have ``write`` fill a temporary file beside ``output`` (given the stream and its path),
+    validate it as the daemon would, and give it the name ``output`` only if it is valid; an
+    existing ``output`` is never overwritten, and nothing is left behind otherwise."""
     if output.exists() or output.is_symlink():
         raise FileExistsError(f"{output} already exists; not overwriting it")
     _check_output_folder(output)
-    fd, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            _write_archive(folder, stream, skip={Path(temporary).resolve(), output.resolve()})
+    with temporary_file(output.parent) as (stream, temporary):
+        try:
+            write(stream, temporary)
+            stream.flush()
             os.fchmod(stream.fileno(), 0o644)
-        report = validate_scan(output.name, scan_package(Path(temporary), limits))
-        if report.ok:
-            os.link(temporary, output)  # fails rather than replace a file created meanwhile
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+            os.fsync(stream.fileno())
+            report = validate_scan(output.name, scan_package(temporary, limits))
+            if report.ok:
+                os.link(temporary, output)  # fails rather than replace a file created meanwhile
+                fsync_folder(output.parent)
+        finally:
+            temporary.unlink(missing_ok=True)
     return report
 
 
