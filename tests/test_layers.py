@@ -113,3 +113,24 @@ MAX_MODULES = 12
 def test_no_folder_holds_more_than_twelve_modules(folder: Path) -> None:
     modules = [path for path in folder.glob("*.py") if path.name != "__init__.py"]
     assert len(modules) <= MAX_MODULES, f"{folder.name}: {len(modules)} modules"
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle, inside a floor either (function-level imports included)."""
+    names = {module_name(path) for path in SOURCES}
+    graph = {
+        module_name(path): {name for name in imports(path) if name in names} - {module_name(path)}
+        for path in SOURCES
+    }
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, "import cycle: " + " -> ".join([*path, module])
+        if module in done:
+            return
+        for imported in graph[module]:
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())

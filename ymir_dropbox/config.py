@@ -31,7 +31,13 @@ from ymir_dropbox.core.settings import (
     WatchConfig,
 )
 from ymir_dropbox.reading.names import did_you_mean
-from ymir_dropbox.reading.rules import PATH, POSITIVE_NUMBER, StrictValidator, schema_errors
+from ymir_dropbox.reading.rules import (
+    PATH,
+    POSITIVE_NUMBER,
+    StrictValidator,
+    keys_beside,
+    schema_errors,
+)
 from ymir_dropbox.storing.backends import REGISTRY, backend_module
 
 ENV_VAR = "YMIR_DROPBOX_CONFIG"
@@ -334,21 +340,12 @@ def _pack_config(section: JsonObject) -> PackConfig:
     return PackConfig(producer=section["producer"], executor=PackExecutors(**executors))
 
 
-def _known_keys(path: tuple[Any, ...]) -> list[str]:
-    """The keys the schema allows beside the unknown one at ``path``."""
-    schema: JsonObject = full_schema()
-    for part in path[:-1]:
-        inner = schema.get(str(part), {}).get("schema")
-        if not isinstance(inner, dict):
-            return []
-        schema = inner
-    return list(schema)
-
-
 def _describe(error: Any) -> str:
     key = ".".join(str(part) for part in error.path)
     if error.rule == "unknown_field":
-        return f"{key}: unknown key" + did_you_mean(str(error.path[-1]), _known_keys(error.path))
+        return f"{key}: unknown key" + did_you_mean(
+            str(error.path[-1]), keys_beside(full_schema(), error.path)
+        )
     if error.rule == "type":
         found = f"{type(error.value).__name__} {error.value!r}"
         kinds = error.constraint

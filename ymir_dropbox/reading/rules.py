@@ -99,3 +99,19 @@ def schema_errors(validator: StrictValidator) -> Iterator[SchemaError]:
         elif rule is None:
             rule = "unknown_field" if error.code == cerberus_errors.UNKNOWN_FIELD.code else "other"
         yield SchemaError(tuple(error.document_path), rule, error.constraint, value)
+
+
+def keys_beside(schema: JsonObject, path: tuple[Any, ...]) -> list[str]:
+    """The keys a schema allows beside the unknown one at ``path`` (for a "did you mean"):
+    the configuration's and ymir-info.yaml's alike."""
+    rules: JsonObject = {"schema": schema}
+    for part in path[:-1]:
+        inner = rules.get("schema")
+        if isinstance(inner, dict) and str(part) in inner:
+            rules = inner[str(part)]
+        elif isinstance(rules.get("valuesrules"), dict):
+            rules = rules["valuesrules"]  # a key chosen by the package (a stage's name)
+        else:
+            return []
+    fields = rules.get("schema")
+    return list(fields) if isinstance(fields, dict) else []

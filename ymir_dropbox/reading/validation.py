@@ -36,7 +36,7 @@ from ymir_dropbox.reading.info_yaml import load_info
 from ymir_dropbox.reading.names import did_you_mean
 from ymir_dropbox.reading.normalization import migrate_legacy, normalize
 from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.reading.rules import SchemaError, StrictValidator, schema_errors
+from ymir_dropbox.reading.rules import SchemaError, StrictValidator, keys_beside, schema_errors
 
 ATTACHMENTS = "attachments"
 RESERVED_NAMES = frozenset({INFO_NAME, ATTACHMENTS})
@@ -366,21 +366,6 @@ def _check_schema(info: JsonObject, schema: str) -> tuple[list[Problem], list[Pr
     return errors, warnings
 
 
-def _known_fields(schema: JsonObject, path: tuple[Any, ...]) -> list[str]:
-    """The fields the schema allows beside the unknown one at ``path``."""
-    rules: JsonObject = {"schema": schema}
-    for part in path[:-1]:
-        inner = rules.get("schema")
-        if isinstance(inner, dict) and str(part) in inner:
-            rules = inner[str(part)]
-        elif isinstance(rules.get("valuesrules"), dict):
-            rules = rules["valuesrules"]  # a key chosen by the package (a stage's name)
-        else:
-            return []
-    fields = rules.get("schema")
-    return list(fields) if isinstance(fields, dict) else []
-
-
 def _schema_message(error: SchemaError, schema: JsonObject) -> str:
     field = error.dotted
     value = error.value
@@ -407,7 +392,7 @@ def _schema_message(error: SchemaError, schema: JsonObject) -> str:
         case "path_component":
             return f"{field} must be a plain name (no '/', backslash, '..', controls), {found}"
         case "unknown_field":
-            hint = did_you_mean(str(error.path[-1]), _known_fields(schema, error.path))
+            hint = did_you_mean(str(error.path[-1]), keys_beside(schema, error.path))
             return f"{field} is not a field of the format; it is ignored{hint}"
     return f"{field} is invalid ({error.rule}), {found}"
 

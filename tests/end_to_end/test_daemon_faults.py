@@ -178,7 +178,7 @@ def test_a_second_restart_after_a_crash_finds_nothing_lost(make: Dropboxes) -> N
 
 
 def test_random_kills_in_a_loop_lose_nothing_and_import_nothing_twice(make: Dropboxes) -> None:
-    seed = random.randrange(1_000_000)
+    seed = int(os.environ.get("KILL_SEED") or random.randrange(1_000_000))
     chance = random.Random(seed)
     dropbox = make(workers=2)
     shared = valid_package("shared between rounds")

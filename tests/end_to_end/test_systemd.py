@@ -34,7 +34,7 @@ from daemon_harness import valid_package, wait_until, write_large_package
 
 pytestmark = pytest.mark.systemd
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ROOT_ENV = "YMIR_DROPBOX_SYSTEMD_ROOT"
 OPTIONAL_ENV = "YMIR_DROPBOX_SYSTEMD_OPTIONAL"
 SOURCE_ENV = "YMIR_DROPBOX_SYSTEMD_SOURCE"  # the tree to install (default: this working tree)
