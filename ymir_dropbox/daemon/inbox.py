@@ -13,7 +13,7 @@ import structlog
 from ymir_dropbox.config import WatchConfig
 from ymir_dropbox.daemon.readiness import Observation, ReadinessTracker, Ready
 from ymir_dropbox.daemon.watching import FileEvent, Hint, InboxWatcher
-from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_inbox
+from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_files
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
@@ -85,14 +85,14 @@ class InboxView:
             return
         if event.folder:
             if path.is_dir() and not path.is_symlink() and self.watch.recursive:
-                for inner, info in walk_inbox(path, True):
+                for inner, info in walk_files(path, True):
                     self.consider(relative / inner, info, hint="done")
             return
         self.consider(relative, None, hint=event.hint)
 
     def rescan(self) -> None:
         seen = set()
-        for relative, info in walk_inbox(self.inbox, self.watch.recursive):
+        for relative, info in walk_files(self.inbox, self.watch.recursive):
             seen.add(relative)
             self.consider(relative, info)
         for relative, known in list(self.tracker.candidates.items()):

@@ -24,7 +24,7 @@ from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import Backend
 from ymir_dropbox.storing.durable import remove_temporaries
-from ymir_dropbox.storing.folders import walk_inbox
+from ymir_dropbox.storing.folders import walk_files
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import (
     IN_FLIGHT,
@@ -100,7 +100,7 @@ def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> l
     _remove_temporaries(paths, backend)
     present = {
         relative
-        for relative, info in walk_inbox(paths.processing, True)
+        for relative, info in walk_files(paths.processing, True)
         if stat.S_ISREG(info.st_mode)
     }
     start = Start(paths, ledger, backend, filing, present)

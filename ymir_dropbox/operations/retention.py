@@ -24,7 +24,7 @@ import structlog
 from ymir_dropbox.config import Config, Paths
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.storing.attempts import Attempt
-from ymir_dropbox.storing.folders import open_folder
+from ymir_dropbox.storing.folders import open_folder, walk_files
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -239,7 +239,7 @@ def folder_usage(paths: Paths) -> dict[str, int]:
 def _bytes_under(folder: Path) -> int:
     total = 0
     seen: set[tuple[int, int]] = set()
-    for info in _walk(folder):
+    for _, info in walk_files(folder, True):
         if not stat.S_ISREG(info.st_mode):
             continue
         if info.st_nlink > 1:
@@ -249,23 +249,3 @@ def _bytes_under(folder: Path) -> int:
             seen.add(key)
         total += info.st_size
     return total
-
-
-def _walk(folder: Path) -> Iterator[os.stat_result]:
-    pending = [str(folder)]
-    while pending:
-        current = pending.pop()
-        try:
-            with os.scandir(current) as entries:
-                found = list(entries)
-        except OSError:
-            continue
-        for entry in found:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(entry.path)
-            else:
-                yield info

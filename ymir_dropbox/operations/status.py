@@ -16,7 +16,7 @@ from ymir_dropbox.operations.retention import folder_usage
 from ymir_dropbox.operations.status_page import human_size
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import brief_document
-from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_inbox
+from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_files
 from ymir_dropbox.storing.ledger import Counts, Ledger
 from ymir_dropbox.storing.lifecycle import Status
 from ymir_dropbox.storing.lock import lock_held
@@ -70,14 +70,14 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
     watch = config.watch
     waiting = sorted(
         str(relative)
-        for relative, info in walk_inbox(config.paths.inbox, watch.recursive)
+        for relative, info in walk_files(config.paths.inbox, watch.recursive)
         if stat.S_ISREG(info.st_mode)
         and is_package_name(relative, watch)
         and not is_ignored(relative, watch)
     )
     processing = sorted(
         str(relative)
-        for relative, info in walk_inbox(config.paths.processing, True)
+        for relative, info in walk_files(config.paths.processing, True)
         if stat.S_ISREG(info.st_mode)
     )
     running = lock_held(config)

@@ -37,8 +37,9 @@ def is_package_name(relative: PurePosixPath, watch: WatchConfig) -> bool:
     return any(fnmatch.fnmatchcase(relative.name, pattern) for pattern in watch.patterns)
 
 
-def walk_inbox(inbox: Path, recursive: bool) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
-    """Every non-folder entry under the inbox, with its lstat; symlinks are never followed."""
+def walk_files(inbox: Path, recursive: bool) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
+    """Every entry that is not a folder under ``inbox`` (or any configured folder), relative
+    to it, with its lstat; symlinks are never followed, entries that vanish are skipped."""
     pending = [inbox]
     while pending:
         folder = pending.pop()
