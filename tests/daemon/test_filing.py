@@ -11,9 +11,7 @@ from factory import gzip_bytes, seed_package
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.daemon.filing import Filing
-from ymir_dropbox.daemon.policy import (
-    JobEnd,
-)
+from ymir_dropbox.daemon.machine import JobEnd
 from ymir_dropbox.daemon.worker import Worker
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.reading.problems import Problem

@@ -8,11 +8,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from ymir_dropbox.core.backoff import backoff
+from ymir_dropbox.daemon.machine import Action, JobEnd, JobResult
 from ymir_dropbox.daemon.policy import (
-    NEXT,
-    Action,
-    JobEnd,
-    JobResult,
     RetryPolicy,
     crash_limit_reached,
     incomplete_is_verdict,
@@ -20,11 +17,6 @@ from ymir_dropbox.daemon.policy import (
 )
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.lifecycle import Place, Status
-
-
-def test_every_way_a_worker_leaves_a_file_has_what_follows() -> None:
-    assert set(NEXT) == set(JobEnd)
-    assert NEXT[JobEnd.DEFERRED] is NEXT[JobEnd.CRASHED] is Action.REDO
 
 
 @pytest.mark.parametrize(("crashes", "limit"), [(2, False), (3, True), (4, True)])

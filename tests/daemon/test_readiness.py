@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from ymir_dropbox.daemon.policy import JobEnd, JobResult, RetryPolicy
+from ymir_dropbox.daemon.machine import JobEnd, JobResult
+from ymir_dropbox.daemon.policy import RetryPolicy
 from ymir_dropbox.daemon.readiness import (
     EMPTY_SETTLE_FACTOR,
     QUIET_AFTER_CLOSE,

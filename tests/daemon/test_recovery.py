@@ -12,9 +12,7 @@ from factory import seed_package
 
 from ymir_dropbox.config import Config, load_config
 from ymir_dropbox.daemon.filing import Filing
-from ymir_dropbox.daemon.policy import (
-    JobEnd,
-)
+from ymir_dropbox.daemon.machine import JobEnd
 from ymir_dropbox.daemon.recovery import recover
 from ymir_dropbox.daemon.worker import Worker
 from ymir_dropbox.operations.metrics import Metrics

@@ -7,11 +7,8 @@ from pathlib import PurePosixPath
 from ymir_dropbox.config import Config
 from ymir_dropbox.daemon.filing import Filing
 from ymir_dropbox.daemon.inbox import InboxView
-from ymir_dropbox.daemon.policy import (
-    JobEnd,
-    JobResult,
-    RetryPolicy,
-)
+from ymir_dropbox.daemon.machine import JobEnd, JobResult
+from ymir_dropbox.daemon.policy import RetryPolicy
 from ymir_dropbox.daemon.readiness import ReadinessTracker
 from ymir_dropbox.daemon.scheduler import Scheduler
 from ymir_dropbox.daemon.worker import Worker

@@ -27,7 +27,7 @@ import structlog
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
-from ymir_dropbox.daemon.policy import JobEnd, JobResult
+from ymir_dropbox.daemon.machine import JobEnd, JobResult
 from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.reading.archive import gzip_complete, open_package
 from ymir_dropbox.storing.folders import move

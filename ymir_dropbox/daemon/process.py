@@ -20,6 +20,7 @@ import structlog
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
+from ymir_dropbox.core.sdnotify import notify
 from ymir_dropbox.daemon.filing import Filing
 from ymir_dropbox.daemon.housekeeping import housekeeping
 from ymir_dropbox.daemon.inbox import InboxView
@@ -27,7 +28,6 @@ from ymir_dropbox.daemon.policy import RetryPolicy
 from ymir_dropbox.daemon.readiness import ReadinessTracker
 from ymir_dropbox.daemon.recovery import recover
 from ymir_dropbox.daemon.scheduler import Scheduler
-from ymir_dropbox.daemon.sdnotify import notify
 from ymir_dropbox.daemon.worker import Worker
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.operations.notifications import Notifier

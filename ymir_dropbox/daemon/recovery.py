@@ -20,6 +20,7 @@ import structlog
 
 from ymir_dropbox.core.settings import Paths
 from ymir_dropbox.daemon.filing import Filing
+from ymir_dropbox.daemon.machine import AtStart, at_start
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import Backend
@@ -27,8 +28,6 @@ from ymir_dropbox.storing.durable import remove_temporaries
 from ymir_dropbox.storing.folders import walk_files
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import (
-    IN_FLIGHT,
-    SETTLED,
     IllegalTransition,
     Place,
     Status,
@@ -37,7 +36,6 @@ from ymir_dropbox.storing.lifecycle import (
 
 log = structlog.get_logger(__name__)
 DIED = "the daemon died during this import (killed, out of memory or a power cut)"
-Action = Callable[["Start", Attempt], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +82,17 @@ def record_filed(start: Start, attempt: Attempt) -> None:
     log.error("package_missing_from_processing", attempt=attempt.id, path=str(attempt.final_path))
 
 
-# What a start does with each attempt the last run left unfinished, by how far it got and
-# where its file is (is it still in processing/?). One row matches each such attempt.
-TABLE: tuple[tuple[frozenset[Status], frozenset[Place], bool | None, Action], ...] = (
-    (IN_FLIGHT, frozenset({Place.NONE}), None, leave),
-    (IN_FLIGHT, frozenset({Place.INBOX, Place.PROCESSING}), None, finish_or_interrupt),
-    (SETTLED, frozenset({Place.PROCESSING}), True, file_it),
-    (SETTLED, frozenset({Place.PROCESSING}), False, record_filed),
-)
+STEPS: dict[AtStart, Callable[[Start, Attempt], None]] = {
+    AtStart.LEAVE: leave,
+    AtStart.FINISH_OR_INTERRUPT: finish_or_interrupt,
+    AtStart.FILE: file_it,
+    AtStart.RECORD_FILED: record_filed,
+}
 
 
 def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> list[PurePosixPath]:
-    """Settle what can be settled (:data:`TABLE`); return the packages in processing/ that no
-    attempt accounts for, to import again."""
+    """Settle what can be settled (the rows of :data:`ymir_dropbox.daemon.machine.AT_START`);
+    return the packages in processing/ that no attempt accounts for, to import again."""
     _remove_temporaries(paths, backend)
     present = {
         relative
@@ -105,25 +101,20 @@ def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> l
     }
     start = Start(paths, ledger, backend, filing, present)
     for attempt in ledger.in_flight():
-        _row_for(attempt, present)(start, attempt)
+        _step_for(attempt, present)(start, attempt)
     backend.clean_up(ledger)
     for attempt in ledger.in_place(Place.PROCESSING):
-        _row_for(attempt, present)(start, attempt)
+        _step_for(attempt, present)(start, attempt)
     for relative in sorted(present):
         log.info("package_recovered", path=str(relative))
     return sorted(present)
 
 
-def _row_for(attempt: Attempt, present: set[PurePosixPath]) -> Action:
-    there = attempt.relative in present
-    for statuses, places, in_processing, action in TABLE:
-        if (
-            attempt.status in statuses
-            and attempt.place in places
-            and in_processing in (None, there)
-        ):
-            return action
-    raise IllegalTransition(f"no recovery for {attempt.status} in {attempt.place}")
+def _step_for(attempt: Attempt, present: set[PurePosixPath]) -> Callable[[Start, Attempt], None]:
+    step = at_start(attempt.status, attempt.place, attempt.relative in present)
+    if step is None:
+        raise IllegalTransition(f"no step at start for {attempt.status} in {attempt.place}")
+    return STEPS[step]
 
 
 def _remove_temporaries(paths: Paths, backend: Backend) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 import structlog
 
 from ymir_dropbox.config import Config
+from ymir_dropbox.core.sdnotify import notify, watchdog_interval
 from ymir_dropbox.daemon.inbox import InboxView
-from ymir_dropbox.daemon.policy import Action, JobEnd, JobResult, RetryPolicy
-from ymir_dropbox.daemon.sdnotify import notify, watchdog_interval
+from ymir_dropbox.daemon.machine import Action, JobEnd, JobResult
+from ymir_dropbox.daemon.policy import RetryPolicy
 from ymir_dropbox.daemon.worker import Worker
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.storing.ledger import Ledger

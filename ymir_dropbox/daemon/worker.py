@@ -20,13 +20,8 @@ from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.daemon.claiming import Claimed, claim, owner_name
 from ymir_dropbox.daemon.filing import Filing
-from ymir_dropbox.daemon.policy import (
-    MAX_CRASHES,
-    JobEnd,
-    JobResult,
-    crash_limit_reached,
-    incomplete_is_verdict,
-)
+from ymir_dropbox.daemon.machine import JobEnd, JobResult
+from ymir_dropbox.daemon.policy import MAX_CRASHES, crash_limit_reached, incomplete_is_verdict
 from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.reading.archive import open_package
