@@ -16,15 +16,23 @@ the ledger and the model store alone:
 - **lost**: an upload that was durable before the cut (its careful writer had finished) is
   in none of inbox, processing, done or failed and was never imported; a package the ledger
   places in done/ or failed/ (or is filing there) is missing there or holds other bytes than
-  its row's sha256 (what the daemon announced must be durable, whoever wrote it); an imported
-  row whose model file is missing or does not hash to its name.
+  its row's sha256, or a package it claimed is not in processing/ with the size it recorded
+  (what the daemon announced must be durable, whoever wrote it); an imported row whose model
+  file is missing or does not hash to its name (ymir-api: that is no ready model in YMIR).
 - **twice**: a sha256 with more than one ``imported`` row; an upload's bytes in more files
-  than they were uploaded.
+  than they were uploaded; (ymir-api) two models in YMIR for one package.
 - **unaccounted**: a model file that no row names (at the end: no imported or duplicate
-  row); a file in done/ without an imported or duplicate row naming it, in failed/ without a
-  failed row naming it or without its error files; a ledger that does not open or fails
-  ``PRAGMA integrity_check``; at the end, anything still in flight.
+  row); (ymir-api) a model in YMIR that no row names (at the end: a ready one that no
+  imported row names) and, at the end, a file left in the staging folder; a file in done/
+  without an imported or duplicate row naming it, in failed/ without a failed row naming it
+  or without its error files; a ledger that does not open or fails ``PRAGMA
+  integrity_check``; at the end, anything still in flight.
 - **refused to start**: a start after a cut that never logs ``daemon_ready``.
+
+With ``--backend ymir-api`` the imports go to the stand-in of YMIR's web backend
+(``tests/ymir_standin.py``, running the real ``mir``: ``.ci/install-mir`` or
+``YMIR_DROPBOX_MIR``) on a host that keeps its power: its state and the staging folder (YMIR's
+``/ymir-sharing``) are not on the power-loss disk, and a cut never stops it.
 
 The last line is always ``N cuts: L lost, T twice, U unaccounted, F refused to start``; the
 exit code is 1 when any count is not zero. ``--keep`` keeps the layout for inspection.
@@ -37,6 +45,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -63,7 +72,7 @@ FOLDERS = (*PACKAGE_FOLDERS, "models", "work")
 ERROR_SUFFIXES = (".error.json", ".error.txt")
 IN_FLIGHT = {"claimed", "importing"}
 START_TIMEOUT = 30.0
-SETTLE_TIMEOUT = 90.0
+SETTLE_TIMEOUT = 90.0  # seconds; YMIR's imports (one mir at a time) get four times as long
 
 # The careful writer: a hidden temporary name (the daemon ignores it), fsync, rename, fsync.
 CAREFUL = """
@@ -235,7 +244,9 @@ def snapshot(base: Path) -> Snapshot:
     return Snapshot(files, errors, models, rows, problem)
 
 
-def judge(state: Snapshot, base: Path, uploads: list[Upload], idle: bool) -> Tally:
+def judge(
+    state: Snapshot, base: Path, uploads: list[Upload], backend: Backend, idle: bool
+) -> Tally:
     """Count what the layout shows against what was uploaded (see the module docstring).
     ``idle``: the daemon has finished everything and stopped."""
     tally = Tally()
@@ -247,14 +258,7 @@ def judge(state: Snapshot, base: Path, uploads: list[Upload], idle: bool) -> Tal
         if count > 1:
             tally.note("twice", digest, f"package {digest[:12]} imported {count} times")
 
-    intact = set()
-    for row in imported:
-        stored = state.models.get(str(row["model_hash"]), "missing")
-        if stored == row["model_hash"]:
-            intact.add(row["sha256"])
-        else:
-            what = "is missing" if stored == "missing" else "holds other bytes"
-            tally.note("lost", f"model of {row['id']}", f"model {row['model_hash']} {what}")
+    intact = backend.judge_models(state, rows, idle, tally)
 
     by_final = {str(row["final_path"]): row for row in rows if row["final_path"]}
     for row in by_final.values():
@@ -297,12 +301,6 @@ def judge(state: Snapshot, base: Path, uploads: list[Upload], idle: bool) -> Tal
         if missing:
             tally.note("unaccounted", f"failed/{relative}", f"no {' '.join(missing)}")
 
-    naming = {"imported", "duplicate"} if idle else None
-    named = {row["model_hash"] for row in rows if naming is None or row["status"] in naming}
-    for name in state.models:
-        if name not in named:
-            tally.note("unaccounted", f"models/{name}", "no row names this model file")
-
     copies = Counter(digest for folder in state.files.values() for digest in folder.values())
     uploaded = Counter(upload.sha256 for upload in uploads)
     durable = Counter(upload.sha256 for upload in uploads if upload.durable)
@@ -324,12 +322,165 @@ def judge(state: Snapshot, base: Path, uploads: list[Upload], idle: bool) -> Tal
     return tally
 
 
+# -- where imports go ------------------------------------------------------------------------------
+
+
+def fact(row: dict[str, Any], name: str) -> Any:
+    """A backend's fact about an attempt: its own column, or a key of ``backend_facts``."""
+    if row.get(name) is not None:
+        return row[name]
+    facts = json.loads(row.get("backend_facts") or "{}")
+    return facts.get(name)
+
+
+class Backend:
+    """The embedded model store: ``<base>/models/<sha1 of the file>``, on the power-loss disk."""
+
+    name = "embedded"
+
+    def config(self) -> str:
+        """Tables of the config file beyond ``[import] backend``."""
+        return ""
+
+    def environment(self) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def judge_models(
+        self, state: Snapshot, rows: list[dict[str, Any]], idle: bool, tally: Tally
+    ) -> set[str]:
+        """Count the problems of the model store; return the sha256 of every package whose
+        import is intact (its row is ``imported`` and its model is there, whole)."""
+        intact = set()
+        for row in rows:
+            if row["status"] != "imported":
+                continue
+            stored = state.models.get(str(row["model_hash"]), "missing")
+            if stored == row["model_hash"]:
+                intact.add(row["sha256"])
+            else:
+                what = "is missing" if stored == "missing" else "holds other bytes"
+                tally.note("lost", f"model of {row['id']}", f"model {row['model_hash']} {what}")
+        naming = {"imported", "duplicate"} if idle else None
+        named = {row["model_hash"] for row in rows if naming is None or row["status"] in naming}
+        for name in state.models:
+            if name not in named:
+                tally.note("unaccounted", f"models/{name}", "no row names this model file")
+        return intact
+
+
+class YmirApi(Backend):
+    """YMIR's web backend, the stand-in of tests/ymir_standin.py running the real ``mir``, on
+    a host that keeps its power: its state and the staging folder are not on the power-loss
+    disk. A model is YMIR's when the stand-in's database holds it."""
+
+    name = "ymir-api"
+    sharing = "/ymir-sharing"
+
+    def __init__(self, root: Path) -> None:
+        from ymir_standin import YmirStandin, default_mir
+
+        mir = default_mir()
+        if not mir.exists():
+            raise SystemExit(
+                f"the real mir is missing at {mir}: run `.ci/install-mir .venv-mir` "
+                "or point YMIR_DROPBOX_MIR at it"
+            )
+        self.staging = root / "ymir-sharing" / "ymir-dropbox"
+        self.staging.mkdir(parents=True)
+        self.ymir = YmirStandin(
+            root / "ymir", mounts={self.sharing: self.staging.parent}, import_delay=0.2, mir=mir
+        ).start()
+
+    def config(self) -> str:
+        api = {
+            "url": self.ymir.url,
+            "user": self.ymir.user,
+            "project_id": 1,
+            "staging": str(self.staging),
+            "staging_in_ymir": f"{self.sharing}/ymir-dropbox",
+            "poll_interval": 0.2,
+        }
+        lines = [f"{key} = {json.dumps(value)}" for key, value in api.items()]
+        return "[import.ymir_api]\n" + "\n".join(lines) + "\n"
+
+    def environment(self) -> dict[str, str]:
+        return {"YMIR_DROPBOX_YMIR_PASSWORD": self.ymir.password}
+
+    def close(self) -> None:
+        self.ymir.stop()
+
+    def models(self) -> list[dict[str, Any]]:
+        with self.ymir.store.lock:
+            return [dict(row) for row in self.ymir.store.rows("models", is_deleted=False)]
+
+    def judge_models(
+        self, state: Snapshot, rows: list[dict[str, Any]], idle: bool, tally: Tally
+    ) -> set[str]:
+        models = {row["id"]: row for row in self.models()}
+        ready = 1  # ResultState.READY
+        intact = set()
+        for row in rows:
+            model_id = fact(row, "ymir_model_id")
+            if row["status"] != "imported":
+                continue
+            model = models.get(model_id)
+            if model is not None and model["result_state"] == ready:
+                intact.add(row["sha256"])
+            else:
+                what = "is not in YMIR" if model is None else "is not ready in YMIR"
+                tally.note("lost", f"model of {row['id']}", f"model {model_id} {what}")
+        packages: dict[str, list[int]] = {}
+        for model in models.values():
+            found = re.search(r"sha256 ([0-9a-f]{12})", model["description"] or "")
+            packages.setdefault(found.group(1) if found else "?", []).append(model["id"])
+        for prefix, ids in packages.items():
+            if len(ids) > 1:
+                tally.note("twice", f"ymir {prefix}", f"package {prefix} is YMIR models {ids}")
+        # A ready model is an import: at the end an imported row names it. Before, any row
+        # may (the next attempt resumes it), or the group name an attempt in flight recorded
+        # before its POST (the answer was lost: the next attempt finds the group by name).
+        if idle:
+            named = {fact(row, "ymir_model_id") for row in rows if row["status"] == "imported"}
+            named |= {
+                fact(row, "ymir_model_id")
+                for row in rows
+                if models.get(fact(row, "ymir_model_id"), {}).get("result_state") != ready
+            }
+            groups = set()
+        else:
+            named = {fact(row, "ymir_model_id") for row in rows}
+            groups = {fact(row, "ymir_group_name") for row in rows if row["status"] in IN_FLIGHT}
+        for model in models.values():
+            group = (self.ymir.store.get("groups", model["model_group_id"]) or {}).get("name")
+            if model["id"] not in named and group not in groups:
+                owners = [
+                    f"{row['id']} {row['status']}"
+                    for row in rows
+                    if fact(row, "ymir_model_id") == model["id"]
+                ]
+                tally.note(
+                    "unaccounted",
+                    f"ymir model {model['id']}",
+                    f"YMIR model {model['id']} ({group}, {model['description']}) is "
+                    f"ready but no imported row names it (attempts: {owners or 'none'})",
+                )
+        if idle:
+            for path in self.staging.iterdir():
+                tally.note("unaccounted", f"staged {path.name}", f"staged {path.name} left over")
+        return intact
+
+
 # -- the soak ---------------------------------------------------------------------------------
 
 
 class Soak:
-    def __init__(self, root: Path, seed: int) -> None:
+    def __init__(self, root: Path, seed: int, backend: str = "embedded") -> None:
         self.root = root
+        self.backend_name = backend
+        self.backend = Backend()
         self.rng = random.Random(seed)
         self.disk = PowerLossMount(root / "backing", root / "mount")
         self.base = self.disk.mount / "dropbox"
@@ -347,6 +498,8 @@ class Soak:
     def prepare(self) -> None:
         """The layout, made durable (as on a machine up for a while), and the config."""
         self.disk.start()
+        if self.backend_name == "ymir-api":
+            self.backend = YmirApi(self.root)
         self.sources.mkdir()
         self.base.mkdir()
         for name in FOLDERS:
@@ -359,8 +512,8 @@ class Soak:
             f"base_dir = {json.dumps(str(self.base))}\n"
             "[watch]\nmode = 'inotify'\nsettle_seconds = 0.2\nrescan_interval = 1.0\n"
             "[log]\nformat = 'json'\nlevel = 'info'\n"
-            "[import]\nworkers = 2\n"
-            "[daemon]\nshutdown_timeout = 10.0\nretry_max_seconds = 1.0\n"
+            f"[import]\nworkers = 2\nbackend = {json.dumps(self.backend.name)}\n"
+            "[daemon]\nshutdown_timeout = 10.0\nretry_max_seconds = 1.0\n" + self.backend.config()
         )
 
     def close(self) -> None:
@@ -373,6 +526,7 @@ class Soak:
             with suppress(ProcessLookupError):
                 os.killpg(self.daemon.pid, signal.SIGKILL)
             self.daemon.wait()
+        self.backend.close()
         self.disk.close()
 
     # -- the daemon
@@ -383,7 +537,7 @@ class Soak:
     def start(self, env: dict[str, str] | None = None) -> bool:
         """Start the daemon; whether it logs ``daemon_ready`` in time."""
         self.starts += 1
-        environment = {**os.environ, **(env or {})}
+        environment = {**os.environ, **self.backend.environment(), **(env or {})}
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
         )
@@ -457,13 +611,13 @@ class Soak:
         self.cuts += 1
 
     def check(self, when: str, idle: bool = False) -> Tally:
-        found = judge(snapshot(self.base), self.base, self.uploads, idle)
+        found = judge(snapshot(self.base), self.base, self.uploads, self.backend, idle)
         self.tally.add(found, when)
         return found
 
     def settle(self) -> bool:
         """Wait until the writers are done and the daemon has taken and finished everything."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+        deadline = time.monotonic() + SETTLE_TIMEOUT * (4 if self.backend.name != "embedded" else 1)
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             busy = any(upload.writing for upload in self.uploads) or any(
@@ -537,12 +691,13 @@ def main() -> None:
     parser.add_argument(
         "--window", type=float, default=1.5, help="longest time between cuts, in seconds"
     )
+    parser.add_argument("--backend", choices=["embedded", "ymir-api"], default="embedded")
     parser.add_argument("--keep", action="store_true", help="keep the layout for inspection")
     parser.add_argument("--quiet", action="store_true", help="only the problems and the total")
     arguments = parser.parse_args()
     started = time.monotonic()
     with workspace(arguments.keep) as root:
-        soak = Soak(root, arguments.seed)
+        soak = Soak(root, arguments.seed, arguments.backend)
         try:
             soak.run(arguments.cuts, arguments.window, verbose=not arguments.quiet)
         finally:
