@@ -379,7 +379,7 @@ class YmirApi(Backend):
     name = "ymir-api"
     sharing = "/ymir-sharing"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, import_delay: float = 0.2) -> None:
         from ymir_standin import YmirStandin, default_mir
 
         mir = default_mir()
@@ -391,7 +391,10 @@ class YmirApi(Backend):
         self.staging = root / "ymir-sharing" / "ymir-dropbox"
         self.staging.mkdir(parents=True)
         self.ymir = YmirStandin(
-            root / "ymir", mounts={self.sharing: self.staging.parent}, import_delay=0.2, mir=mir
+            root / "ymir",
+            mounts={self.sharing: self.staging.parent},
+            import_delay=import_delay,
+            mir=mir,
         ).start()
 
     def config(self) -> str:
@@ -477,9 +480,12 @@ class YmirApi(Backend):
 
 
 class Soak:
-    def __init__(self, root: Path, seed: int, backend: str = "embedded") -> None:
+    def __init__(
+        self, root: Path, seed: int, backend: str = "embedded", ymir_import_delay: float = 0.2
+    ) -> None:
         self.root = root
         self.backend_name = backend
+        self.ymir_import_delay = ymir_import_delay
         self.backend = Backend()
         self.rng = random.Random(seed)
         self.disk = PowerLossMount(root / "backing", root / "mount")
@@ -499,7 +505,7 @@ class Soak:
         """The layout, made durable (as on a machine up for a while), and the config."""
         self.disk.start()
         if self.backend_name == "ymir-api":
-            self.backend = YmirApi(self.root)
+            self.backend = YmirApi(self.root, self.ymir_import_delay)
         self.sources.mkdir()
         self.base.mkdir()
         for name in FOLDERS:
