@@ -57,8 +57,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -390,7 +391,21 @@ class YmirApi(Backend):
             )
         self.staging = root / "ymir-sharing" / "ymir-dropbox"
         self.staging.mkdir(parents=True)
-        self.ymir = YmirStandin(
+
+        class Standin(YmirStandin):
+            """An answer to a daemon the cut killed goes nowhere, without a traceback."""
+
+            def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+                handler: Any = super()._handler_class()
+
+                class Quiet(handler):  # type: ignore[misc]
+                    def answer(self, answer: Any) -> None:
+                        with suppress(BrokenPipeError, ConnectionResetError):
+                            super().answer(answer)
+
+                return cast(type[BaseHTTPRequestHandler], Quiet)
+
+        self.ymir = Standin(
             root / "ymir",
             mounts={self.sharing: self.staging.parent},
             import_delay=import_delay,
