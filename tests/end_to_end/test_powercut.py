@@ -18,7 +18,7 @@ import pytest
 from daemon_harness import PAUSE_ENV, invalid_package, valid_package, wait_until
 from powerfs import PowerFSUnavailable, require_fuse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from powercut import Soak, YmirApi, fact, sha256, snapshot  # noqa: E402
@@ -26,12 +26,6 @@ from powercut import Soak, YmirApi, fact, sha256, snapshot  # noqa: E402
 SOAK_CUTS = 12
 LAST_LINE = re.compile(
     r"(\d+) cuts: (\d+) lost, (\d+) twice, (\d+) unaccounted, (\d+) refused to start"
-)
-PACKAGE_NOT_FSYNCED = (
-    "the daemon never fsyncs a package file it did not write: the claim (inbox -> processing/) "
-    "and the filing (processing/ -> done/ or failed/) fsync the target folder after the "
-    "rename, never the file, so a package whose uploader did not fsync it keeps its name "
-    "and loses its bytes in a power cut, beside a ledger row that announces them"
 )
 
 
@@ -86,7 +80,6 @@ def test_every_package_model_and_row_is_accounted_for(soak: SoakResult) -> None:
     assert soak.unaccounted == 0, soak.output
 
 
-@pytest.mark.xfail(strict=True, reason=PACKAGE_NOT_FSYNCED)
 def test_nothing_durable_or_announced_is_lost(soak: SoakResult) -> None:
     assert soak.lost == 0, soak.output
 
@@ -115,7 +108,6 @@ def write_carelessly(path: Path, data: bytes) -> None:
 class TestOnePackage:
     """Each on its own layout (a unit of work of its own under --dist loadscope)."""
 
-    @pytest.mark.xfail(strict=True, reason=PACKAGE_NOT_FSYNCED)
     @pytest.mark.parametrize("folder", ["done", "failed"])
     def test_a_filed_package_keeps_its_bytes_across_a_cut(self, powered: Soak, folder: str) -> None:
         data = valid_package("package") if folder == "done" else invalid_package("package")
@@ -132,7 +124,6 @@ class TestOnePackage:
 
         assert filed.read_bytes() == data
 
-    @pytest.mark.xfail(strict=True, reason=PACKAGE_NOT_FSYNCED)
     def test_a_claimed_package_keeps_its_bytes_across_a_cut(
         self, powered: Soak, tmp_path: Path
     ) -> None:
@@ -154,12 +145,6 @@ class TestOnePackage:
 
 # -- the ymir-api backend: YMIR's host keeps its power ---------------------------------------
 
-CRASH_LIMIT_ABANDONS_YMIR_IMPORT = (
-    "three cuts while YMIR imports a package already POSTed fail it as import.crashed: "
-    "Worker.redo applies the crash limit before the backend can resume the recorded model, "
-    "so YMIR's model becomes ready with no imported row naming it, the staged file stays, "
-    "and the same bytes uploaded again make a second model in YMIR"
-)
 YMIR_IMPORT_DELAY = 8.0  # seconds from the POST to YMIR's import: three cuts fit in it
 
 
@@ -195,7 +180,6 @@ class TestYmirApi:
     """YMIR's host keeps its power; only the daemon's host is cut."""
 
     @pytest.mark.mir
-    @pytest.mark.xfail(strict=True, reason=CRASH_LIMIT_ABANDONS_YMIR_IMPORT)
     def test_cuts_while_ymir_imports_never_make_a_second_model(
         self, tmp_path: Path, mir_bin: Path
     ) -> None:

@@ -65,6 +65,9 @@ class CopyBackend:
     def recover(self, attempt):
         return None
 
+    def was_waiting(self, attempt):
+        return False
+
     def clean_up(self, ledger):
         pass
 

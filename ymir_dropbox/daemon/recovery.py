@@ -54,13 +54,16 @@ def leave(start: Start, attempt: Attempt) -> None:
 
 
 def finish_or_interrupt(start: Start, attempt: Attempt) -> None:
-    """Cut short: record the import if the backend finished it, else interrupt the attempt
-    (a crash if it was importing, so that a package that kills the daemon ends failed)."""
+    """Cut short: record the import if the backend finished it, else interrupt the attempt:
+    a crash if it was importing (a package that kills the daemon ends failed), unless it only
+    waited on the backend (YMIR importing what it was sent: no work of ours can have died)."""
     if _completed_in_backend(start.ledger, start.backend, attempt):
         return
-    died = attempt.status is Status.IMPORTING
+    waiting = start.backend.was_waiting(attempt)
+    died = attempt.status is Status.IMPORTING and not waiting
     errors = [Problem("import.crashed", "", DIED)] if died else []
-    notes = [*attempt.notes, "interrupted: the daemon stopped mid-import"]
+    why = "while it waited on the backend" if waiting else "mid-import"
+    notes = [*attempt.notes, f"interrupted: the daemon stopped {why}"]
     start.ledger.finish(attempt.id, Status.INTERRUPTED, notes=notes, errors=errors)
     log.warning("attempt_interrupted", attempt=attempt.id, package=attempt.package)
 

@@ -24,6 +24,7 @@ from ymir_dropbox.storing.durable import write_atomically
 
 COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def is_ignored(relative: PurePosixPath, watch: WatchConfig) -> bool:
@@ -93,6 +94,7 @@ def open_folder(root: Path, relative: PurePosixPath, create: bool = False) -> It
             if create:
                 with suppress(FileExistsError):
                     os.mkdir(part, dir_fd=fd)
+                    os.fsync(fd)  # the new folder's name, durable before anything goes in it
             inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = inner
@@ -111,18 +113,34 @@ def move(
     over an existing name, never through a symlink, and durable.
 
     Raises FileExistsError when the target exists, and OSError (ELOOP, ENOTDIR) when a folder
-    on either path is a symlink. One fsync of the target folder commits the rename (a single
-    journal transaction on ext4 and XFS): the package is never in both folders after a power
-    cut.
+    on either path is a symlink. The file's bytes are made durable first: its writer may never
+    have synced them (``cp``), and what the daemon moves it then announces. One fsync of the
+    target folder commits the rename (a single journal transaction on ext4 and XFS): the
+    package is never in both folders after a power cut.
     """
     with (
         open_folder(source_root, source.parent) as source_folder,
         open_folder(target_root, target.parent, create=True) as target_folder,
     ):
+        _sync_file(source_folder, source.name)
         rename_noreplace_at(
             source_folder, os.fsencode(source.name), target_folder, os.fsencode(target.name)
         )
         os.fsync(target_folder)
+
+
+def _sync_file(folder: int, name: str) -> None:
+    """fsync a regular file by its name in ``folder``, never through a link, never blocking
+    on a fifo; anything else is left to the rename's own checks."""
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        return  # the rename says so
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def error_files(package: Path) -> tuple[Path, Path]:

@@ -105,6 +105,11 @@ class Backend(Protocol):
     def recover(self, attempt: Attempt) -> ImportResult | None:
         """After a crash mid-import: the result if the backend finished the attempt anyway."""
 
+    def was_waiting(self, attempt: Attempt) -> bool:
+        """Whether an attempt cut short was only waiting on the backend (YMIR importing what
+        it was sent), not doing work that can kill a process: its death is then no crash of
+        the package's."""
+
     def clean_up(self, ledger: Ledger) -> None:
         """At start, once every attempt a crash cut short is settled: remove what the
         backend wrote for attempts that will never use it."""

@@ -52,6 +52,9 @@ class EmbeddedBackend:
         # and a file no attempt ends up importing is removed at start (see recovery).
         return None
 
+    def was_waiting(self, attempt: Attempt) -> bool:
+        return False  # a death mid-store may be the package's (a bomb, a bug it triggers)
+
     def clean_up(self, ledger: Ledger) -> None:
         """A model file written for an attempt that never imported it (its hash is in the
         ledger before the file takes its name): nothing in the store is unaccounted for."""

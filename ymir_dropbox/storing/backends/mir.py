@@ -147,6 +147,9 @@ class MirBackend:
             imported.group(1), stored, dst_rev, ("completed by mir before a crash",)
         )
 
+    def was_waiting(self, attempt: Attempt) -> bool:
+        return False  # mir runs beside us; its own crash is its exit code, not our death
+
     def clean_up(self, ledger: Ledger) -> None:
         """The work folders of mir runs a crash cut short."""
         for entry in self.work.iterdir():

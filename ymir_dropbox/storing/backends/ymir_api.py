@@ -166,6 +166,11 @@ class YmirApiBackend:
         # validated again first, which costs little and keeps one path for every resume.
         return None
 
+    def was_waiting(self, attempt: Attempt) -> bool:
+        """Past the group name recorded before the POST, the attempt only waits for YMIR."""
+        facts = YmirFacts.of(attempt)
+        return facts.model_id is not None or facts.group_name is not None
+
     def clean_up(self, ledger: Ledger) -> None:
         """Nothing beyond the staging folder's temporary files (see temporary_folders)."""
 
