@@ -1,6 +1,6 @@
 """A stand-in for YMIR 2.3.0's web backend, for tests: a real HTTP server on 127.0.0.1.
 
-It answers the API described in /work/shared/ymir-app-api/README.md, shaped like the responses
+It answers the API of YMIR 2.3.0 as its contract describes it, shaped like the responses
 captured there, and settles what the contract leaves open as YMIR's source does (tag
 ``release-2.3.0``, ``ymir/backend/src``): the gateway checks the token with the auth service,
 which answers with real HTTP statuses; the app answers its errors with HTTP 200
