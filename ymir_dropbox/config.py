@@ -45,7 +45,7 @@ DEFAULT_BASE_DIR = "./dropbox"
 GiB = 1024**3
 
 DEFAULTS: dict[str, JsonObject] = {
-    "import": {"backend": "embedded", "workers": 2, "compression_level": 1},
+    "import": {"backend": next(iter(REGISTRY)), "workers": 2, "compression_level": 1},
     "limits": {
         "max_package_bytes": 64 * GiB,
         "max_unpacked_bytes": 128 * GiB,
@@ -188,8 +188,8 @@ SCHEMA: JsonObject = {
 
 
 def sections() -> dict[str, str]:
-    """Each registered backend's table under [import], named after its module:
-    ``[import.mir]``, ``[import.ymir_api]``."""
+    """Each registered backend's table under [import], named after its module (the module
+    ``storing/backends/<name>.py`` reads ``[import.<name>]``)."""
     return {name: module.rpartition(".")[2] for name, module in REGISTRY.items()}
 
 

@@ -2,11 +2,11 @@
 
 Every attempt still in flight was cut short: by a stop past its timeout (recorded as such
 before the exit), or by the death of the process (killed, out of memory, a power cut), which
-counts as a crash of that import. A backend may have finished the import anyway (mir commits
-before we hear of it): then the import is recorded, not redone. Every settled attempt still
-placed in processing/ is filed; every other file in processing/ is imported again; the backend
-cleans up after itself (a model file the embedded store wrote for an attempt that never
-imported it, mir's work folders).
+counts as a crash of that import (unless it only waited on the backend). A backend may have
+finished the import anyway (before we heard of it): then the import is recorded, not redone.
+Every settled attempt still placed in processing/ is filed; every other file in processing/ is
+imported again; the backend cleans up after itself (what it wrote for attempts that will
+never use it).
 """
 
 from __future__ import annotations

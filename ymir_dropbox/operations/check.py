@@ -2,7 +2,7 @@
 
 Every check runs, whatever failed before it, and each says what it looked at and what is
 wrong; the command exits 0 only when all is well. A backend checks what is its own
-(``check_setup`` in its module): the model store, mir, or YMIR's login and projects.
+(``check_setup`` in its module).
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ class LedgerError(DropboxError):
     """The ledger cannot be opened or used (locked past the timeout, damaged, too new)."""
 
 
+class KeyTooShort(LedgerError):
+    """A sha256 or model hash prefix too short to name an attempt."""
+
+
 class DuplicateImport(LedgerError):
     """Another attempt recorded an import of the same sha256 first."""
 
@@ -116,13 +120,18 @@ class LedgerQueries:
 
     def find(self, key: str) -> list[Attempt]:
         """Attempts matching an id, a sha256 prefix or a model hash prefix (at least
-        :data:`MIN_PREFIX` characters)."""
+        :data:`MIN_PREFIX` characters: a shorter one raises :class:`KeyTooShort`)."""
         if key.isdigit():
             found = self.get(int(key))
             if found is not None:
                 return [found]
         if len(key) < MIN_PREFIX:
-            return []
+            if key.isdigit():
+                return []  # an id that is not in the ledger
+            raise KeyTooShort(
+                f"a sha256 or model hash prefix needs at least {MIN_PREFIX} characters; "
+                f"{key!r} has {len(key)}"
+            )
         pattern = key.lower() + "%"
         return self._all(
             "SELECT * FROM attempts WHERE sha256 LIKE ? OR model_hash LIKE ? ORDER BY id",

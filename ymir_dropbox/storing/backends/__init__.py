@@ -132,6 +132,7 @@ class BackendCommand:
 # ``[import.<module>]``: schema, defaults, frozen settings), ``check_setup(config)`` (its part of
 # ``ymir-dropbox check``), ``FACT_NAMES`` (what it records in an attempt's facts, shown by
 # ``ledger --json`` even when unknown) and, if it has any, ``COMMANDS`` of its own.
+# The first is the default: it needs nothing but the folders.
 REGISTRY: dict[str, str] = {
     "embedded": "ymir_dropbox.storing.backends.embedded",
     "mir": "ymir_dropbox.storing.backends.mir",
