@@ -436,6 +436,23 @@ def test_sighup_reexecs_with_the_new_configuration_and_keeps_serving(
     dropbox.assert_invariants()
 
 
+def test_a_storm_of_reloads_never_kills_the_daemon(make: Dropboxes) -> None:
+    """A SIGHUP that arrives while the re-executed process starts, before its handler is in
+    place, waits for the handler: it must not end the daemon (exit 129)."""
+    dropbox = make()
+    process = dropbox.start()
+    for _ in range(12):
+        dropbox.send(signal.SIGHUP)
+        time.sleep(0.05)  # Not a synchronisation: the storm's spacing is what is tested.
+    assert process.poll() is None, dropbox.tail()
+    dropbox.wait_event("daemon_reexec")
+    dropbox.drop_valid("after-the-storm.tar.gz")
+    dropbox.wait_settled()
+    assert process.poll() is None, dropbox.tail()
+    assert dropbox.stop() == 0
+    dropbox.assert_invariants()
+
+
 # -- the other commands ---------------------------------------------------------------------
 
 

@@ -76,6 +76,9 @@ def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
 
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, on_signal)
+    # A reload blocked SIGHUP across its exec (see reexec): one sent meanwhile was kept
+    # pending, and is taken now, by the handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     daemon.notifier.start()
     for relative in recover(config.paths, daemon.ledger, daemon.backend, daemon.filing):
         daemon.scheduler.redo[relative] = 0.0
@@ -155,6 +158,9 @@ def reexec(lock_fd: int) -> None:
     """SIGHUP: the same command again, in this process, so systemd keeps its PID, and with
     the lock's descriptor inherited, so no other daemon can start in between."""
     log.info("daemon_reexec", reason="SIGHUP: reloading the configuration")
+    # Until the new process has its handler, a SIGHUP (the next `systemctl reload`) would
+    # end it: blocked here, the signal mask survives the exec, and run_daemon unblocks it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     os.set_inheritable(lock_fd, True)
     os.environ[INHERITED_ENV_VAR] = str(lock_fd)
     os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606
