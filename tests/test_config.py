@@ -313,3 +313,23 @@ def test_the_ymir_api_password_comes_from_the_environment_or_a_file(
         "secret",
         tmp_path / "staging",
     )
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ({"inbox": "box"}, r"paths\.processing \(.*\) is inside paths\.inbox"),
+        ({"done": "box/inbox"}, r"paths\.inbox and paths\.done are one folder"),
+        ({"models": "box/inbox/models"}, r"paths\.models \(.*\) is inside paths\.inbox"),
+        ({"inbox": "box/done/in"}, r"paths\.inbox \(.*\) is inside paths\.done"),
+    ],
+    ids=["inbox-is-the-base", "done-is-the-inbox", "models-in-the-inbox", "inbox-in-done"],
+)
+def test_folders_inside_one_another_are_refused(
+    tmp_path: Path, paths: dict[str, str], message: str
+) -> None:
+    for folder in ("box/inbox/models", "box/done/in"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+
+    with pytest.raises(ConfigError, match=message):
+        build_config({"base_dir": "box", "paths": paths}, source=None, anchor=tmp_path)

@@ -6,6 +6,7 @@ are relative to that file's folder; the built-in defaults are relative to the wo
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import tomllib
@@ -285,6 +286,7 @@ def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> 
         folder = paths[name].parent if name == "ledger" else paths[name]
         if not folder.is_dir():
             raise ConfigError(f"{where}: paths.{name}: folder {folder} does not exist")
+    _refuse_nested_folders({name: paths[name] for name in FOLDERS}, where)
 
     import_section = {**DEFAULTS["import"], **document.get("import", {})}
     known = sections()
@@ -333,6 +335,21 @@ def _notify_config(section: JsonObject, anchor: Path, where: str) -> NotifyConfi
             program = str(anchor / program)
         command = [program, *command[1:]]
     return NotifyConfig(command=tuple(command), **given)
+
+
+def _refuse_nested_folders(folders: dict[str, Path], where: str) -> None:
+    """Each folder apart from the others: a folder inside the inbox would be imported from,
+    the daemon's own done/ among it, for ever."""
+    real = {name: Path(os.path.realpath(folder)) for name, folder in folders.items()}
+    for (name, path), (other, other_path) in itertools.combinations(real.items(), 2):
+        if path == other_path:
+            raise ConfigError(f"{where}: paths.{name} and paths.{other} are one folder, {path}")
+        for inner, outer in ((name, other), (other, name)):
+            if real[inner].is_relative_to(real[outer]):
+                raise ConfigError(
+                    f"{where}: paths.{inner} ({real[inner]}) is inside paths.{outer} "
+                    f"({real[outer]}); each folder must be apart from the others"
+                )
 
 
 def _pack_config(section: JsonObject) -> PackConfig:
