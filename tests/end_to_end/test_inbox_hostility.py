@@ -91,6 +91,25 @@ def test_a_folder_named_like_a_package_is_left_alone(make: Dropboxes) -> None:
     dropbox.assert_invariants()
 
 
+def test_a_package_inside_a_folder_named_like_a_package_leaves_that_name_free(
+    make: Dropboxes,
+) -> None:
+    """inbox/run.tar.gz/x.tar.gz once left an empty processing/run.tar.gz/ behind, and every
+    later package named run.tar.gz waited for ever, "being imported"."""
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_valid("run.tar.gz/x.tar.gz")
+    dropbox.wait_settled()
+    (dropbox.inbox / "run.tar.gz").rmdir()  # its uploader tidies up
+    dropbox.drop_valid("run.tar.gz")
+    dropbox.wait_settled()
+
+    assert not (dropbox.folder("processing") / "run.tar.gz").exists()
+    # done/run.tar.gz is the folder of the first: the second takes the next free name
+    assert dropbox.names("done") == {"run.tar.gz/x.tar.gz", "run.1.tar.gz"}
+    dropbox.assert_invariants()
+
+
 def test_a_fifo_named_like_a_package_is_never_opened(make: Dropboxes) -> None:
     dropbox = make()
     os.mkfifo(dropbox.inbox / "early.tar.gz")

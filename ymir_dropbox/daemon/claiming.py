@@ -30,7 +30,7 @@ from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.machine import JobEnd, JobResult
 from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.reading.archive import gzip_complete, open_package
-from ymir_dropbox.storing.folders import move
+from ymir_dropbox.storing.folders import move, prune_empty_folders
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -91,6 +91,8 @@ def claim(
         return checked
     info = checked
     target = config.paths.processing / relative
+    if target.is_dir() and not target.is_symlink():
+        prune_empty_folders(config.paths.processing, relative / "-")  # an empty one left over
     if target.exists() or target.is_symlink():
         return JobResult(
             JobEnd.TRANSIENT, relative, reason="a package of that name is being imported"

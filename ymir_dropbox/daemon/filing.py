@@ -19,7 +19,13 @@ from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.readiness import Observation
 from ymir_dropbox.operations.notifications import Notifier
 from ymir_dropbox.storing.attempts import Attempt
-from ymir_dropbox.storing.folders import free_path, move, remove_error_files, write_error_files
+from ymir_dropbox.storing.folders import (
+    free_path,
+    move,
+    prune_empty_folders,
+    remove_error_files,
+    write_error_files,
+)
 from ymir_dropbox.storing.ledger import Ledger, LedgerError
 from ymir_dropbox.storing.lifecycle import Place, Status, destination
 
@@ -80,6 +86,7 @@ class Filing:
             target = self._rename(attempt, relative, folder)
         self.faults.reach("moved", relative.name)
         self.ledger.move(attempt_id, place)
+        prune_empty_folders(self.paths.processing, relative)
         filed = self.ledger.get(attempt_id)
         if self.notifier is not None and filed is not None:
             self.notifier.send(filed)

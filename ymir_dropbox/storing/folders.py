@@ -91,11 +91,7 @@ def open_folder(root: Path, relative: PurePosixPath, create: bool = False) -> It
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in relative.parts:
-            if create:
-                with suppress(FileExistsError):
-                    os.mkdir(part, dir_fd=fd)
-                    os.fsync(fd)  # the new folder's name, durable before anything goes in it
-            inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+            inner = _enter(fd, part, create)
             os.close(fd)
             fd = inner
         yield fd
@@ -127,6 +123,37 @@ def move(
             source_folder, os.fsencode(source.name), target_folder, os.fsencode(target.name)
         )
         os.fsync(target_folder)
+
+
+def _enter(folder: int, name: str, create: bool) -> int:
+    """A descriptor of the folder ``name`` in ``folder``, made if asked (and made again if a
+    prune removed it between the two steps)."""
+    for _ in range(3):
+        if create:
+            with suppress(FileExistsError):
+                os.mkdir(name, dir_fd=folder)
+                os.fsync(folder)  # the new folder's name, durable before anything goes in it
+        try:
+            return os.open(name, FOLDER_FLAGS, dir_fd=folder)
+        except FileNotFoundError:
+            if not create:
+                raise
+    return os.open(name, FOLDER_FLAGS, dir_fd=folder)
+
+
+def prune_empty_folders(root: Path, relative: PurePosixPath) -> None:
+    """Remove the folders on ``relative``'s way under ``root`` that a move left empty
+    (processing/ keeps the inbox's sub-folders only while a package is in them): an empty
+    ``processing/run.tar.gz/`` would otherwise stand for ever where a package of that name
+    goes. Folders that are not empty, or not folders, stay."""
+    for parent in relative.parents:
+        if parent == PurePosixPath("."):
+            return
+        try:
+            with open_folder(root, parent.parent) as folder:
+                os.rmdir(parent.name, dir_fd=folder)
+        except OSError:
+            return
 
 
 def _sync_file(folder: int, name: str) -> None:
