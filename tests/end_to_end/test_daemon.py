@@ -21,6 +21,7 @@ from daemon_harness import (
     Drop,
     Dropbox,
     Dropboxes,
+    daemon_command,
     dropboxes,
     invalid_package,
     valid_package,
@@ -412,6 +413,36 @@ def test_a_second_daemon_on_the_same_folders_refuses_to_start(make: Dropboxes) -
     assert "already running" in second.stderr
     assert str(first.pid) in second.stderr
     assert dropbox.running
+    dropbox.drop_valid("still-served.tar.gz")
+    dropbox.wait_settled()
+    dropbox.assert_invariants()
+
+
+def test_a_second_daemon_with_another_ledger_on_the_same_folders_refuses_to_start(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """The lock beside the ledger does not see a daemon with another ledger: the folders
+    themselves are locked too (two such daemons imported most packages twice)."""
+    dropbox = make()
+    dropbox.start()
+    config = dropbox.config_path.read_text()
+    assert "[paths]" not in config
+    other = tmp_path / "other.toml"
+    elsewhere = tmp_path / "elsewhere" / "ledger.sqlite"
+    other.write_text(f"{config}\n[paths]\nledger = {str(elsewhere)!r}\n")
+    (tmp_path / "elsewhere").mkdir()
+
+    second = subprocess.run(
+        [*daemon_command(), "--config", str(other), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert second.returncode != 0, second.stderr
+    assert "already running on these folders" in second.stderr
+    assert not elsewhere.exists()
     dropbox.drop_valid("still-served.tar.gz")
     dropbox.wait_settled()
     dropbox.assert_invariants()

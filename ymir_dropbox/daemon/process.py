@@ -13,7 +13,6 @@ import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import IO
 
 import structlog
 
@@ -38,7 +37,7 @@ from ymir_dropbox.storing.folders import check_same_filesystem
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
-from ymir_dropbox.storing.lock import INHERITED_ENV_VAR, acquire_lock
+from ymir_dropbox.storing.lock import DaemonLock, acquire_lock
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +46,7 @@ log = structlog.get_logger(__name__)
 class Daemon:
     """The wired daemon: what a stop has to close, in order."""
 
-    lock: IO[str]
+    lock: DaemonLock
     ledger: Ledger
     backend: Backend
     notifier: Notifier
@@ -134,7 +133,7 @@ def stop(config: Config, daemon: Daemon) -> int:
     daemon.ledger.close()
     if reload_requested:
         sys.stderr.flush()
-        reexec(daemon.lock.fileno())
+        reexec(daemon.lock)
     if unfinished:
         sys.stderr.flush()
         os._exit(0)  # the unfinished jobs' threads cannot be joined
@@ -154,13 +153,12 @@ def _give_up(ledger: Ledger) -> None:
             )
 
 
-def reexec(lock_fd: int) -> None:
+def reexec(lock: DaemonLock) -> None:
     """SIGHUP: the same command again, in this process, so systemd keeps its PID, and with
     the lock's descriptor inherited, so no other daemon can start in between."""
     log.info("daemon_reexec", reason="SIGHUP: reloading the configuration")
     # Until the new process has its handler, a SIGHUP (the next `systemctl reload`) would
     # end it: blocked here, the signal mask survives the exec, and run_daemon unblocks it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    os.set_inheritable(lock_fd, True)
-    os.environ[INHERITED_ENV_VAR] = str(lock_fd)
+    os.environ.update(lock.inherited_by_exec())
     os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606

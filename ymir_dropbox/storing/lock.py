@@ -1,9 +1,12 @@
-"""One daemon per set of folders: an exclusive flock on a file beside the ledger."""
+"""One daemon per set of folders: an exclusive flock on a file beside the ledger (which
+``status`` asks), and one on processing/ itself, so that two daemons with two ledgers never
+share the folders either."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -11,14 +14,74 @@ from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.settings import Config
 
 INHERITED_ENV_VAR = "YMIR_DROPBOX_LOCK_FD"
+FOLDER_ENV_VAR = "YMIR_DROPBOX_FOLDER_LOCK_FD"
+
+
+@dataclass(slots=True)
+class DaemonLock:
+    """The locks a daemon holds until it exits (and keeps across a reload's exec)."""
+
+    stream: IO[str]  # beside the ledger, holding the daemon's pid
+    folder: int  # processing/ itself
+
+    def inherited_by_exec(self) -> dict[str, str]:
+        """Keep both across an exec: the variables that tell the new process where."""
+        os.set_inheritable(self.stream.fileno(), True)
+        os.set_inheritable(self.folder, True)
+        return {INHERITED_ENV_VAR: str(self.stream.fileno()), FOLDER_ENV_VAR: str(self.folder)}
+
+    def close(self) -> None:
+        self.stream.close()
+        os.close(self.folder)
 
 
 def lock_path(config: Config) -> Path:
     return config.paths.ledger.with_name(config.paths.ledger.name + ".lock")
 
 
-def acquire_lock(config: Config) -> IO[str]:
-    """One daemon per set of folders: an exclusive flock beside the ledger, held until exit."""
+def acquire_lock(config: Config) -> DaemonLock:
+    """One daemon per set of folders: exclusive flocks beside the ledger and on processing/,
+    held until exit."""
+    stream = _lock_beside_the_ledger(config)
+    try:
+        folder = _lock_the_folders(config.paths.processing)
+    except BaseException:
+        stream.close()
+        raise
+    return DaemonLock(stream, folder)
+
+
+def _lock_the_folders(processing: Path) -> int:
+    fd = _inherited_folder(processing)
+    if fd is None:
+        fd = os.open(processing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DropboxError(
+            f"another ymir-dropbox is already running on these folders ({processing} is "
+            "locked), with another ledger; refusing to start a second one"
+        ) from None
+    return fd
+
+
+def _inherited_folder(processing: Path) -> int | None:
+    text = os.environ.pop(FOLDER_ENV_VAR, "")
+    if not text.isdigit():
+        return None
+    fd = int(text)
+    try:
+        held, wanted = os.fstat(fd), os.stat(processing)
+    except OSError:
+        return None
+    if (held.st_dev, held.st_ino) != (wanted.st_dev, wanted.st_ino):
+        return None
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def _lock_beside_the_ledger(config: Config) -> IO[str]:
     path = lock_path(config)
     stream = _inherited(path) or path.open("a+")
     try:
