@@ -378,6 +378,28 @@ def test_sigterm_during_an_import_lets_it_finish_and_exits_0(make: Dropboxes) ->
     dropbox.assert_invariants()
 
 
+def test_a_second_ctrl_c_stops_at_once_and_the_restart_imports_the_package(
+    make: Dropboxes,
+) -> None:
+    dropbox = make(shutdown_timeout=60.0)
+    start_with_a_slow_import(dropbox)
+    dropbox.send(signal.SIGINT)
+    [stopping] = dropbox.wait_event("daemon_stopping")
+    assert stopping["waiting_for"] == ["slow.tar.gz"], stopping
+    dropbox.send(signal.SIGINT)
+
+    assert dropbox.wait_exit(timeout=10) == 130  # not the 60 s of shutdown_timeout
+    assert dropbox.events("daemon_stopped_at_once")
+    assert (dropbox.folder("processing") / "slow.tar.gz").is_file()
+    dropbox.release()
+    dropbox.start()
+    dropbox.wait_settled()
+    assert statuses(dropbox) == {"slow.tar.gz": ["imported"]}
+    cut = [row for row in dropbox.ledger_rows() if row["status"] == "interrupted"]
+    assert [error["code"] for row in cut for error in row["errors"] or []] == []  # no crash
+    dropbox.assert_invariants()
+
+
 def test_sigterm_past_the_shutdown_timeout_exits_0_and_the_restart_finishes(
     make: Dropboxes,
 ) -> None:

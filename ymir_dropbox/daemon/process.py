@@ -68,6 +68,8 @@ def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     )
 
     def on_signal(number: int, frame: FrameType | None) -> None:
+        if number == signal.SIGINT and daemon.scheduler.stopping.is_set():
+            raise StopNow  # a second Ctrl-C: no more waiting for the imports
         if number == signal.SIGHUP and not daemon.scheduler.stopping.is_set():
             daemon.reload_requested = True
             notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -79,10 +81,14 @@ def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     # pending, and is taken now, by the handler.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     daemon.notifier.start()
-    for relative in recover(config.paths, daemon.ledger, daemon.backend, daemon.filing):
-        daemon.scheduler.redo[relative] = 0.0
-    daemon.scheduler.serve(daemon.backend.name)
-    return stop(config, daemon)
+    try:
+        for relative in recover(config.paths, daemon.ledger, daemon.backend, daemon.filing):
+            daemon.scheduler.redo[relative] = 0.0
+        daemon.scheduler.serve(daemon.backend.name)
+        return stop(config, daemon)
+    except StopNow:
+        stop_at_once(daemon)
+        return EXIT_INTERRUPTED
 
 
 def wire(config: Config, faults: FaultPlan) -> Daemon:
@@ -118,7 +124,15 @@ def stop(config: Config, daemon: Daemon) -> int:
     scheduler, reload_requested = daemon.scheduler, daemon.reload_requested
     if not reload_requested:
         notify("STOPPING=1")
-    log.info("daemon_stopping", running=len(scheduler.running), reload=reload_requested)
+    waiting_for = sorted(str(relative) for relative in scheduler.running.values())
+    log.info(
+        "daemon_stopping",
+        running=len(waiting_for),
+        waiting_for=waiting_for,
+        up_to=config.daemon.shutdown_timeout,
+        reload=reload_requested,
+        note="Ctrl-C again to stop at once; what is not finished is redone at the next start",
+    )
     stop_by = time.monotonic() + config.daemon.shutdown_timeout
     unfinished = scheduler.shutdown(config.daemon.shutdown_timeout)
     daemon.notifier.stop(max(1.0, stop_by - time.monotonic()))
@@ -140,6 +154,31 @@ def stop(config: Config, daemon: Daemon) -> int:
     daemon.lock.close()
     log.info("daemon_stopped")
     return 0
+
+
+class StopNow(Exception):
+    """A second SIGINT while stopping: stop without waiting for the imports."""
+
+
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
+
+
+def stop_at_once(daemon: Daemon) -> None:
+    """The imports in flight stay in processing/ (interrupted by the stop, not crashed), and
+    the process ends now: their threads cannot be joined."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C changes nothing
+    waiting_for = sorted(str(relative) for relative in daemon.scheduler.running.values())
+    daemon.scheduler.request_stop()
+    _give_up(daemon.ledger)
+    log.warning(
+        "daemon_stopped_at_once",
+        unfinished=waiting_for,
+        note="left in processing/; redone at next start",
+    )
+    daemon.ledger.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _give_up(ledger: Ledger) -> None:
