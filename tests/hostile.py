@@ -1138,6 +1138,25 @@ CASES: list[Hostile] = [
         "info.bad_file_name",
         "stages.stage_1000.files[0]",
     ),
+    # What real mir 2.3.0 refuses although the format allows it.
+    Hostile(
+        "timestamp-past-2038",
+        edited((f"{SEED_STAGE}.timestamp", 2**31)),
+        "info.too_large_for_ymir",
+        f"{SEED_STAGE}.timestamp",
+    ),
+    Hostile(
+        "count-past-int32",
+        edited((f"{SEED_STAGE}.TP", 2**31)),
+        "info.too_large_for_ymir",
+        f"{SEED_STAGE}.TP",
+    ),
+    Hostile(
+        "stage-named-like-mirs-model",
+        rename_stage("stage_1000", "model.tar.gz"),
+        "info.reserved_stage_name",
+        "stages.model.tar.gz",
+    ),
 ]
 
 

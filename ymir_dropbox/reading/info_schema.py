@@ -17,7 +17,7 @@ COUNTS = ("tp", "fp", "fn")
 OBJECT_TYPES = (0, 1, 2, 3, 4)
 
 _metric: JsonObject = {"type": "number", "check_with": ["finite", "unit_interval"]}
-_count: JsonObject = {"type": "integer", "min": 0}
+_count: JsonObject = {"type": "integer", "min": 0, "check_with": "int32"}
 _file_name: JsonObject = {"type": "string", "empty": False, "check_with": "path_component"}
 _file_list: JsonObject = {
     "type": "list",
@@ -29,7 +29,7 @@ _file_list: JsonObject = {
 STAGE: JsonObject = {
     "files": {**_file_list, "required": True},
     "stage_name": {"type": "string", "required": True, "empty": False},
-    "timestamp": {"type": "integer", "required": True, "min": 0},
+    "timestamp": {"type": "integer", "required": True, "min": 0, "check_with": "int32"},
     "mAP": {**_metric, "required": True},
     **{name: _metric for name in METRICS if name != "mAP"},
     **{name: _count for name in COUNTS},
@@ -110,4 +110,5 @@ RULE_CODES: dict[str, str] = {
     "allowed": "info.invalid_value",
     "path_component": "info.bad_file_name",
     "unknown_field": "info.unknown_field",
+    "int32": "info.too_large_for_ymir",
 }

@@ -53,6 +53,8 @@ CODES: dict[str, str] = {
     "info.invalid_value": "a field's value is not one of the allowed values",
     "info.bad_file_name": "a file, stage or section name is not a plain single path component",
     "info.unknown_field": "a field the format does not know (warning; it is dropped)",
+    "info.too_large_for_ymir": "a timestamp or count above 2^31-1, which YMIR's mir refuses",
+    "info.reserved_stage_name": "a stage named model.tar.gz, a name YMIR's mir keeps for itself",
     # meaning across the package
     "info.unknown_version": "package_version is not one ymir-dropbox can import",
     "info.unknown_stage": "best_stage_name is not a key of stages",

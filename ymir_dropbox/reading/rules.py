@@ -24,6 +24,8 @@ CHECK_FAILED = cerberus_errors.ErrorDefinition(
 )  # a value error, like min and max
 
 
+INT32_MAX = 2**31 - 1  # YMIR keeps timestamps and counts in 32-bit integers
+
 # Rules several schemas share (the configuration and each backend's table).
 PATH: JsonObject = {"type": "string", "empty": False}
 POSITIVE_NUMBER: JsonObject = {"type": "number", "min": 0.001, "check_with": "finite"}
@@ -55,6 +57,10 @@ class StrictValidator(Validator):  # type: ignore[misc]
     def _check_with_path_component(self, field: str, value: Any) -> None:
         if isinstance(value, str) and not is_path_component(value):
             self._error(field, CHECK_FAILED, "path_component", value)
+
+    def _check_with_int32(self, field: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and value > INT32_MAX:
+            self._error(field, CHECK_FAILED, "int32", value)
 
     def _check_with_non_blank(self, field: str, value: Any) -> None:
         if isinstance(value, str) and not value.strip():

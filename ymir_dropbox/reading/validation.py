@@ -40,6 +40,7 @@ from ymir_dropbox.reading.rules import SchemaError, StrictValidator, keys_beside
 
 ATTACHMENTS = "attachments"
 RESERVED_NAMES = frozenset({INFO_NAME, ATTACHMENTS})
+MIR_MODEL_NAME = "model.tar.gz"  # what mir 2.3.0 calls the package it keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +384,8 @@ def _schema_message(error: SchemaError, schema: JsonObject) -> str:
             return f"{field} must be a number between 0 and 1, {found}"
         case "finite":
             return f"{field} must be a finite number, {found}"
+        case "int32":
+            return f"{field} must be at most 2147483647 (2^31-1, as YMIR stores it), {found}"
         case "empty" | "minlength" | "non_blank":
             return f"{field} must not be empty"
         case "unique_strings":
@@ -410,6 +413,15 @@ def _check_meaning(info: JsonObject) -> list[Problem]:
             )
         )
     for name, stage in stages.items():
+        if name == MIR_MODEL_NAME:
+            errors.append(
+                Problem(
+                    "info.reserved_stage_name",
+                    f"stages.{name}",
+                    f"{name!r} cannot name a stage: YMIR's mir names the stored model so, "
+                    "and refuses the package",
+                )
+            )
         if name in RESERVED_NAMES:
             errors.append(
                 Problem(
