@@ -3,6 +3,7 @@ that vanish. The daemon must never follow, open, hang on or lose anything, and k
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -258,4 +259,41 @@ def test_the_inbox_deleted_and_recreated_while_running(make: Dropboxes, who_recr
     dropbox.wait_settled()
     assert dropbox.names("done") == {"before.tar.gz", "after.tar.gz"}
     assert dropbox.running
+    dropbox.assert_invariants()
+
+
+LONG_NAMES = {
+    "ascii-245": "x" * 238 + ".tar.gz",
+    "ascii-255": "y" * 248 + ".tar.gz",
+    "chinese-81": "模型" * 40 + "猫.tar.gz",  # 243 bytes of UTF-8, 250 in all
+}
+
+
+@pytest.mark.parametrize("name", LONG_NAMES.values(), ids=LONG_NAMES.keys())
+def test_a_name_as_long_as_the_filesystem_allows_is_filed_and_the_daemon_restarts(
+    make: Dropboxes, name: str
+) -> None:
+    """A 250-byte name once imported, then failed to be filed for ever (its .error.json name
+    too long), and the next start exited with a traceback."""
+    assert len(name.encode()) <= 255
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_valid(f"team/{name}")
+    dropbox.drop_invalid(name)
+    dropbox.wait_settled()
+    assert dropbox.stop() == 0
+
+    dropbox.start()  # the next start must not trip on any of those names
+    dropbox.drop_valid("sentinel.tar.gz")
+    dropbox.wait_settled()
+
+    rows = {row["package"]: row for row in dropbox.ledger_rows()}
+    assert rows[name]["status"] in {"imported", "failed"}
+    [failed] = [row for row in dropbox.ledger_rows() if row["status"] == "failed"]
+    assert failed["package"] == name  # the full name, in the ledger
+    filed = Path(failed["final_path"])
+    assert filed.is_file() and len(filed.name.encode()) + len(".error.json") <= 255
+    document = json.loads(filed.with_name(filed.name + ".error.json").read_text())
+    assert document["package"] == name  # and in the error file
+    assert dropbox.names("processing") == set()
     dropbox.assert_invariants()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from pathlib import PurePosixPath as P
 
@@ -96,3 +97,16 @@ def test_move_never_goes_through_a_folder_swapped_for_a_symlink(tmp_path: Path, 
         move(inbox, P("team/p.tar.gz"), processing, P("team/p.tar.gz"))
     assert (elsewhere / "p.tar.gz").read_bytes() == b"not an upload"
     assert sorted(path.name for path in elsewhere.iterdir()) == ["p.tar.gz"]
+
+
+def test_a_name_that_fits_is_kept_and_a_long_one_is_cut_apart_from_others() -> None:
+    from ymir_dropbox.storing.folders import NAME_MAX, ROOM, fitting_name
+
+    assert fitting_name("model.tar.gz") == "model.tar.gz"
+    first, second = "a" * 240 + "1.tar.gz", "a" * 240 + "2.tar.gz"
+    cut_first, cut_second = fitting_name(first), fitting_name(second)
+    assert cut_first != cut_second and cut_first.endswith(".tar.gz")
+    assert len(cut_first.encode()) + ROOM <= NAME_MAX
+    assert fitting_name(cut_first) == cut_first  # a cut name fits as it is
+    not_utf8 = os.fsdecode(b"\xe9" * 250 + b".tgz")
+    assert len(os.fsencode(fitting_name(not_utf8))) + ROOM <= NAME_MAX

@@ -20,6 +20,7 @@ from ymir_dropbox.daemon.readiness import Observation
 from ymir_dropbox.operations.notifications import Notifier
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import (
+    fitting_name,
     free_path,
     move,
     prune_empty_folders,
@@ -105,7 +106,12 @@ class Filing:
     def _rename(self, attempt: Attempt, relative: PurePosixPath, folder: Path) -> Path:
         attempt_id = attempt.id
         planned = attempt.final_path
-        if planned is not None and not planned.exists() and planned.parent.is_relative_to(folder):
+        if (
+            planned is not None
+            and planned.name == fitting_name(planned.name)  # a name planned by an older release
+            and planned.parent.is_relative_to(folder)
+            and not planned.exists()
+        ):
             target = planned  # chosen before a crash; its error files may exist already
         else:
             target = free_path(folder, relative)

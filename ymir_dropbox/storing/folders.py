@@ -8,6 +8,7 @@ ever overwritten or deleted. Relative paths under the inbox are kept in every fo
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import stat
@@ -69,19 +70,53 @@ def split_suffix(name: str) -> tuple[str, str]:
     return (stem, dot + suffix) if stem else (name, "")
 
 
+NAME_MAX = 255  # bytes in one name, on every filesystem Linux mounts
+ROOM = len(".error.json") + len(".99999")  # what a filed name may still grow by
+
+
+def fitting_name(name: str) -> str:
+    """``name``, or, when the names made from it (``.N``, ``.error.json``) would not fit in a
+    folder entry, its head, ``~``, ten hex digits of its SHA-1 and its suffix: another name
+    for every long one, and short enough (the full name stays in the ledger and the error
+    files). A name is any bytes: it is cut as bytes."""
+    raw = os.fsencode(name)
+    if len(raw) + ROOM <= NAME_MAX:
+        return name
+    stem, suffix = split_suffix(name)
+    tail = f"~{hashlib.sha1(raw).hexdigest()[:10]}{suffix}"  # noqa: S324 - a name, not a secret
+    keep = max(NAME_MAX - ROOM - len(os.fsencode(tail)), 1)
+    head = os.fsencode(stem)[:keep]
+    try:  # a UTF-8 name is cut between characters, not in one
+        stem.encode("utf-8")
+        return head.decode("utf-8", "ignore") + tail
+    except UnicodeEncodeError:  # not UTF-8: bytes as they are
+        return os.fsdecode(head) + tail
+
+
 def free_path(folder: Path, relative: PurePosixPath) -> Path:
-    """``folder/relative``, or the same name with the first free ``.N`` before its suffix."""
-    candidate = folder / relative
-    stem, suffix = split_suffix(relative.name)
+    """``folder/relative`` (its name made to fit, see :func:`fitting_name`), or the same name
+    with the first free ``.N`` before its suffix."""
+    name = fitting_name(relative.name)
+    candidate = folder / relative.parent / name
+    stem, suffix = split_suffix(name)
     number = 0
-    while candidate.exists() or candidate.is_symlink() or _has_error_files(candidate):
+    while _taken(candidate):
         number += 1
         candidate = candidate.with_name(f"{stem}.{number}{suffix}")
     return candidate
 
 
-def _has_error_files(path: Path) -> bool:
-    return path.with_name(path.name + ".error.json").exists()
+def _taken(path: Path) -> bool:
+    """A name with a file, a link or the error files of a failed package. A name too long
+    for the filesystem is taken too: nothing can be filed under it."""
+    try:
+        return (
+            path.exists()
+            or path.is_symlink()
+            or path.with_name(path.name + ".error.json").exists()
+        )
+    except OSError:
+        return True
 
 
 @contextmanager
