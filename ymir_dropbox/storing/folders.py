@@ -111,9 +111,7 @@ def _taken(path: Path) -> bool:
     for the filesystem is taken too: nothing can be filed under it."""
     try:
         return (
-            path.exists()
-            or path.is_symlink()
-            or path.with_name(path.name + ".error.json").exists()
+            path.exists() or path.is_symlink() or path.with_name(path.name + ".error.json").exists()
         )
     except OSError:
         return True
