@@ -615,12 +615,12 @@ class TestRefused:
     """What YMIR or we refuse: failed/, the reason, nothing left staged."""
 
     @pytest.mark.mir
-    def test_a_package_mir_refuses_fails_with_ymirs_error_code(
+    def test_a_package_mir_would_refuse_fails_before_ymir_sees_it(
         self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
     ) -> None:
-        """A stage timestamp past 2**31 - 1 passes our checks, and mir 2.3.0 crashes on it (the
-        protobuf field is an int32): YMIR ends the model in error with code 169999. (A gap in
-        our checks: once they refuse it, this package fails validation instead.)"""
+        """A stage timestamp past 2**31 - 1: mir 2.3.0 crashes on it (the protobuf field is an
+        int32) and YMIR ended the model in error with code 169999. Refused in validation now,
+        the package never reaches YMIR."""
         ymir = make_ymir(mir=mir_bin)
         box = make_box(boxes, ymir.url, staging)
         start(box)
@@ -631,12 +631,10 @@ class TestRefused:
         box.wait_settled()
 
         row = final_row(box, drop)
-        assert (row["status"], codes(row)) == ("failed", ["import.ymir_failed"])
-        assert "169999" in row["errors"][0]["message"]
+        assert (row["status"], codes(row)) == ("failed", ["info.too_large_for_ymir"])
         assert box.names("failed") == {"far-future.tar.gz"}
-        model = ymir_model(ymir.url, row["ymir_model_id"])
-        assert (model.result_state, model.error_code) == (ResultState.ERROR, 169999)
-        assert staged(staging) == []  # removed after YMIR's error too
+        assert row["ymir_model_id"] is None and ymir_rows(ymir.workplace, "models") == []
+        assert staged(staging) == []
 
     @pytest.mark.mir
     def test_a_package_ymir_cannot_read_fails_with_ymirs_error_code(
