@@ -519,3 +519,21 @@ def test_an_unknown_field_gets_a_suggestion(
     [warning] = [item for item in report.warnings if item.code == "info.unknown_field"]
     assert warning.field == ".".join([*place, misspelt])
     assert warning.message.endswith(f"(did you mean {suggested!r}?)")
+
+
+def test_every_problem_that_can_be_judged_is_told_at_once(tmp_path: Path) -> None:
+    """A float timestamp (the schema's), an unknown best stage and a missing file (the rules
+    across the package): all three, not the first and the others after it is fixed."""
+    info = seed_info()
+    info["stages"]["stage_1000"]["timestamp"] = 1655975204.5
+    info["best_stage_name"] = "stage_3000"
+    info["stages"]["stage_2000"]["files"] = ["model-2000.params", "missing.params"]
+    package = seed_package(tmp_path / "three.tar.gz", info)
+
+    report = validate_package(package, LIMITS)
+
+    assert [(problem.code, problem.field) for problem in report.errors] == [
+        ("info.wrong_type", "stages.stage_1000.timestamp"),
+        ("info.unknown_stage", "best_stage_name"),
+        ("package.missing_file", "stages.stage_2000.files[1]"),
+    ]

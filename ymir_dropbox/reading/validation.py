@@ -33,7 +33,7 @@ from ymir_dropbox.reading.info_schema import (
     SCHEMA_V2,
 )
 from ymir_dropbox.reading.info_yaml import load_info
-from ymir_dropbox.reading.names import did_you_mean
+from ymir_dropbox.reading.names import did_you_mean, is_path_component
 from ymir_dropbox.reading.normalization import migrate_legacy, normalize
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.rules import SchemaError, StrictValidator, keys_beside, schema_errors
@@ -240,6 +240,8 @@ def validate_scan(
     errors.extend(judged.errors)
     warnings.extend(judged.warnings)
     if judged.info is None:
+        if judged.unfit is not None:
+            errors.extend(_files_still_judged(judged.unfit, scan.members))
         return report(declared_version=judged.declared)
     files, missing, unlisted = _plan_files(judged.info, scan.members)
     errors.extend(missing)
@@ -261,6 +263,9 @@ class InfoJudgement:
     declared: str | None
     errors: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
+    # A 2.0.x document that does not fit the schema: the rules that can still be judged on
+    # it (the files its stages list) run anyway, so every problem is told at once.
+    unfit: JsonObject | None = None
 
 
 def judge_info(data: bytes, mtime: int) -> InfoJudgement:
@@ -298,7 +303,10 @@ def judge_info(data: bytes, mtime: int) -> InfoJudgement:
     schema_problems, unknown = _check_schema(info, "legacy" if legacy else "v2")
     errors.extend(schema_problems)
     if errors:
-        return InfoJudgement(None, declared, tuple(errors), tuple(unknown))
+        if legacy:
+            return InfoJudgement(None, declared, tuple(errors), tuple(unknown))
+        errors.extend(_meaning_still_judged(info))
+        return InfoJudgement(None, declared, tuple(errors), tuple(unknown), unfit=info)
     if legacy:
         info = migrate_legacy(info, mtime)
     errors.extend(_check_meaning(info))
@@ -440,6 +448,47 @@ def _check_meaning(info: JsonObject) -> list[Problem]:
                 )
             )
     return errors
+
+
+def _plain_stages(info: JsonObject) -> dict[str, JsonObject]:
+    """The stages of a document that did not fit the schema whose names and files can still
+    be judged: plain names, mappings, a list of plain file names (the schema told the rest)."""
+    stages = info.get("stages")
+    if not isinstance(stages, dict):
+        return {}
+    found = {}
+    for name, stage in stages.items():
+        files = stage.get("files") if isinstance(stage, dict) else None
+        if (
+            isinstance(name, str)
+            and is_path_component(name)
+            and isinstance(files, list)
+            and all(isinstance(file, str) and is_path_component(file) for file in files)
+        ):
+            found[name] = stage
+    return found
+
+
+def _meaning_still_judged(info: JsonObject) -> list[Problem]:
+    """Of the rules across the document, those its schema errors leave judgeable."""
+    stages, best = info.get("stages"), info.get("best_stage_name")
+    if isinstance(stages, dict) and stages and isinstance(best, str) and best not in stages:
+        return [
+            Problem(
+                "info.unknown_stage",
+                "best_stage_name",
+                f"best_stage_name {best!r} is not one of the stages "
+                f"({', '.join(map(str, stages))})",
+            )
+        ]
+    return []
+
+
+def _files_still_judged(info: JsonObject, members: dict[str, Member]) -> list[Problem]:
+    """The files that stages with plain names and file lists name, and the archive lacks."""
+    plain = _plain_stages(info)
+    _, missing, _ = _plan_files({"stages": plain, "attachments": {}}, members)
+    return missing
 
 
 def _plan_files(
