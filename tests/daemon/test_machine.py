@@ -18,7 +18,7 @@ def test_every_way_a_worker_leaves_a_file_has_what_follows() -> None:
 @pytest.mark.parametrize(
     ("status", "place", "there", "step"),
     [
-        (Status.IMPORTING, Place.NONE, False, AtStart.LEAVE),
+        (Status.IMPORTING, Place.NONE, False, AtStart.ITS_OWN),
         (Status.CLAIMED, Place.INBOX, False, AtStart.FINISH_OR_INTERRUPT),
         (Status.IMPORTING, Place.PROCESSING, True, AtStart.FINISH_OR_INTERRUPT),
         (Status.FAILED, Place.PROCESSING, True, AtStart.FILE),

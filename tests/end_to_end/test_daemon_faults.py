@@ -20,6 +20,7 @@ from daemon_harness import (
     CRASH_ENV,
     Dropbox,
     Dropboxes,
+    daemon_command,
     dropboxes,
     valid_package,
     wait_until,
@@ -348,4 +349,35 @@ def test_an_import_that_keeps_crashing_goes_to_failed_and_the_daemon_serves_on(
     assert dropbox.running
     dropbox.stop()
     # the model file of each crashed try was written before the fault; nothing else is left
+    dropbox.assert_invariants()
+
+
+def test_an_import_command_killed_after_the_store_is_taken_up_by_the_next_daemon(
+    make: Dropboxes, tmp_path: Path
+) -> None:
+    """`ymir-dropbox import` killed once the model file is written left that file and its
+    attempt `importing` for ever: the next start sees its lock free and cleans up."""
+    dropbox = make()
+    package = tmp_path / "by-hand.tar.gz"
+    package.write_bytes(valid_package("by hand"))
+    killed = subprocess.run(
+        [*daemon_command(), "--config", str(dropbox.config_path), "import", str(package)],
+        env={**os.environ, CRASH_ENV: "stored"},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    [row] = dropbox.ledger_rows()
+    assert row["status"] == "importing" and row["model_hash"]
+    assert (dropbox.folder("models") / row["model_hash"]).exists()
+
+    dropbox.start()
+    dropbox.drop_valid("sentinel.tar.gz")
+    dropbox.wait_settled()
+
+    [cut] = [row for row in dropbox.ledger_rows() if row["package"] == "by-hand.tar.gz"]
+    assert cut["status"] == "interrupted"
+    assert not (dropbox.folder("models") / cut["model_hash"]).exists()
+    assert package.exists()  # the command's file is never touched
     dropbox.assert_invariants()

@@ -155,7 +155,9 @@ def test_check_and_the_command_line_take_its_part(
 
     findings = check_setup(config)
     capsys.readouterr()  # the import's log
-    exit_code = cli.main(["--config", str(path), "copies", "--json"])
+    # The command line's own parser and handler (main() would also set up logging for good).
+    arguments = cli.build_parser().parse_args(["--config", str(path), "copies", "--json"])
+    exit_code = arguments.command(config, arguments)
 
     assert [finding.what for finding in findings][-1] == "import.copystore.folder"
     assert all(finding.ok for finding in findings), findings

@@ -86,7 +86,7 @@ AFTER_JOB: dict[JobEnd, Action] = {
 class AtStart(Enum):
     """What a start does with an attempt the last run left unfinished."""
 
-    LEAVE = "leave"  # another process's (`ymir-dropbox import` beside us)
+    ITS_OWN = "its_own"  # a `ymir-dropbox import`'s: left to it, taken up once it is gone
     FINISH_OR_INTERRUPT = "finish_or_interrupt"  # the backend's result, else interrupted
     FILE = "file"  # judged, not filed: file it under its verdict
     RECORD_FILED = "record_filed"  # filed, the move not recorded: record it (or lost)
@@ -94,7 +94,7 @@ class AtStart(Enum):
 
 # (statuses, places, file still in processing/ (None: either way)) -> what a start does.
 AT_START: tuple[tuple[frozenset[Status], frozenset[Place], bool | None, AtStart], ...] = (
-    (IN_FLIGHT, frozenset({Place.NONE}), None, AtStart.LEAVE),
+    (IN_FLIGHT, frozenset({Place.NONE}), None, AtStart.ITS_OWN),
     (IN_FLIGHT, frozenset({Place.INBOX, Place.PROCESSING}), None, AtStart.FINISH_OR_INTERRUPT),
     (SETTLED, frozenset({Place.PROCESSING}), True, AtStart.FILE),
     (SETTLED, frozenset({Place.PROCESSING}), False, AtStart.RECORD_FILED),

@@ -33,6 +33,7 @@ from ymir_dropbox.storing.lifecycle import (
     Status,
     destination,
 )
+from ymir_dropbox.storing.lock import import_gone
 
 log = structlog.get_logger(__name__)
 DIED = "the daemon died during this import (killed, out of memory or a power cut)"
@@ -49,8 +50,13 @@ class Start:
     present: set[PurePosixPath]  # the regular files in processing/
 
 
-def leave(start: Start, attempt: Attempt) -> None:
-    """Another process's (a `ymir-dropbox import` beside us): it owns its attempt."""
+def its_own(start: Start, attempt: Attempt) -> None:
+    """A `ymir-dropbox import`'s: it owns its attempt while it runs; killed, it left the
+    attempt to us (its lock free): interrupted, and what it stored is cleaned up after."""
+    if import_gone(start.paths.work, attempt.id):
+        notes = [*attempt.notes, "interrupted: its `ymir-dropbox import` was killed"]
+        start.ledger.finish(attempt.id, Status.INTERRUPTED, notes=notes)
+        log.warning("attempt_interrupted", attempt=attempt.id, package=attempt.package)
 
 
 def finish_or_interrupt(start: Start, attempt: Attempt) -> None:
@@ -86,7 +92,7 @@ def record_filed(start: Start, attempt: Attempt) -> None:
 
 
 STEPS: dict[AtStart, Callable[[Start, Attempt], None]] = {
-    AtStart.LEAVE: leave,
+    AtStart.ITS_OWN: its_own,
     AtStart.FINISH_OR_INTERRUPT: finish_or_interrupt,
     AtStart.FILE: file_it,
     AtStart.RECORD_FILED: record_filed,

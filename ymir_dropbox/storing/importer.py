@@ -38,6 +38,7 @@ from ymir_dropbox.storing.backends import (
 )
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Place, Status
+from ymir_dropbox.storing.lock import import_lock
 from ymir_dropbox.storing.store import StreamedStore
 
 log = structlog.get_logger(__name__)
@@ -382,7 +383,8 @@ def import_file(config: Config, path: Path, faults: FaultPlan = NO_FAULTS) -> Ou
     try:
         attempt_id = ledger.begin(package=path.name, source=path.absolute(), place=Place.NONE)
         try:
-            return Importer(config, ledger, backend, faults).run(path, attempt_id)
+            with import_lock(config.paths.work, attempt_id):
+                return Importer(config, ledger, backend, faults).run(path, attempt_id)
         except OSError as error:
             raise DropboxError(f"{path}: {error.strerror or error}") from None
     finally:

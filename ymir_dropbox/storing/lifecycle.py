@@ -67,7 +67,7 @@ PLACE_STEPS: dict[Place | None, frozenset[Place | None]] = {
     Place.PROCESSING: frozenset({Place.DONE, Place.FAILED, Place.LOST, Place.REPLACED, None}),
     Place.DONE: frozenset({Place.REMOVED}),
     Place.FAILED: frozenset({Place.RETRIED, Place.REMOVED}),
-    Place.NONE: frozenset(),
+    Place.NONE: frozenset({None}),  # an interrupted `ymir-dropbox import`
     Place.RETRIED: frozenset(),
     Place.LOST: frozenset(),
     Place.REPLACED: frozenset(),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -129,3 +131,40 @@ def lock_held(config: Config) -> bool:
             return True
         fcntl.flock(stream, fcntl.LOCK_UN)
     return False
+
+
+IMPORT_LOCK = ".import-{attempt}.lock"
+
+
+@contextmanager
+def import_lock(work: Path, attempt_id: int) -> Iterator[None]:
+    """Held by ``ymir-dropbox import`` while it imports attempt ``attempt_id``: a daemon that
+    starts meanwhile leaves the attempt to it, and takes it up once the lock is free (the
+    command killed)."""
+    path = work / IMPORT_LOCK.format(attempt=attempt_id)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def import_gone(work: Path, attempt_id: int) -> bool:
+    """Whether the ``ymir-dropbox import`` of attempt ``attempt_id`` is gone (killed) without
+    finishing it: its lock file is there, and nobody holds it (it is removed then). No lock
+    file: the command has not taken it yet, or is of a release without it; it is left alone."""
+    path = work / IMPORT_LOCK.format(attempt=attempt_id)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    path.unlink(missing_ok=True)
+    os.close(fd)
+    return True
