@@ -463,6 +463,30 @@ class TestYmirUnavailable:
 
 
 class TestDaemonKilled:
+    @pytest.mark.mir
+    def test_a_start_removes_a_staged_package_ymir_is_done_with_and_keeps_strangers(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """A kill after YMIR finished and before the daemon removed the staged package left
+        it there for ever; one our ledger does not know may be another machine's."""
+        ymir = make_ymir(mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        drop = box.drop_valid("model.tar.gz")
+        box.wait_settled()
+        assert box.stop() == 0
+        left = staging / f"{drop.sha256[:16]}.tar.gz"
+        left.write_bytes(b"what a kill left")
+        stranger = staging / f"{'f' * 16}.tar.gz"
+        stranger.write_bytes(b"another machine's")
+
+        start(box)
+        box.drop_valid("sentinel.tar.gz")
+        box.wait_settled()
+
+        assert not left.exists() and stranger.exists()
+        assert box.events("staged_package_removed")
+
     """The daemon killed during YMIR's import: resumed, never posted twice."""
 
     @pytest.mark.mir

@@ -50,9 +50,11 @@ from ymir_dropbox.storing.backends.ymir_client import (
 from ymir_dropbox.storing.checks import Finding, folder_finding
 from ymir_dropbox.storing.durable import finish_file, temporary_file
 from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.lifecycle import IN_FLIGHT, SETTLED
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
+STAGED_DIGITS = 16  # of the sha256, naming a staged package
 GROUP_SUFFIXES = 100  # "name", "name-2", ... "name-100": then the package fails
 UNSAFE_IN_NAME = re.compile(r"[^\w.\- ]+")
 # What YMIR's task error codes mean, in a person's words (the task gives no message).
@@ -172,7 +174,24 @@ class YmirApiBackend:
         return facts.model_id is not None or facts.group_name is not None
 
     def clean_up(self, ledger: Ledger) -> None:
-        """Nothing beyond the staging folder's temporary files (see temporary_folders)."""
+        """A staged package YMIR is done with (a kill before the daemon removed it): its
+        package settled in our ledger, no attempt left to resume it. A staged file our ledger
+        does not know may be another machine's: it stays."""
+        for staged in sorted(self.settings.staging.glob("*.tar.gz")):
+            prefix = staged.name.removesuffix(".tar.gz")
+            if len(prefix) != STAGED_DIGITS or not staged.is_file() or staged.is_symlink():
+                continue
+            attempts = [found for found in ledger.find(prefix) if found.sha256]
+            if not attempts or any(found.status in IN_FLIGHT for found in attempts):
+                continue
+            sha256 = attempts[0].sha256
+            assert sha256 is not None
+            if ledger.unfinished_by_sha256(sha256) or all(
+                found.status not in SETTLED for found in attempts
+            ):
+                continue  # the next attempt on the package resumes from it
+            staged.unlink(missing_ok=True)
+            log.info("staged_package_removed", path=str(staged), reason="YMIR is done with it")
 
     # -- the import -------------------------------------------------------------------------------
 
@@ -325,7 +344,7 @@ class YmirApiBackend:
         )
 
     def staged_path(self, package: PreparedPackage) -> Path:
-        return self.settings.staging / f"{package.sha256[:16]}.tar.gz"
+        return self.settings.staging / f"{package.sha256[:STAGED_DIGITS]}.tar.gz"
 
     def _path_in_ymir(self, staged: Path) -> str:
         return str(PurePosixPath(self.settings.staging_in_ymir) / staged.name)
