@@ -233,6 +233,25 @@ class Store:
         return [row for row in self.data[table] if all(row[k] == v for k, v in equal.items())]
 
 
+class Gateway:
+    """traefik's rate limit in front of YMIR's API (a token bucket per client address)."""
+
+    def __init__(self, per_second: float, burst: float) -> None:
+        self.per_second, self.burst = per_second, burst
+        self.tokens, self.at = burst, time.monotonic()
+        self.lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+            self.at = now
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
+            return True
+
+
 @dataclass
 class YmirStandin:
     """YMIR's web port for one user, whose ``projects`` (name, object type) the first start makes.
@@ -252,6 +271,12 @@ class YmirStandin:
     mir: Path | None = None
     token_seconds: float = 40 * 3600  # ACCESS_TOKEN_EXPIRE_MINUTES = 60 * 40
     verbose: bool = False
+    # The gateway's APIRateLimiter: average requests a second and burst, per client address
+    # (every client here is 127.0.0.1: they share one budget, as behind one address).
+    rate_limit: tuple[float, float] | None = (3.0, 10.0)
+    # The name check and the insert of an import are not one transaction in YMIR: two posts
+    # of one new group name within this window both create a group.
+    name_race_seconds: float = 0.3
 
     def __post_init__(self) -> None:
         self.workplace = self.workplace.absolute()
@@ -262,6 +287,8 @@ class YmirStandin:
         self._server: ThreadingHTTPServer | None = None
         self._jobs: list[threading.Timer] = []
         self._mir_lock = threading.Lock()
+        self._gateway = Gateway(*self.rate_limit) if self.rate_limit else None
+        self.refused_by_gateway = 0
         self._routes: list[tuple[str, str, Callable[..., Row]]] = [
             ("GET", r"/api/v1/projects/", self.list_projects),
             ("GET", r"/api/v1/projects/([^/]+)", self.get_project),
@@ -336,21 +363,34 @@ class YmirStandin:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.answer(standin.handle("GET", self.path, self.token(), b""))
+                if self.let_through():
+                    self.answer(standin.handle("GET", self.path, self.token(), b""))
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.answer(standin.handle("POST", self.path, self.token(), body))
+                if self.let_through():
+                    self.answer(standin.handle("POST", self.path, self.token(), body))
+
+            def let_through(self) -> bool:
+                """The gateway in front: HTTP 429 (traefik's) beyond the rate limit."""
+                gateway = standin._gateway
+                if gateway is None or gateway.allow() or self.path.startswith("/standin/"):
+                    return True
+                standin.refused_by_gateway += 1
+                self.answer((429, "Too Many Requests"), {"Retry-After": "1"})
+                return False
 
             def token(self) -> str:
                 return self.headers.get("Authorization") or ""
 
-            def answer(self, answer: Answer) -> None:
+            def answer(self, answer: Answer, headers: Mapping[str, str] | None = None) -> None:
                 status, body = answer
                 is_text = isinstance(body, str)
                 data = (body if is_text else json.dumps(body)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain" if is_text else "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -461,6 +501,13 @@ class YmirStandin:
         groups = self.store.rows("groups", project_id=project_id, is_deleted=False)
         if any(same_group_name(group["name"], group_name) for group in groups):
             raise Refusal(111602, "Duplicated ModelGroup Name")
+        # As in YMIR, the check and the insert are two steps: another post may pass between
+        # (the store's lock let go whole, however deep this thread holds it).
+        held = self.store.lock._release_save()  # type: ignore[attr-defined]
+        try:
+            time.sleep(self.name_race_seconds)
+        finally:
+            self.store.lock._acquire_restore(held)  # type: ignore[attr-defined]
         if request.get("input_model_id") or not request.get("input_model_path"):
             raise Crash("the stand-in imports from input_model_path only", 501)
         description = request.get("description")

@@ -8,6 +8,7 @@ under ``--dist loadscope`` each class is one unit of work, so the file spreads o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -460,6 +461,87 @@ class TestYmirUnavailable:
         assert len(ymir.store.data["tokens"]) == 1  # one new login
         models = ymir_rows(ymir.workplace, "models", 1)
         assert [model["result_state"] for model in models] == [ResultState.READY] * 2
+
+
+class TestTheGatewaysRateLimit:
+    @pytest.mark.mir
+    def test_ten_packages_at_once_stay_within_ymirs_rate_limit(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """YMIR's gateway allows 3 requests a second, bursts of 10, per client address; the
+        daemon's workers share one budget under it, and are never answered HTTP 429."""
+        ymir = make_ymir(mir=mir_bin)
+        assert ymir.rate_limit == (3.0, 10.0)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        for number in range(10):
+            box.drop_valid(f"burst-{number}.tar.gz")
+        box.wait_settled(timeout=120)
+
+        statuses = [row["status"] for row in box.ledger_rows() if row["status"] != "interrupted"]
+        assert statuses == ["imported"] * 10
+        assert ymir.refused_by_gateway == 0
+
+
+class TestYmirsRace:
+    def test_a_group_name_another_package_holds_in_the_ledger_is_taken(
+        self, make_ymir: Callable[..., YmirStandin], staging: Path, tmp_path: Path
+    ) -> None:
+        """The name is reserved in the ledger before the POST, folded as YMIR compares
+        names: no other import of this daemon, now or after a restart, posts it again."""
+        from ymir_dropbox.config import build_config
+        from ymir_dropbox.storing.backends import PreparedPackage
+        from ymir_dropbox.storing.backends.ymir_api import YmirApiBackend
+        from ymir_dropbox.storing.ledger import Ledger
+        from ymir_dropbox.storing.lifecycle import Place
+
+        ymir = make_ymir()
+        api = {"url": ymir.url, "user": USER, "project_id": 1, "staging": str(staging)}
+        config = build_config(
+            {"base_dir": "box", "import": {"backend": "ymir-api", "ymir_api": api}},
+            source=None,
+            anchor=tmp_path,
+        )
+        config.ensure_folders()
+        backend = YmirApiBackend(config)
+        backend.settings = dataclasses.replace(backend.settings, password=PASSWORD)
+        ledger = Ledger(config.paths.ledger)
+        first = ledger.begin(package="a/run.tar.gz", place=Place.PROCESSING, sha256="a" * 64)
+        ledger.start_import(first, "ymir-api")
+        ledger.add_facts(first, {"ymir_project_id": 1, "ymir_group_name": "Run "})
+        second = ledger.begin(package="b/run.tar.gz", place=Place.PROCESSING, sha256="b" * 64)
+        package = PreparedPackage(
+            Path("b/run.tar.gz"),
+            "b" * 64,
+            second,
+            None,
+            None,
+            ledger=ledger,  # type: ignore[arg-type]
+        )
+
+        assert backend._reserve(package, 1, "run") is False
+        assert backend._reserve(package, 1, "run-2") is True
+        reserved = ledger.get(second)
+        assert reserved is not None and reserved.facts["ymir_group_name"] == "run-2"
+
+    @pytest.mark.mir
+    def test_two_packages_of_one_stem_at_once_never_post_one_group_name_twice(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """YMIR's name check and insert are not one transaction (the stand-in leaves the same
+        window): two imports posted at once with one new name made two groups of that name."""
+        ymir = make_ymir(mir=mir_bin)
+        ymir.name_race_seconds = 3.0  # wide: both posts fall in it unless one is never sent
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        box.drop_valid("a/run.tar.gz")
+        box.drop_valid("b/run.tar.gz")
+        box.wait_settled()
+
+        names = sorted(group["name"] for group in ymir_rows(ymir.workplace, "groups", 1))
+        assert names == ["run", "run-2"]
+        rows = [row for row in box.ledger_rows() if row["status"] == "imported"]
+        assert sorted(row["ymir_group_name"] for row in rows) == ["run", "run-2"]
 
 
 class TestDaemonKilled:

@@ -419,3 +419,22 @@ def test_what_else_may_answer_is_classified(
     assert type(failed.value) is kind
     assert "POST /api/v1/auth/token" in str(failed.value)
     assert getattr(failed.value, "passing", None) is (kind is YmirUnavailable)
+
+
+def test_one_pace_for_the_process_spends_its_burst_then_waits_its_rate() -> None:
+    from ymir_dropbox.storing.backends.ymir_client import Pace
+
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 3))
+        now[0] += seconds
+
+    pace = Pace(per_second=2.5, burst=5.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(7):
+        pace.take()
+    assert waits == [0.4, 0.4]  # five at once, then one every 0.4 s
+    pace.hold(2.0)  # the gateway said Retry-After: 2
+    pace.take()
+    assert waits[-1] == pytest.approx(2.4)

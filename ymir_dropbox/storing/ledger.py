@@ -21,7 +21,7 @@ from typing import Any
 
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.reading.problems import Problem
-from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Facts, Findings
+from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Fact, Facts, Findings
 from ymir_dropbox.storing.ledger_schema import (
     JSON_COLUMNS,
     MIGRATIONS,
@@ -170,6 +170,13 @@ class LedgerQueries:
             [backend, Status.INTERRUPTED, Status.IMPORTED, Status.DUPLICATE, *sorted(IN_FLIGHT)],
         ).fetchall()
         return [str(model_hash) for (model_hash,) in rows]
+
+    def with_fact(self, key: str, value: Fact) -> list[Attempt]:
+        """Attempts whose backend recorded ``key`` = ``value`` among its facts."""
+        return self._all(
+            "SELECT * FROM attempts WHERE json_extract(backend_facts, ?) = ? ORDER BY id",
+            [f'$."{key}"', value],
+        )
 
     def in_place(self, place: Place) -> list[Attempt]:
         return self._all("SELECT * FROM attempts WHERE place = ? ORDER BY id", [place])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -50,10 +51,11 @@ from ymir_dropbox.storing.backends.ymir_client import (
 from ymir_dropbox.storing.checks import Finding, folder_finding
 from ymir_dropbox.storing.durable import finish_file, temporary_file
 from ymir_dropbox.storing.ledger import Ledger
-from ymir_dropbox.storing.lifecycle import IN_FLIGHT, SETTLED
+from ymir_dropbox.storing.lifecycle import IN_FLIGHT, SETTLED, Status
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
+_NAMING = threading.Lock()  # one group name chosen at a time, by every worker
 STAGED_DIGITS = 16  # of the sha256, naming a staged package
 GROUP_SUFFIXES = 100  # "name", "name-2", ... "name-100": then the package fails
 UNSAFE_IN_NAME = re.compile(r"[^\w.\- ]+")
@@ -80,6 +82,11 @@ def read_password(settings: YmirApiSettings) -> str:
             f"import.ymir_api.password_file: cannot read {settings.password_file}: "
             f"{error.strerror or error}"
         ) from None
+
+
+def _fold(name: str) -> str:
+    """A group name as YMIR compares them: case-insensitively, trailing spaces ignored."""
+    return name.rstrip(" ").casefold()
 
 
 def group_name_for(template: str, package: str) -> str:
@@ -307,10 +314,8 @@ class YmirApiBackend:
         base = group_name_for(self.settings.group_name, package.path.name)
         for number in range(1, GROUP_SUFFIXES + 1):
             name = base if number == 1 else f"{base}-{number}"
-            if self.client.find_group(project_id, name) is not None:
+            if not self._reserve(package, project_id, name):
                 continue  # taken: the next suffix, never a failure
-            # Before the POST: a crash finds it by name.
-            package.record_facts(YmirFacts(group_name=name).as_facts())
             try:
                 started = self.client.import_model(
                     project_id, name, describe(package), self._path_in_ymir(staged)
@@ -342,6 +347,32 @@ class YmirApiBackend:
                 )
             ]
         )
+
+    def _reserve(self, package: PreparedPackage, project_id: int, name: str) -> bool:
+        """Take the group name for this package, or say it is taken: by a group in YMIR, or
+        by another package's attempt in the ledger (the same name posted twice at once makes
+        two groups of one name in YMIR: its check and its insert are not one transaction).
+        Recorded before the POST, under one lock for all workers, kept across restarts."""
+        folded = _fold(name)
+        with _NAMING:
+            for other in (
+                package.ledger.with_fact("ymir_project_id", project_id)
+                if (package.ledger is not None)
+                else ()
+            ):
+                theirs = YmirFacts.of(other).group_name
+                if (
+                    theirs is not None
+                    and _fold(theirs) == folded
+                    and other.sha256 != package.sha256
+                    and other.status is not Status.FAILED
+                ):
+                    return False
+            if self.client.find_group(project_id, name) is not None:
+                return False
+            # Before the POST: a crash finds it by name, and no other import takes it.
+            package.record_facts(YmirFacts(group_name=name).as_facts())
+        return True
 
     def staged_path(self, package: PreparedPackage) -> Path:
         return self.settings.staging / f"{package.sha256[:STAGED_DIGITS]}.tar.gz"

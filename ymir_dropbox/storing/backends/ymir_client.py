@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -227,11 +229,56 @@ def _import_started(item: Any) -> ImportStarted:
     )
 
 
+class Pace:
+    """One budget of requests for the whole process: YMIR's gateway allows every client
+    address 3 requests a second on average, in bursts of 10, and answers HTTP 429 beyond.
+    Every client of this process (every worker's) takes a token before each request: a
+    token bucket a little slower and smaller than the gateway's, so the process stays
+    within it even with a clock a little off."""
+
+    def __init__(
+        self,
+        per_second: float = 2.5,
+        burst: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self.clock = clock
+        self.sleep = sleep
+        self._tokens = burst
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Wait for a token; requests go out in the order they asked."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
+            self._at = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.per_second if self._tokens < 0 else 0.0
+            if wait > 0:
+                self.sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        """The gateway said to wait (``Retry-After``): nobody of this process asks before."""
+        with self._lock:
+            self._tokens = min(self._tokens, 0.0) - seconds * self.per_second
+
+
+PACE = Pace()
+MAX_RETRY_AFTER_SECONDS = 30.0
+RETRIES_AFTER_429 = 3
+
+
 class YmirClient:
     """YMIR's web port (the gateway, e.g. ``http://ymir-host:12001``) as one user.
 
-    ``timeout`` bounds each HTTP request, in seconds. YMIR's gateway allows about 3 requests a
-    second (burst 10) and answers HTTP 429 beyond: pace polling loops.
+    ``timeout`` bounds each HTTP request, in seconds. Requests are paced by the process's one
+    :data:`PACE` (the gateway's rate limit is per client address), and an HTTP 429 is waited
+    out as its ``Retry-After`` says, a few times, before it counts as YMIR unavailable.
     """
 
     def __init__(self, url: str, user: str, password: str, timeout: float = 30.0) -> None:
@@ -386,17 +433,33 @@ class YmirClient:
             headers["Authorization"] = f"Bearer {token}"
         if content_type is not None:
             headers["Content-Type"] = content_type
+        for _ in range(RETRIES_AFTER_429):
+            status, data, retry_after = self._send(endpoint, method, target, headers, body)
+            if status != 429:
+                break
+            PACE.hold(retry_after)
+        return self._interpret(endpoint, status, data)
+
+    def _send(
+        self,
+        endpoint: str,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> tuple[int, bytes, float]:
+        """One request, paced: its status, body and (for a 429) how long to wait."""
+        PACE.take()
         # The scheme is http or https: __init__ checks it.
         request = urllib.request.Request(self.url + target, body, headers, method=method)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                status, data = response.status, response.read()
+                return response.status, response.read(), 0.0
         except urllib.error.HTTPError as error:
             with error:
-                status, data = error.code, error.read()
+                return error.code, error.read(), _retry_after(error.headers.get("Retry-After"))
         except (OSError, http.client.HTTPException) as error:  # URLError and timeouts included
             raise self._unreachable(endpoint, error) from None
-        return self._interpret(endpoint, status, data)
 
     def _unreachable(self, endpoint: str, error: Exception) -> YmirUnavailable:
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
@@ -452,3 +515,12 @@ class YmirClient:
                 f"YMIR's answer to {endpoint} does not have the expected shape ({error!r}).",
                 endpoint=endpoint,
             ) from None
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header (seconds only; a date or nothing: one second)."""
+    try:
+        seconds = float(value) if value else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
