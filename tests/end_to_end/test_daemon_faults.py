@@ -381,3 +381,27 @@ def test_an_import_command_killed_after_the_store_is_taken_up_by_the_next_daemon
     assert not (dropbox.folder("models") / cut["model_hash"]).exists()
     assert package.exists()  # the command's file is never touched
     dropbox.assert_invariants()
+
+
+def test_a_death_with_several_imports_at_work_is_charged_to_none_of_them(
+    make: Dropboxes,
+) -> None:
+    """A kill with two imports at work once counted a crash against both, innocent or not
+    (three such kills failed both as import.crashed): they are redone one at a time instead,
+    and only a death during an import alone is a crash of its package."""
+    dropbox = make(workers=2)
+    dropbox.start(env=dropbox.pause_at("validated", "*"))
+    dropbox.drop_valid("one.tar.gz")
+    dropbox.drop_valid("two.tar.gz")
+    dropbox.wait_event("paused_at", count=2)
+    assert dropbox.kill() == -9
+    dropbox.release()
+
+    dropbox.start()
+    dropbox.wait_settled()
+
+    assert sorted(final_statuses(dropbox)) == ["imported", "imported"]
+    codes = [e["code"] for row in dropbox.ledger_rows() for e in row["errors"] or []]
+    assert "import.crashed" not in codes
+    assert len(dropbox.events("import_alone")) == 2
+    dropbox.assert_invariants()

@@ -82,8 +82,11 @@ def run_daemon(config: Config, faults: FaultPlan = NO_FAULTS) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     daemon.notifier.start()
     try:
-        for relative in recover(config.paths, daemon.ledger, daemon.backend, daemon.filing):
-            daemon.scheduler.redo[relative] = 0.0
+        scheduler = daemon.scheduler
+        for relative in recover(
+            config.paths, daemon.ledger, daemon.backend, daemon.filing, scheduler.solo
+        ):
+            scheduler.redo[relative] = 0.0
         daemon.scheduler.serve(daemon.backend.name)
         return stop(config, daemon)
     except StopNow:

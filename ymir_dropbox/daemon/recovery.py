@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import structlog
@@ -48,6 +48,8 @@ class Start:
     backend: Backend
     filing: Filing
     present: set[PurePosixPath]  # the regular files in processing/
+    dying: int = 0  # imports at work (not only waiting on the backend) when the daemon died
+    solo: set[PurePosixPath] = field(default_factory=set)  # to redo alone, to find the guilty
 
 
 def its_own(start: Start, attempt: Attempt) -> None:
@@ -67,9 +69,15 @@ def finish_or_interrupt(start: Start, attempt: Attempt) -> None:
         return
     waiting = start.backend.was_waiting(attempt)
     died = attempt.status is Status.IMPORTING and not waiting
-    errors = [Problem("import.crashed", "", DIED)] if died else []
+    # A death is charged to the import that was at work alone; with several, none is yet:
+    # they are redone one at a time, and a death then is the guilty one's.
+    charged = died and start.dying == 1
+    errors = [Problem("import.crashed", "", DIED)] if charged else []
     why = "while it waited on the backend" if waiting else "mid-import"
     notes = [*attempt.notes, f"interrupted: the daemon stopped {why}"]
+    if died and not charged and attempt.relative is not None:
+        start.solo.add(attempt.relative)
+        notes.append(f"one of {start.dying} imports at work when the daemon died: redone alone")
     start.ledger.finish(attempt.id, Status.INTERRUPTED, notes=notes, errors=errors)
     log.warning("attempt_interrupted", attempt=attempt.id, package=attempt.package)
 
@@ -99,23 +107,41 @@ STEPS: dict[AtStart, Callable[[Start, Attempt], None]] = {
 }
 
 
-def recover(paths: Paths, ledger: Ledger, backend: Backend, filing: Filing) -> list[PurePosixPath]:
+def recover(
+    paths: Paths,
+    ledger: Ledger,
+    backend: Backend,
+    filing: Filing,
+    solo: set[PurePosixPath] | None = None,
+) -> list[PurePosixPath]:
     """Settle what can be settled (the rows of :data:`ymir_dropbox.daemon.machine.AT_START`);
-    return the packages in processing/ that no attempt accounts for, to import again."""
+    return the packages in processing/ that no attempt accounts for, to import again. Of
+    those, ``solo`` gets the ones to redo alone (several were at work when the daemon died:
+    which one killed it is not known yet)."""
     _remove_temporaries(paths, backend)
     present = {
         relative
         for relative, info in walk_files(paths.processing, True)
         if stat.S_ISREG(info.st_mode)
     }
-    start = Start(paths, ledger, backend, filing, present)
-    for attempt in ledger.in_flight():
+    unfinished = ledger.in_flight()
+    dying = sum(
+        1
+        for attempt in unfinished
+        if attempt.status is Status.IMPORTING
+        and attempt.place is not Place.NONE
+        and not backend.was_waiting(attempt)
+    )
+    start = Start(paths, ledger, backend, filing, present, dying)
+    for attempt in unfinished:
         _step_for(attempt, present)(start, attempt)
     backend.clean_up(ledger)
     for attempt in ledger.in_place(Place.PROCESSING):
         _step_for(attempt, present)(start, attempt)
     for relative in sorted(present):
-        log.info("package_recovered", path=str(relative))
+        log.info("package_recovered", path=str(relative), alone=relative in start.solo)
+    if solo is not None:
+        solo.update(start.solo & present)
     return sorted(present)
 
 

@@ -53,6 +53,9 @@ class Scheduler:
         self.executor = ThreadPoolExecutor(config.import_.workers, thread_name_prefix="import")
         self.running: dict[Future[JobResult], PurePosixPath] = {}
         self.redo: dict[PurePosixPath, float] = {}  # claimed packages to import again, and when
+        # Packages to redo alone, first, one at a time: several were at work when the daemon
+        # died, and the next death is the guilty one's (recovery).
+        self.solo: set[PurePosixPath] = set()
         self.stopping = threading.Event()
         self.counts: Counter[str] = Counter()
         self.periodic: list[_Periodic] = []
@@ -114,6 +117,9 @@ class Scheduler:
     def dispatch(self) -> None:
         if self.stopping.is_set():
             return
+        if self.solo:
+            self.dispatch_alone()
+            return
         room = 2 * self.config.import_.workers - len(self.running)
         moment = self.clock()
         for relative, not_before in sorted(self.redo.items()):
@@ -127,6 +133,16 @@ class Scheduler:
             return
         for ready in self.inbox.ready(limit=room):
             self.submit(ready.relative, self.worker.take, ready)
+
+    def dispatch_alone(self) -> None:
+        """One suspect at a time, and nothing beside it."""
+        if self.running:
+            return
+        relative = min(self.solo)
+        self.solo.discard(relative)
+        self.redo.pop(relative, None)
+        log.info("import_alone", path=str(relative), left=len(self.solo))
+        self.submit(relative, self.worker.redo, relative)
 
     def submit(self, relative: PurePosixPath, job: Callable[..., JobResult], *args: Any) -> None:
         assert not self.stopping.is_set(), "nothing is handed to a worker while stopping"
