@@ -35,6 +35,7 @@ from isal import isal_zlib
 
 from ymir_dropbox.config import DEFAULTS
 from ymir_dropbox.core.settings import Limits
+from ymir_dropbox.reading.problems import MAX_FIELD, shortened
 
 Builder = Callable[[Path], Path]
 DELETE = object()
@@ -389,8 +390,9 @@ def _seed_stage(name: str) -> dict[str, Any]:
 
 
 def q(name: str) -> str:
-    """The field a member-name problem is reported under: the member name itself."""
-    return name
+    """The field a member-name problem is reported under: the member name itself (a long
+    one shortened, as every problem's field is)."""
+    return shortened(name, MAX_FIELD)
 
 
 # -- the table --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ real ``ymir-dropbox validate --json``.
 from __future__ import annotations
 
 import json
+import random
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -537,3 +538,20 @@ def test_every_problem_that_can_be_judged_is_told_at_once(tmp_path: Path) -> Non
         ("info.unknown_stage", "best_stage_name"),
         ("package.missing_file", "stages.stage_2000.files[1]"),
     ]
+
+
+def test_a_huge_value_is_quoted_in_a_few_hundred_characters(tmp_path: Path) -> None:
+    """A 1 MB scalar was echoed whole into the error files, the log, the ledger, every
+    notification and the status page."""
+    info = seed_info()
+    info["stages"]["stage_1000"]["mAP"] = random.Random(1).randbytes(400_000).hex()
+    info[random.Random(2).randbytes(20_000).hex()] = 1  # an unknown field, a huge name
+    package = seed_package(tmp_path / "huge.tar.gz", info)
+
+    report = validate_package(package, LIMITS)
+
+    assert report.errors and report.warnings
+    for problem in (*report.errors, *report.warnings):
+        assert len(problem.message) <= 800 and len(problem.field) <= 300, problem.code
+    [wrong] = [problem for problem in report.errors if problem.code == "info.wrong_type"]
+    assert "characters left out" in wrong.message and "found str" in wrong.message

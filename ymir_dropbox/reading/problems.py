@@ -77,6 +77,19 @@ CODES: dict[str, str] = {
 }
 
 
+MAX_FIELD = 300  # characters of a field or member name in a problem
+MAX_MESSAGE = 800  # characters of a problem's message
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text``, or its beginning and end around a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 40
+    head, tail = text[: keep * 2 // 3], text[-(keep // 3) :]
+    return f"{head}… ({len(text) - len(head) - len(tail)} characters left out) …{tail}"
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with a package: a stable code, the field or member, a message."""
@@ -88,6 +101,11 @@ class Problem:
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown problem code {self.code!r}")
+        # What a package holds is quoted in its problems: a 1 MB value would be 1 MB in the
+        # error files, the log, the ledger, every notification and the status page. Capped
+        # here, in the one place every problem is made.
+        object.__setattr__(self, "field", shortened(self.field, MAX_FIELD))
+        object.__setattr__(self, "message", shortened(self.message, MAX_MESSAGE))
 
     def as_dict(self) -> JsonObject:
         return asdict(self)
