@@ -481,6 +481,9 @@ def test_sighup_reexecs_with_the_new_configuration_and_keeps_serving(
     dropbox.wait_ready(count=2)
     assert dropbox.events("daemon_reexec")
     assert process.poll() is None
+    command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(part.endswith(b"ymir-dropbox") for part in command_line), command_line
+    assert b"run" in command_line  # still found by `pgrep -f "ymir-dropbox run"`
     dropbox.drop_valid("after-hup.tar.gz")
     dropbox.drop_valid("new-pattern.model")
     dropbox.wait_settled()

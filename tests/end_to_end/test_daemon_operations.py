@@ -9,6 +9,7 @@ import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,31 @@ def test_prometheus_metrics(make: Dropboxes) -> None:
     assert "ymir_dropbox_import_duration_seconds_count 2.0" in text
     assert "ymir_dropbox_last_success_timestamp_seconds" in text
     assert "ymir_dropbox_queue_depth" in text
+    dropbox.stop()
+
+
+def test_the_last_success_survives_a_restart(make: Dropboxes) -> None:
+    """Read from the ledger at start: an alert on "no success in N hours" must not fire at
+    every restart."""
+    port = free_port()
+    dropbox = make(sections={"metrics": {"listen": f"127.0.0.1:{port}"}})
+    dropbox.start()
+    dropbox.drop_valid("good.tar.gz")
+    dropbox.wait_settled()
+    assert dropbox.stop() == 0
+    [row] = dropbox.ledger_rows()
+    finished = datetime.fromisoformat(row["finished_at"]).timestamp()
+
+    dropbox.start()
+
+    def gauge() -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("ymir_dropbox_last_success_timestamp_seconds "):
+                    return float(line.split()[1]) or None
+        return None
+
+    assert wait_until(gauge, 10, "the gauge is read") == pytest.approx(finished, abs=0.01)
     dropbox.stop()
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from types import FrameType
 
 import structlog
@@ -107,6 +108,7 @@ def wire(config: Config, faults: FaultPlan) -> Daemon:
         config.metrics.listen,
         status_source=lambda: collect_status(config, in_flight=progress.documents()),
         disk_source=lambda: folder_usage(config.paths),
+        last_success=_last_import(ledger),
     )
     notifier = Notifier(config.notify)
     filing = Filing(config.paths, ledger, notifier, faults)
@@ -159,6 +161,14 @@ def stop(config: Config, daemon: Daemon) -> int:
     return 0
 
 
+def _last_import(ledger: Ledger) -> float | None:
+    """Unix time of the ledger's last import, if any."""
+    for attempt in ledger.latest(Status.IMPORTED, 1):
+        if attempt.finished_at:
+            return datetime.fromisoformat(attempt.finished_at).timestamp()
+    return None
+
+
 class StopNow(Exception):
     """A second SIGINT while stopping: stop without waiting for the imports."""
 
@@ -203,4 +213,8 @@ def reexec(lock: DaemonLock) -> None:
     # end it: blocked here, the signal mask survives the exec, and run_daemon unblocks it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     os.environ.update(lock.inherited_by_exec())
+    script = sys.argv[0]
+    if os.path.basename(script) == "ymir-dropbox" and os.access(script, os.X_OK):
+        # The console script again: the process keeps its name (`pgrep -f "ymir-dropbox run"`).
+        os.execv(script, [script, *sys.argv[1:]])  # noqa: S606
     os.execv(sys.executable, [sys.executable, "-m", "ymir_dropbox", *sys.argv[1:]])  # noqa: S606

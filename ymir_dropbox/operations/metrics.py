@@ -19,7 +19,8 @@ class Metrics:
     """Counters the daemon updates; a no-op when metrics are off.
 
     ``status_source`` feeds ``/`` and ``/status.json``; ``disk_source`` (bytes per folder,
-    ``retention.folder_usage``) is read at each scrape for ``ymir_dropbox_folder_bytes``.
+    ``retention.folder_usage``) is read at each scrape for ``ymir_dropbox_folder_bytes``;
+    ``last_success`` is the Unix time of the ledger's last import when the daemon starts.
     """
 
     def __init__(
@@ -28,6 +29,7 @@ class Metrics:
         *,
         status_source: StatusSource | None = None,
         disk_source: DiskSource | None = None,
+        last_success: float | None = None,
     ) -> None:
         self.enabled = bool(listen)
         self.listener: Listener | None = None
@@ -62,6 +64,8 @@ class Metrics:
             "Unix time of the last successful import",
             registry=self.registry,
         )
+        if last_success is not None:  # the ledger's, so a restart is no "no success since"
+            self.last_success.set(last_success)
         if disk_source is not None:
             self.registry.register(FolderBytes(disk_source))
         host, _, port = listen.rpartition(":")
