@@ -36,6 +36,7 @@ LEDGER_COLUMNS = (
     "reason",
 )
 REASON_WIDTH = 72
+PACKAGE_WIDTH = 48
 log = structlog.get_logger(__name__)
 
 
@@ -308,6 +309,8 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
             if arguments.json:
                 print(json.dumps(document, ensure_ascii=False))
             else:
+                if len(found) > 1:
+                    print(f"== attempt {document['id']} ==")
                 _print_fields(document)
         return EXIT_OK
     status = Status(arguments.status) if arguments.status else None
@@ -321,10 +324,13 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def _print_fields(document: dict[str, object]) -> None:
-    width = max(map(len, document))
-    for name, value in document.items():
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
-        print(f"{name:<{width}}  {shown}")
+    """What the attempt has, one field a line (nothing for what it has not: no empty
+    lists, no backend facts of another backend)."""
+    shown = {name: value for name, value in document.items() if value not in (None, [], "")}
+    width = max(map(len, shown))
+    for name, value in shown.items():
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
+        print(f"{name:<{width}}  {text}")
     print()
 
 
@@ -334,6 +340,9 @@ def print_table(rows: Sequence[JsonObject], columns: Sequence[str]) -> None:
         text = "" if value is None else str(value)
         if column == "reason" and len(text) > REASON_WIDTH:
             return text[: REASON_WIDTH - 1] + "…"
+        if column == "package" and len(text) > PACKAGE_WIDTH:  # shortened in the middle
+            half = (PACKAGE_WIDTH - 1) // 2
+            return text[:half] + "…" + text[-half:]
         return text[:12] if column in {"sha256", "model_hash"} else text
 
     cells = [[cell(row, column) for column in columns] for row in rows]

@@ -403,3 +403,30 @@ def test_a_version_3_ledger_keeps_every_value_of_ymirs_columns_as_backend_facts(
     assert dict(embedded.facts) == {}
     columns = {row[1] for row in ledger.connection.execute("PRAGMA table_info(attempts)")}
     assert "backend_facts" in columns and not any(name.startswith("ymir_") for name in columns)
+
+
+def test_ledger_show_prints_what_the_attempt_has_and_a_header_per_match(
+    filled: dict[str, Any],
+) -> None:
+    done = ledger_command(filled, "show", filled["rows"][2]["sha256"][:8])
+
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.startswith("==")] == [
+        "== attempt 2 ==",
+        "== attempt 4 ==",
+    ]
+    fields = {line.split()[0] for line in lines if line.strip() and not line.startswith("==")}
+    assert "model_hash" in fields
+    assert not any(field.startswith("ymir_") for field in fields)  # the embedded backend's
+
+
+def test_the_ledger_table_stays_readable_with_a_long_name(tmp_path: Path) -> None:
+    root = tmp_path
+    config = write_config(root / "config.toml")
+    long_name = "n" * 240 + ".tar.gz"
+    run_dropbox("import", "--config", config, seed_package(root / long_name), cwd=root)
+
+    done = run_dropbox("ledger", "--config", config, cwd=root)
+
+    [_header, row] = done.stdout.splitlines()
+    assert len(row) < 200 and "…" in row
