@@ -390,6 +390,8 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
     from ymir_dropbox.training.packing import check_output_name, pack_folder
     from ymir_dropbox.training.plan import PackInputError
 
+    if not arguments.folder.is_dir():
+        raise UsageError(f"{arguments.folder}: no such folder")
     if describes_the_package(arguments):
         try:
             outcome = run_pack(config, arguments)

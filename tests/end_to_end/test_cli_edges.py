@@ -223,6 +223,14 @@ def test_pack_into_the_inbox_writes_a_name_the_daemon_takes(box: Path, tmp_path:
     assert os.listdir(inbox) == ["model.tar.gz"]
 
 
+def test_pack_of_a_folder_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    done = run_dropbox("pack", tmp_path / "nowhere", "-o", tmp_path / "x.tar.gz", cwd=tmp_path)
+
+    assert done.returncode == 2
+    assert f"usage error: {tmp_path / 'nowhere'}: no such folder" in done.stderr
+    assert "ymir-info.yaml" not in done.stderr
+
+
 def test_pack_into_a_missing_folder_names_it(tmp_path: Path) -> None:
     folder = seed_folder(tmp_path / "model")
     output = tmp_path / "no-such-folder" / "model.tar.gz"
@@ -331,10 +339,10 @@ def test_ledger_show_of_a_short_prefix_says_how_long_it_must_be(
 ) -> None:
     done = run_dropbox("ledger", "show", "ab", "--config", ledger_box, cwd=tmp_path)
 
-    assert done.returncode == 1
-    assert done.stderr == (
-        f"ymir-dropbox: a sha256 or model hash prefix needs at least {MIN_PREFIX} characters; "
-        "'ab' has 2\n"
+    assert done.returncode == 2  # the command line's mistake, not a failure
+    assert done.stderr.endswith(
+        f"ymir-dropbox ledger: usage error: a sha256 or model hash prefix needs at least "
+        f"{MIN_PREFIX} characters; 'ab' has 2\n"
     )
 
 
@@ -412,6 +420,23 @@ def test_retry_force_moves_it_back_all_the_same(make: Dropboxes) -> None:
     assert done.returncode == 0, done.stderr
     assert dropbox.names("inbox") == {"bad.tar.gz"}
     assert dropbox.names("failed") == set()
+
+
+def test_retry_force_gives_back_the_uploaded_name_when_it_is_free(make: Dropboxes) -> None:
+    """Filed as bad.1.tar.gz (failed/ had a bad.tar.gz), it goes back as bad.tar.gz."""
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop_invalid("bad.tar.gz", "first")
+    dropbox.wait_settled()
+    dropbox.drop_invalid("bad.tar.gz", "second")
+    dropbox.wait_settled()
+    assert dropbox.stop() == 0
+    attempt = failed_ids(dropbox)["bad.1.tar.gz"]
+
+    done = dropbox.cli("retry", "--force", str(attempt))
+
+    assert done.returncode == 0, done.stderr
+    assert dropbox.names("inbox") == {"bad.tar.gz"}
 
 
 def test_retry_moves_a_package_fixed_in_failed(make: Dropboxes) -> None:

@@ -308,6 +308,15 @@ def test_failed_packages_need_an_age_when_asked_for(config: Config, ledger: Ledg
         run_retention(config, ledger, NOW, failed=True)
 
 
+def test_zero_days_for_failed_packages_says_what_it_means(config: Config, ledger: Ledger) -> None:
+    from ymir_dropbox.core.errors import UsageError
+
+    filed(config, ledger, "bad.tar.gz", Status.FAILED)
+
+    with pytest.raises(UsageError, match=r"--days 0 removes nothing \(0 days is 'never'"):
+        run_retention(config, ledger, NOW, failed=True, failed_days=0)
+
+
 def test_failed_packages_only_when_asked_for(config: Config, ledger: Ledger) -> None:
     attempt, _path = filed(config, ledger, "bad.tar.gz", Status.FAILED)
     configured = dataclasses.replace(config, retention=RetentionConfig(30, 30))

@@ -298,7 +298,7 @@ def test_ledger_show_prints_every_field(filled: dict[str, Any]) -> None:
     assert {"id", "status", "sha256", "model_hash", "best_stage_name", "mAP"} <= fields
 
 
-@pytest.mark.parametrize("key", ["99", "abc", "ffffffffffff"], ids=["id", "short", "prefix"])
+@pytest.mark.parametrize("key", ["99", "ffffffffffff"], ids=["id", "prefix"])
 def test_ledger_show_without_a_match_exits_1(key: str, filled: dict[str, Any]) -> None:
     done = ledger_command(filled, "show", key)
 

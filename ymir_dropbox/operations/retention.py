@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from ymir_dropbox.config import Config, Paths
-from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.errors import DropboxError, UsageError
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import open_folder, walk_files
 from ymir_dropbox.storing.ledger import Ledger
@@ -218,6 +218,12 @@ def run_retention(
     days = 0
     if failed:
         days = config.retention.failed_days if failed_days is None else failed_days
+        if failed_days is not None and failed_days < 1:
+            raise UsageError(
+                f"--days {failed_days} removes nothing (0 days is 'never', as in "
+                "[retention] failed_days): give --days N, N of 1 or more, to remove failed "
+                "packages older than N days"
+            )
         if days < 1:
             raise DropboxError(
                 "removing failed packages needs an age: --days N, or [retention] failed_days"

@@ -56,7 +56,8 @@ def retry_failed(
         if source is None or not source.is_relative_to(failed) or not _regular(source):
             continue
         while True:
-            target = free_path(config.paths.inbox, PurePosixPath(source.name))
+            # The name it was uploaded under, when it is free (not failed/'s .N, if it got one)
+            target = free_path(config.paths.inbox, PurePosixPath(attempt.package or source.name))
             try:
                 move(
                     failed,

@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import Any
 
-from ymir_dropbox.core.errors import DropboxError
+from ymir_dropbox.core.errors import DropboxError, UsageError
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Fact, Facts, Findings
 from ymir_dropbox.storing.ledger_schema import (
@@ -51,7 +51,7 @@ class LedgerError(DropboxError):
     """The ledger cannot be opened or used (locked past the timeout, damaged, too new)."""
 
 
-class KeyTooShort(LedgerError):
+class KeyTooShort(LedgerError, UsageError):
     """A sha256 or model hash prefix too short to name an attempt."""
 
 
