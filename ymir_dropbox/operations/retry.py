@@ -57,7 +57,8 @@ def retry_failed(
             continue
         while True:
             # The name it was uploaded under, when it is free (not failed/'s .N, if it got one)
-            target = free_path(config.paths.inbox, PurePosixPath(attempt.package or source.name))
+            uploaded = (attempt.source or source).name  # its exact bytes, from the ledger
+            target = free_path(config.paths.inbox, PurePosixPath(uploaded))
             try:
                 move(
                     failed,
