@@ -7,6 +7,7 @@ schema, the backends' own sections) is in :mod:`ymir_dropbox.config`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,19 @@ class Config:
     source: Path | None = field(default=None)
 
     def ensure_folders(self) -> None:
-        """Create the folder layout (idempotent); the ledger's folder too."""
-        for folder in self.paths.folders().values():
-            folder.mkdir(parents=True, exist_ok=True)
-        self.paths.ledger.parent.mkdir(parents=True, exist_ok=True)
+        """Create the folder layout (idempotent); the ledger's folder too. A folder made here
+        is made durable in its parent: a power cut never takes the layout away."""
+        for folder in [*self.paths.folders().values(), self.paths.ledger.parent]:
+            _make_durably(folder.absolute())
+
+
+def _make_durably(folder: Path) -> None:
+    missing = [folder, *folder.parents]
+    missing = [path for path in missing if not path.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        fd = os.open(made.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -22,6 +22,7 @@ from typing import Any
 from ymir_dropbox.core.errors import DropboxError, UsageError
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import NO_FACTS, Attempt, Fact, Facts, Findings
+from ymir_dropbox.storing.durable import fsync_folder
 from ymir_dropbox.storing.ledger_schema import (
     JSON_COLUMNS,
     MIGRATIONS,
@@ -297,6 +298,9 @@ class Ledger(LedgerQueries):
             # never leaves a folder ahead of the ledger (NORMAL could lose the last rows).
             self.connection.execute("PRAGMA synchronous = FULL")
             self._migrate()
+            # SQLite makes its WAL's name durable, never the database file's own: a ledger
+            # created and then lost in a power cut would take every row with it.
+            fsync_folder(path.parent)
         except sqlite3.DatabaseError as error:
             raise LedgerError(f"{path}: cannot use the ledger: {error}") from None
 

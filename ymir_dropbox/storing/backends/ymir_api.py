@@ -56,6 +56,7 @@ from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
 _NAMING = threading.Lock()  # one group name chosen at a time, by every worker
+POST_SETTLE_SECONDS = 5.0  # longer than YMIR takes to answer an import's POST
 STAGED_DIGITS = 16  # of the sha256, naming a staged package
 GROUP_SUFFIXES = 100  # "name", "name-2", ... "name-100": then the package fails
 UNSAFE_IN_NAME = re.compile(r"[^\w.\- ]+")
@@ -268,6 +269,7 @@ class YmirApiBackend:
 
     def _resume(self, package: PreparedPackage, project_id: int) -> int | None:
         """A model an earlier attempt on the same package started in YMIR, if any."""
+        waited = False
         for attempt in package.earlier:
             earlier = YmirFacts.of(attempt)
             if earlier.project_id not in (None, project_id):
@@ -284,6 +286,12 @@ class YmirApiBackend:
                 return earlier.model_id
             if earlier.group_name:
                 found = self._find_in_group(package, project_id, earlier.group_name)
+                if found is None and not waited:
+                    # Its POST may still be in YMIR's hands (sent just before the daemon died):
+                    # give it the time a POST takes before posting again.
+                    self.sleep(POST_SETTLE_SECONDS)
+                    waited = True
+                    found = self._find_in_group(package, project_id, earlier.group_name)
                 if found is not None:
                     return found
         return None
