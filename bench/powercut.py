@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_FOLDERS = ("inbox", "processing", "done", "failed")
 FOLDERS = (*PACKAGE_FOLDERS, "models", "work")
 ERROR_SUFFIXES = (".error.json", ".error.txt")
+SETTLED = ("imported", "duplicate", "failed")
 IN_FLIGHT = {"claimed", "importing"}
 START_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 90.0  # seconds; YMIR's imports (one mir at a time) get four times as long
@@ -470,7 +471,16 @@ class YmirApi(Backend):
             groups = set()
         else:
             named = {fact(row, "ymir_model_id") for row in rows}
-            groups = {fact(row, "ymir_group_name") for row in rows if row["status"] in IN_FLIGHT}
+            # The group name an attempt recorded before its POST names the model until the
+            # package settles: the answer may be lost (and the attempt interrupted by the
+            # restart), and the next attempt finds the group by that name.
+            settled = {row["sha256"] for row in rows if row["status"] in SETTLED}
+            groups = {
+                fact(row, "ymir_group_name")
+                for row in rows
+                if row["status"] in IN_FLIGHT
+                or (row["status"] == "interrupted" and row["sha256"] not in settled)
+            }
         for model in models.values():
             group = (self.ymir.store.get("groups", model["model_group_id"]) or {}).get("name")
             if model["id"] not in named and group not in groups:
