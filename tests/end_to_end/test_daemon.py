@@ -7,6 +7,7 @@ invariants (nothing lost, nothing imported twice, nothing half-written, nothing 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -535,6 +536,39 @@ def test_status_json_counts_waiting_processing_imported_and_failed(make: Dropbox
     assert status["daemon_running"] is False
     assert status["waiting"] == 1
     assert status["waiting_packages"] == ["waiting.tar.gz"]
+
+
+def test_status_names_what_the_daemon_will_never_take_and_why(make: Dropboxes) -> None:
+    """An uploader of y8.zip or model.TAR.GZ was left waiting with no word."""
+    dropbox = make()
+    dropbox.start()
+    dropbox.drop("y8.zip", b"PK", stays=True)
+    dropbox.drop("team/model.TAR.GZ", b"\x1f\x8b", stays=True)
+    dropbox.drop(".model.tar.gz.part", b"", stays=True)  # a writer's: not listed
+    dropbox.drop_valid("sentinel.tar.gz")
+    dropbox.wait_settled()
+
+    status = json.loads(dropbox.cli("status", "--json", check=True).stdout)
+    shown = dropbox.cli("status", check=True).stdout
+
+    assert [never["path"] for never in status["never_taken"]] == ["team/model.TAR.GZ", "y8.zip"]
+    assert "watch.patterns" in status["never_taken"][0]["why"]
+    assert "never taken: y8.zip: not named *.tar.gz or *.tgz (watch.patterns)" in shown
+    assert dropbox.stop() == 0
+
+
+def test_status_without_a_ledger_says_how_to_find_the_daemons(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*daemon_command(), "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if key != "YMIR_DROPBOX_CONFIG"},
+        timeout=30,
+        check=True,
+    )
+
+    assert "no ledger at" in done.stdout and "--config FILE or YMIR_DROPBOX_CONFIG" in done.stdout
 
 
 def test_retry_all_failed_moves_failed_packages_back_to_the_inbox_top_level(

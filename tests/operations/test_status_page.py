@@ -353,3 +353,22 @@ def test_the_page_in_a_browser_shows_hostile_names_as_text_and_runs_none(
     assert page.title == "ymir-dropbox"
     assert "img" not in page.tags
     assert page.tags.count("script") == 1
+
+
+def test_the_page_names_what_the_daemon_will_never_take() -> None:
+    status = {
+        "daemon_running": True,
+        "inbox": "/srv/inbox",
+        "waiting": 0,
+        "waiting_packages": [],
+        "processing": 0,
+        "processing_packages": [],
+        "never_taken": [{"path": "y8<b>.zip", "why": "not named *.tar.gz (watch.patterns)"}],
+        "today": {},
+        "total": {},
+    }
+
+    page = Page(render_page(status))
+
+    assert "y8<b>.zip" in page.texts["name"]  # as text, escaped in the HTML
+    assert "never taken: not named *.tar.gz (watch.patterns)" in page.texts["reason"]

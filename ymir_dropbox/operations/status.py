@@ -55,6 +55,7 @@ class StatusSnapshot:
     inbox: Path
     waiting: tuple[str, ...]
     processing: tuple[str, ...]
+    never_taken: tuple[str, ...]  # in the inbox, named as the daemon never takes a package
     in_flight: tuple[JsonObject, ...]
     disk: dict[str, int]
     today: Counts | None = None  # None: no ledger yet
@@ -68,13 +69,13 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
     """``in_flight`` is the running daemon's own view; without it, what the daemon last
     published (if it runs)."""
     watch = config.watch
-    waiting = sorted(
-        str(relative)
-        for relative, info in walk_files(config.paths.inbox, watch.recursive)
-        if stat.S_ISREG(info.st_mode)
-        and is_package_name(relative, watch)
-        and not is_ignored(relative, watch)
-    )
+    waiting: list[str] = []
+    never: list[str] = []
+    for relative, info in walk_files(config.paths.inbox, watch.recursive):
+        if not stat.S_ISREG(info.st_mode) or is_ignored(relative, watch):
+            continue  # hidden and temporary names: a writer's, until it renames them
+        (waiting if is_package_name(relative, watch) else never).append(str(relative))
+    waiting.sort()
     processing = sorted(
         str(relative)
         for relative, info in walk_files(config.paths.processing, True)
@@ -88,6 +89,7 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
         config.paths.inbox.absolute(),
         tuple(waiting),
         tuple(processing),
+        tuple(sorted(never)),
         tuple(in_flight or ()),
         folder_usage(config.paths),
     )
@@ -114,10 +116,16 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
 
 def collect_status(config: Config, in_flight: list[JsonObject] | None = None) -> JsonObject:
     """What ``status --json`` prints and the status page shows."""
-    return status_document(take_snapshot(config, in_flight))
+    document = status_document(take_snapshot(config, in_flight), config.watch.patterns)
+    if not config.paths.ledger.exists():
+        document["no_ledger"] = (
+            f"no ledger at {config.paths.ledger}: is this the daemon's configuration? "
+            "Point at it with --config FILE or YMIR_DROPBOX_CONFIG"
+        )
+    return document
 
 
-def status_document(snapshot: StatusSnapshot) -> JsonObject:
+def status_document(snapshot: StatusSnapshot, patterns: tuple[str, ...]) -> JsonObject:
     imports = [brief_document(found) for found in snapshot.recent_imports]
     failures = [brief_document(found) for found in snapshot.recent_failures]
     return {
@@ -127,6 +135,10 @@ def status_document(snapshot: StatusSnapshot) -> JsonObject:
         "waiting_packages": list(snapshot.waiting[:50]),
         "processing": len(snapshot.processing),
         "processing_packages": list(snapshot.processing[:50]),
+        "never_taken": [
+            {"path": path, "why": f"not named {' or '.join(patterns)} (watch.patterns)"}
+            for path in snapshot.never_taken[:50]
+        ],
         "in_flight": list(snapshot.in_flight),
         "disk": snapshot.disk,
         "today": asdict(snapshot.today) if snapshot.today else {},
@@ -146,6 +158,10 @@ def render_status(status: JsonObject) -> str:
         f"waiting:     {status['waiting']}",
         f"processing:  {status['processing']}",
     ]
+    if status.get("no_ledger"):
+        lines.append(f"note:        {status['no_ledger']}")
+    for never in status.get("never_taken") or []:
+        lines.append(f"never taken: {never['path']}: {never['why']}")
     for period in ("today", "total"):
         numbers = status[period]
         if numbers:

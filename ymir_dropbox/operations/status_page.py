@@ -166,6 +166,11 @@ def _waiting(status: JsonObject) -> str:
     if more > 0:
         items.append(f'<li class="meta">and {more} more</li>')
     title = f"Waiting ({_e(status.get('waiting', len(names)))})"
+    items += [
+        f'<li><div class="name">{_e(never.get("path"))}</div>'
+        f'<div class="reason">never taken: {_e(never.get("why"))}</div></li>'
+        for never in (status.get("never_taken") or [])[:MAX_LISTED]
+    ]
     return _section("waiting", title, items, "The inbox is empty.")
 
 
