@@ -535,3 +535,39 @@ def test_command_and_webhook_each_get_every_outcome(
     wait_until(
         lambda: seen.exists() and seen.read_text().split() == expected, 10, "the command too"
     )
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout() -> None:
+    """The timeout once bounded each read: a byte every 0.3 s held a 1 s delivery for ever."""
+    import socket
+
+    from ymir_dropbox.operations.notifications import DeliveryFailed, post_webhook
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    with pytest.raises(DeliveryFailed, match="timed out"):
+        post_webhook(f"http://127.0.0.1:{port}/hook", {"package": "p"}, timeout=1.0)
+    took = time.monotonic() - started
+    stop.set()
+    server.close()
+    assert took < 3.0, took

@@ -9,18 +9,20 @@ project's one backoff formula. A receiver that is down, hangs or fails is logged
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -105,39 +107,49 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirected POST would become a GET elsewhere: a redirect is a failed delivery."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_RefuseRedirects)
-
-
 def post_webhook(url: str, document: JsonObject, timeout: float) -> None:
-    """POST the outcome as JSON; any 2xx answer is a delivery."""
+    """POST the outcome as JSON; any 2xx answer is a delivery, a redirect is not. ``timeout``
+    bounds the whole delivery, not each read: a receiver that trickles its answer a byte at a
+    time is cut off when the time is up."""
     # The scheme is http or https: the config schema allows no other.
-    request = urllib.request.Request(  # noqa: S310
-        url,
-        data=_encode(document),
-        method="POST",
-        headers={
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": f"ymir-dropbox/{__version__}",
-        },
-    )
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=timeout)
+    deadline = threading.Timer(timeout, _cut_off, [connection])
+    deadline.start()
+    started = time.monotonic()
     try:
-        with _opener.open(request, timeout=timeout) as answer:
-            answer.read(65536)
-    except urllib.error.HTTPError as error:
-        error.close()
-        permanent = 400 <= error.code < 500 and error.code not in RETRY_STATUSES
-        raise DeliveryFailed(f"HTTP {error.code} {error.reason}", permanent=permanent) from None
-    except urllib.error.URLError as error:
-        raise DeliveryFailed(f"cannot reach the webhook: {error.reason}") from None
-    except (OSError, ValueError) as error:  # timeouts, resets, a malformed answer
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("POST", target, _encode(document), _WEBHOOK_HEADERS)
+        answer = connection.getresponse()
+        answer.read(65536)
+        status, reason = answer.status, answer.reason
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        if time.monotonic() - started >= timeout:
+            raise DeliveryFailed(f"timed out: no whole answer within {timeout:g} s") from None
+        if isinstance(error, ConnectionError | OSError) and not isinstance(error, TimeoutError):
+            raise DeliveryFailed(f"cannot reach the webhook: {error!r}") from None
         raise DeliveryFailed(f"webhook delivery failed: {error!r}") from None
+    finally:
+        deadline.cancel()
+        connection.close()
+    if 200 <= status < 300:
+        return
+    permanent = 400 <= status < 500 and status not in RETRY_STATUSES
+    raise DeliveryFailed(f"HTTP {status} {reason}", permanent=permanent)
+
+
+def _cut_off(connection: http.client.HTTPConnection) -> None:
+    """The delivery's time is up: wake the read waiting on the socket (a close alone would not)."""
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+_WEBHOOK_HEADERS = {
+    "Content-Type": "application/json; charset=utf-8",
+    "User-Agent": f"ymir-dropbox/{__version__}",
+}
 
 
 def _encode(document: JsonObject) -> bytes:
