@@ -115,9 +115,9 @@ def post_webhook(url: str, document: JsonObject, timeout: float) -> None:
     parts = urllib.parse.urlsplit(url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = kind(parts.hostname or "", parts.port, timeout=timeout)
-    deadline = threading.Timer(timeout, _cut_off, [connection])
+    cut = threading.Event()
+    deadline = threading.Timer(timeout, _cut_off, [connection, cut])
     deadline.start()
-    started = time.monotonic()
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.request("POST", target, _encode(document), _WEBHOOK_HEADERS)
@@ -125,7 +125,7 @@ def post_webhook(url: str, document: JsonObject, timeout: float) -> None:
         answer.read(65536)
         status, reason = answer.status, answer.reason
     except (OSError, http.client.HTTPException, ValueError) as error:
-        if time.monotonic() - started >= timeout:
+        if cut.is_set() or isinstance(error, TimeoutError):
             raise DeliveryFailed(f"timed out: no whole answer within {timeout:g} s") from None
         if isinstance(error, ConnectionError | OSError) and not isinstance(error, TimeoutError):
             raise DeliveryFailed(f"cannot reach the webhook: {error!r}") from None
@@ -139,8 +139,9 @@ def post_webhook(url: str, document: JsonObject, timeout: float) -> None:
     raise DeliveryFailed(f"HTTP {status} {reason}", permanent=permanent)
 
 
-def _cut_off(connection: http.client.HTTPConnection) -> None:
+def _cut_off(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
     """The delivery's time is up: wake the read waiting on the socket (a close alone would not)."""
+    cut.set()
     if connection.sock is not None:
         with contextlib.suppress(OSError):
             connection.sock.shutdown(socket.SHUT_RDWR)
