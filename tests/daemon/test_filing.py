@@ -20,17 +20,6 @@ from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
-NAME = PurePosixPath("model.tar.gz")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # -- filing ---------------------------------------------------------------------------------------
 
 

@@ -23,16 +23,6 @@ from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
-NAME = PurePosixPath("model.tar.gz")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def claimed_in_processing(config: Config, ledger: Ledger, name: str, status: Status) -> int:
     seed_package(config.paths.processing / name)

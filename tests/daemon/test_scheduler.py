@@ -20,14 +20,6 @@ from ymir_dropbox.storing.ledger import Ledger
 NAME = PurePosixPath("model.tar.gz")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # -- stopping -------------------------------------------------------------------------------------
 
 

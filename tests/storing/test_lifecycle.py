@@ -16,14 +16,6 @@ from ymir_dropbox.storing.lifecycle import IllegalTransition, Place, Status
 NAME = PurePosixPath("model.tar.gz")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # -- the lifecycle in the ledger ------------------------------------------------------------------
 
 

@@ -116,8 +116,9 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
 
 def collect_status(config: Config, in_flight: list[JsonObject] | None = None) -> JsonObject:
     """What ``status --json`` prints and the status page shows."""
-    document = status_document(take_snapshot(config, in_flight), config.watch.patterns)
-    if not config.paths.ledger.exists():
+    snapshot = take_snapshot(config, in_flight)
+    document = status_document(snapshot, config.watch.patterns)
+    if snapshot.total is None:  # no ledger
         document["no_ledger"] = (
             f"no ledger at {config.paths.ledger}: is this the daemon's configuration? "
             "Point at it with --config FILE or YMIR_DROPBOX_CONFIG"

@@ -107,14 +107,9 @@ def free_path(folder: Path, relative: PurePosixPath) -> Path:
 
 
 def _taken(path: Path) -> bool:
-    """A name with a file, a link or the error files of a failed package. A name too long
-    for the filesystem is taken too: nothing can be filed under it."""
-    try:
-        return (
-            path.exists() or path.is_symlink() or path.with_name(path.name + ".error.json").exists()
-        )
-    except OSError:
-        return True
+    """A name with a file, a link or the error files of a failed package (names fit, see
+    :func:`fitting_name`: testing them never raises for their length)."""
+    return path.exists() or path.is_symlink() or path.with_name(path.name + ".error.json").exists()
 
 
 @contextmanager

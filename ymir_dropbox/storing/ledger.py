@@ -269,6 +269,7 @@ class Ledger(LedgerQueries):
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self.read_only = read_only
+        created = not read_only and not path.exists()
         try:
             connection = _connect(path, read_only)
             version = SCHEMA_VERSION
@@ -298,9 +299,10 @@ class Ledger(LedgerQueries):
             # never leaves a folder ahead of the ledger (NORMAL could lose the last rows).
             self.connection.execute("PRAGMA synchronous = FULL")
             self._migrate()
-            # SQLite makes its WAL's name durable, never the database file's own: a ledger
-            # created and then lost in a power cut would take every row with it.
-            fsync_folder(path.parent)
+            if created:
+                # SQLite makes its WAL's name durable, never the database file's own: a
+                # ledger created and then lost in a power cut would take every row with it.
+                fsync_folder(path.parent)
         except sqlite3.DatabaseError as error:
             raise LedgerError(f"{path}: cannot use the ledger: {error}") from None
 

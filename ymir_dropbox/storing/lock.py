@@ -54,7 +54,7 @@ def acquire_lock(config: Config) -> DaemonLock:
 
 
 def _lock_the_folders(processing: Path) -> int:
-    fd = _inherited_folder(processing)
+    fd = _inherited(FOLDER_ENV_VAR, processing)
     if fd is None:
         fd = os.open(processing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -68,24 +68,10 @@ def _lock_the_folders(processing: Path) -> int:
     return fd
 
 
-def _inherited_folder(processing: Path) -> int | None:
-    text = os.environ.pop(FOLDER_ENV_VAR, "")
-    if not text.isdigit():
-        return None
-    fd = int(text)
-    try:
-        held, wanted = os.fstat(fd), os.stat(processing)
-    except OSError:
-        return None
-    if (held.st_dev, held.st_ino) != (wanted.st_dev, wanted.st_ino):
-        return None
-    os.set_inheritable(fd, False)
-    return fd
-
-
 def _lock_beside_the_ledger(config: Config) -> IO[str]:
     path = lock_path(config)
-    stream = _inherited(path) or path.open("a+")
+    inherited = _inherited(INHERITED_ENV_VAR, path)
+    stream = os.fdopen(inherited, "a+") if inherited is not None else path.open("a+")
     try:
         fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -103,9 +89,10 @@ def _lock_beside_the_ledger(config: Config) -> IO[str]:
     return stream
 
 
-def _inherited(path: Path) -> IO[str] | None:
-    """The lock a re-executed daemon inherited from itself (``YMIR_DROPBOX_LOCK_FD``)."""
-    text = os.environ.pop(INHERITED_ENV_VAR, "")
+def _inherited(variable: str, path: Path) -> int | None:
+    """The descriptor of ``path`` a re-executed daemon inherited from itself, named by the
+    environment ``variable``; None if there is none, or it is not that file any more."""
+    text = os.environ.pop(variable, "")
     if not text.isdigit():
         return None
     fd = int(text)
@@ -116,7 +103,7 @@ def _inherited(path: Path) -> IO[str] | None:
     if (held.st_dev, held.st_ino) != (wanted.st_dev, wanted.st_ino):
         return None
     os.set_inheritable(fd, False)
-    return os.fdopen(fd, "a+")
+    return fd
 
 
 def lock_held(config: Config) -> bool:

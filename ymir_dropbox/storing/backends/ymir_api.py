@@ -85,6 +85,19 @@ def read_password(settings: YmirApiSettings) -> str:
         ) from None
 
 
+def _names_held(package: PreparedPackage, project_id: int) -> set[str]:
+    """The group names (folded) other packages' attempts recorded in this project and have
+    not given up (a failed attempt's name is free again, or a group in YMIR)."""
+    if package.ledger is None:
+        return set()
+    return {
+        _fold(held)
+        for other in package.ledger.with_fact("ymir_project_id", project_id)
+        if other.sha256 != package.sha256 and other.status is not Status.FAILED
+        if (held := YmirFacts.of(other).group_name) is not None
+    }
+
+
 def _fold(name: str) -> str:
     """A group name as YMIR compares them: case-insensitively, trailing spaces ignored."""
     return name.rstrip(" ").casefold()
@@ -361,21 +374,9 @@ class YmirApiBackend:
         by another package's attempt in the ledger (the same name posted twice at once makes
         two groups of one name in YMIR: its check and its insert are not one transaction).
         Recorded before the POST, under one lock for all workers, kept across restarts."""
-        folded = _fold(name)
         with _NAMING:
-            for other in (
-                package.ledger.with_fact("ymir_project_id", project_id)
-                if (package.ledger is not None)
-                else ()
-            ):
-                theirs = YmirFacts.of(other).group_name
-                if (
-                    theirs is not None
-                    and _fold(theirs) == folded
-                    and other.sha256 != package.sha256
-                    and other.status is not Status.FAILED
-                ):
-                    return False
+            if _fold(name) in _names_held(package, project_id):
+                return False
             if self.client.find_group(project_id, name) is not None:
                 return False
             # Before the POST: a crash finds it by name, and no other import takes it.
