@@ -33,6 +33,7 @@ from ymir_dropbox.operations.metrics import Metrics
 from ymir_dropbox.operations.notifications import Notifier
 from ymir_dropbox.operations.retention import folder_usage
 from ymir_dropbox.operations.status import collect_status
+from ymir_dropbox.operations.verdicts import package_source
 from ymir_dropbox.storing.backends import Backend, make_backend
 from ymir_dropbox.storing.folders import check_same_filesystem
 from ymir_dropbox.storing.importer import Importer
@@ -107,6 +108,7 @@ def wire(config: Config, faults: FaultPlan) -> Daemon:
     metrics = Metrics(
         config.metrics.listen,
         status_source=lambda: collect_status(config, in_flight=progress.documents()),
+        package_source=package_source(config.paths.ledger, progress.snapshot),
         disk_source=lambda: folder_usage(config.paths),
         last_success=_last_import(ledger),
     )

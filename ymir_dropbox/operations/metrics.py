@@ -1,4 +1,4 @@
-"""Prometheus metrics on ``[metrics] listen`` (optional; needs the ``metrics`` extra).
+"""Prometheus metrics on ``[metrics] listen`` (the counting needs the ``metrics`` extra).
 
 The same listener serves the status page at ``/`` and the status object at ``/status.json``
 when the daemon gives it a status source (see :mod:`.listener`).
@@ -9,8 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ymir_dropbox.core.errors import ConfigError, DropboxError
+import structlog
+
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.operations.listener import Listener, StatusSource
+from ymir_dropbox.operations.verdicts import PackageSource
+
+log = structlog.get_logger(__name__)
 
 DiskSource = Callable[[], Mapping[str, int]]
 
@@ -18,7 +23,8 @@ DiskSource = Callable[[], Mapping[str, int]]
 class Metrics:
     """Counters the daemon updates; a no-op when metrics are off.
 
-    ``status_source`` feeds ``/`` and ``/status.json``; ``disk_source`` (bytes per folder,
+    ``status_source`` feeds ``/`` and ``/status.json``, ``package_source``
+    ``/packages/<sha256>``; ``disk_source`` (bytes per folder,
     ``retention.folder_usage``) is read at each scrape for ``ymir_dropbox_folder_bytes``;
     ``last_success`` is the Unix time of the ledger's last import when the daemon starts.
     """
@@ -28,20 +34,43 @@ class Metrics:
         listen: str,
         *,
         status_source: StatusSource | None = None,
+        package_source: PackageSource | None = None,
         disk_source: DiskSource | None = None,
         last_success: float | None = None,
     ) -> None:
-        self.enabled = bool(listen)
+        self.enabled = False  # counting: only with prometheus-client
         self.listener: Listener | None = None
-        if not self.enabled:
+        if not listen:
             return
         try:
             import prometheus_client as prometheus
         except ImportError:
-            raise ConfigError(
-                "metrics.listen is set but prometheus-client is not installed "
-                "(pip install 'ymir-dropbox[metrics]')"
+            # The listener still serves the status and the verdicts push asks for.
+            log.warning(
+                "metrics_unavailable",
+                reason="prometheus-client is not installed: pip install 'ymir-dropbox[metrics]'",
+            )
+        else:
+            self._count_with(prometheus, disk_source, last_success)
+        host, _, port = listen.rpartition(":")
+        try:
+            self.listener = Listener(
+                host or "127.0.0.1",
+                int(port),
+                metrics_text=self.exposition,
+                status_source=status_source,
+                package_source=package_source,
+            )
+        except OSError as error:
+            raise DropboxError(
+                f"metrics.listen: cannot listen on {listen}: {error.strerror}"
             ) from None
+        self.listener.start()
+
+    def _count_with(
+        self, prometheus: Any, disk_source: DiskSource | None, last_success: float | None
+    ) -> None:
+        self.enabled = True
         self._prometheus: Any = prometheus
         self.registry: Any = prometheus.CollectorRegistry()
         self.packages = prometheus.Counter(
@@ -68,27 +97,17 @@ class Metrics:
             self.last_success.set(last_success)
         if disk_source is not None:
             self.registry.register(FolderBytes(disk_source))
-        host, _, port = listen.rpartition(":")
-        try:
-            self.listener = Listener(
-                host or "127.0.0.1",
-                int(port),
-                metrics_text=self.exposition,
-                status_source=status_source,
-            )
-        except OSError as error:
-            raise DropboxError(
-                f"metrics.listen: cannot listen on {listen}: {error.strerror}"
-            ) from None
-        self.listener.start()
 
     @property
     def address(self) -> tuple[str, int] | None:
         """Where the listener is (the real port when ``listen`` asked for port 0)."""
         return self.listener.address if self.listener else None
 
-    def exposition(self, accept: str) -> tuple[bytes, str]:
-        """The registry in the format the scraper accepts (Prometheus text or OpenMetrics)."""
+    def exposition(self, accept: str) -> tuple[bytes, str] | None:
+        """The registry in the format the scraper accepts (Prometheus text or OpenMetrics);
+        None without prometheus-client."""
+        if not self.enabled:
+            return None
         encoder, content_type = self._prometheus.exposition.choose_encoder(accept)
         body: bytes = encoder(self.registry)
         return body, str(content_type)

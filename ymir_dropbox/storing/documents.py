@@ -1,6 +1,7 @@
 """An attempt as the documents people and scripts read: ``ledger --json`` and ``ledger show``,
-the notification every receiver gets, the error files beside a failed package, and the brief
-lines of ``status``. One module renders all of them, from the typed :class:`Attempt`.
+the notification every receiver gets, the error files beside a failed package, the brief
+lines of ``status``, and the verdict ``push --wait`` asks the listener for. One module renders
+all of them, from the typed :class:`Attempt`.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ymir_dropbox.core.jsonvalues import JsonObject
+from ymir_dropbox.core.progress import JobProgress
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import fact_names
+from ymir_dropbox.storing.lifecycle import SETTLED, Place
 
 Document = JsonObject
 
@@ -120,4 +123,36 @@ def brief_document(attempt: Attempt) -> Document:
         "finished_at": attempt.finished_at,
         "uploader": attempt.uploader,
         "reason": attempt.reason,
+    }
+
+
+def is_announced(attempt: Attempt) -> bool:
+    """Whether the attempt's verdict may be told: it is settled and its package has left
+    processing/ (in done/, or in failed/ beside its error files), so what the verdict
+    describes is on disk."""
+    return attempt.status in SETTLED and attempt.place not in (Place.INBOX, Place.PROCESSING)
+
+
+def verdict_document(attempt: Attempt, in_flight: JobProgress | None = None) -> Document:
+    """``GET /packages/<sha256>``: an attempt as a training server may see it (no path of
+    the daemon's host beyond the inbox-relative name), with its step while in flight."""
+    relative = attempt.relative
+    return {
+        "package": str(relative) if relative is not None else attempt.package,
+        "sha256": attempt.sha256,
+        "status": str(attempt.status),
+        "final": is_announced(attempt),
+        "place": None if attempt.place is None else str(attempt.place),
+        "attempt": attempt.id,
+        "model_hash": attempt.model_hash,
+        "mAP": attempt.mAP,
+        "best_stage_name": attempt.best_stage_name,
+        "duplicate_of": attempt.duplicate_of,
+        "problems": problems(attempt.errors),
+        "received_at": attempt.received_at,
+        "finished_at": attempt.finished_at,
+        "step": None if in_flight is None else in_flight.step,
+        "percent": None if in_flight is None else in_flight.percent,
+        **dict.fromkeys(fact_names()),
+        **attempt.facts,
     }

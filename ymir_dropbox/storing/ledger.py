@@ -157,6 +157,13 @@ class LedgerQueries:
             [sha256, Status.INTERRUPTED, sha256, *sorted(SETTLED)],
         )
 
+    def by_sha256(self, sha256: str, after: int = 0, limit: int = 100) -> list[Attempt]:
+        """The attempts at these bytes with an id above ``after``, newest first."""
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            [sha256, after, limit],
+        )
+
     def orphan_models(self, backend: str) -> list[str]:
         """Model files ``backend`` wrote for attempts that never imported them (a crash after
         the store, then no redo: the package deleted, or failed as crashed), and that no
