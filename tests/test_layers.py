@@ -6,7 +6,8 @@ logging: everyone may import it), ``reading`` (judging a package, writing nothin
 (loading the configuration, the backends' tables among it), ``operations`` (the operator's
 tools: status, the page, metrics, notifications, retention, retry, check), ``daemon`` (the
 pipeline: watching, readiness, claiming, filing, the scheduler, recovery), ``training`` (the
-training server's side: pack) and the command line on top.
+training server's side: pack), ``pushing`` (delivering a package and learning its verdict)
+and the command line on top.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ymir_dropbox"
-ORDER = ("core", "reading", "storing", "config", "operations", "daemon", "training", "cli")
+ORDER = (
+    "core", "reading", "storing", "config", "operations", "daemon", "training", "pushing", "cli",
+)  # fmt: skip
 # What writing a file looks like in Python source; none of it belongs in the reading layer.
 WRITES = {
     "unlink", "rmtree", "mkdir", "makedirs", "write_text", "write_bytes", "mkstemp",

@@ -392,7 +392,7 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
 
     if not arguments.folder.is_dir():
         raise UsageError(f"{arguments.folder}: no such folder")
-    if describes_the_package(arguments):
+    if describes_the_package(arguments) or arguments.dry_run:
         try:
             outcome = run_pack(config, arguments)
         except PackInputError as error:
@@ -423,6 +423,67 @@ def cmd_pack(config: Config, arguments: argparse.Namespace) -> int:
         print(f"{arguments.output} not written: the package would be invalid", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def push_arguments(parser: argparse.ArgumentParser) -> None:
+    from ymir_dropbox.training.pack_options import add_pack_options
+
+    parser.add_argument(
+        "sources",
+        type=Path,
+        nargs="+",
+        metavar="SOURCE",
+        help="a package file, or a folder pack builds (ymir-info.yaml at its top, or a "
+        "training run with --from and the other pack options)",
+    )
+    parser.add_argument(
+        "destination",
+        metavar="DEST",
+        help="the daemon's inbox: a folder (local or a mounted share), or [user@]host:path "
+        "reached with rsync over ssh",
+    )
+    parser.add_argument("--name", help="deliver the package under this name (one SOURCE)")
+    parser.add_argument(
+        "--rsh",
+        metavar="COMMAND",
+        help='the ssh command rsync runs for host:path, e.g. "ssh -p 2222 -i KEY" '
+        "(default: [push] rsh, else ssh)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the daemon's verdict on each package (asks its listener)",
+    )
+    parser.add_argument(
+        "--status-url",
+        metavar="URL",
+        help="the daemon's listener, http://HOST:PORT (default: [push] status_url)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long, exit 3 (default: 3600)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON verdict per package per line")
+    add_pack_options(parser)
+
+
+@command("push", "deliver packages to the daemon's inbox and, with --wait, learn their verdict")(
+    push_arguments
+)
+def cmd_push(config: Config, arguments: argparse.Namespace) -> int:
+    from ymir_dropbox.pushing.push_command import run_push
+
+    if arguments.timeout <= 0:
+        raise UsageError(f"--timeout {arguments.timeout:g}: must be more than 0 seconds")
+    outcome = run_push(config, arguments)
+    for line in outcome.messages:
+        print(line, file=sys.stderr)
+    for line in outcome.output:
+        print(line, flush=True)
+    return outcome.exit_code
 
 
 @command("status", "what is waiting, processing, imported and failed")(

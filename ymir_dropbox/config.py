@@ -28,6 +28,7 @@ from ymir_dropbox.core.settings import (
     PackConfig,
     PackExecutors,
     Paths,
+    PushConfig,
     RetentionConfig,
     WatchConfig,
 )
@@ -92,6 +93,8 @@ DEFAULTS: dict[str, JsonObject] = {
             "other": "",
         },
     },
+    # `push` on a training server: the daemon's listener for --wait, and rsync's ssh command.
+    "push": {"status_url": "", "rsh": ""},
 }
 
 _positive_int = {"type": "integer", "min": 1}
@@ -183,6 +186,13 @@ SCHEMA: JsonObject = {
                     for name in DEFAULTS["pack"]["executor"]
                 },
             },
+        },
+    },
+    "push": {
+        "type": "dict",
+        "schema": {
+            "status_url": {"type": "string", "regex": r"(|https?://[^\s]+)"},
+            "rsh": {"type": "string"},
         },
     },
 }
@@ -315,6 +325,7 @@ def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> 
         notify=_notify_config(section("notify"), anchor, where),
         retention=RetentionConfig(**section("retention")),
         pack=_pack_config(section("pack")),
+        push=PushConfig(**section("push")),
         source=source,
     )
 

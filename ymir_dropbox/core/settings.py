@@ -134,6 +134,14 @@ class PackConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PushConfig:
+    """``[push]``: what ``push`` uses when the command line does not say."""
+
+    status_url: str = ""  # the daemon's listener, for --wait ("": none)
+    rsh: str = ""  # the ssh command rsync runs for host:path ("": rsync's own, ssh)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     base_dir: Path
     paths: Paths
@@ -146,6 +154,7 @@ class Config:
     notify: NotifyConfig
     retention: RetentionConfig
     pack: PackConfig
+    push: PushConfig = field(default_factory=PushConfig)
     source: Path | None = field(default=None)
 
     def ensure_folders(self) -> None:

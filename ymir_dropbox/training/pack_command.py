@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.reading.archive import INFO_NAME
+from ymir_dropbox.reading.validation import ValidationReport
 from ymir_dropbox.training.executors import choose_executor
 from ymir_dropbox.training.flag_stages import parse_class_names, plan_from_flags
 from ymir_dropbox.training.mmdet_runs import read_mmdet_run
@@ -62,11 +63,8 @@ def run_pack(config: Config, options: argparse.Namespace) -> PackOutcome:
     if output is None:
         raise PackInputError("pack needs -o OUT.tar.gz (or --dry-run)")
 
-    def write(stream: BinaryIO, _: Path) -> None:
-        write_package(stream, text.encode(), plan.members(), config.import_.compression_level)
-
     try:
-        report = publish_package(output, config.limits, write)
+        report = write_described(plan, output, config)
     except OSError as error:  # an existing output, a full disk
         return PackOutcome(EXIT_FAILED, (), (*notes, f"ymir-dropbox: {error}"))
     if not report.ok:
@@ -87,6 +85,17 @@ def run_pack(config: Config, options: argparse.Namespace) -> PackOutcome:
         ),
         notes,
     )
+
+
+def write_described(plan: PackPlan, output: Path, config: Config) -> ValidationReport:
+    """Write the package ``plan`` describes to ``output`` if it is valid (as
+    :func:`~ymir_dropbox.training.packing.publish_package` does); return the report."""
+    text = dump_yaml(plan.info()).encode()
+
+    def write(stream: BinaryIO, _: Path) -> None:
+        write_package(stream, text, plan.members(), config.import_.compression_level)
+
+    return publish_package(output, config.limits, write)
 
 
 def describe(folder: Path, options: argparse.Namespace, config: Config) -> PackPlan:

@@ -80,6 +80,5 @@ def describes_the_package(options: argparse.Namespace) -> bool:
             options.classes is not None,
             options.executor,
             options.producer,
-            options.dry_run,
         )
     )
