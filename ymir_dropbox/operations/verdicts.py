@@ -62,7 +62,9 @@ def parse_question(sha256: str, query: str) -> Question:
     if not SHA256.fullmatch(sha256):
         raise BadQuestion(f"{sha256[:80]!r} is not a sha256 (64 hexadecimal digits)")
     try:
-        given = parse_qs(query, strict_parsing=bool(query), max_num_fields=8)
+        given = parse_qs(
+            query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=8
+        )
     except ValueError as error:
         raise BadQuestion(f"the query string: {error}") from None
     unknown = sorted(set(given) - {"name", "after", "since"})
