@@ -141,6 +141,7 @@ def _verdict(item: Awaited) -> JsonObject:
             "best_stage_name": answer.get("best_stage_name"),
             "duplicate_of": answer.get("duplicate_of"),
             "problems": answer.get("problems") or [],
+            "warnings": answer.get("warnings") or [],
             **{key: answer.get(key) for key in YMIR_IDS},
         }
     seen = item.seen or {}
@@ -191,7 +192,7 @@ def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> lis
                 f"  YMIR project {verdict['ymir_project_id']}, model id "
                 f"{verdict['ymir_model_id']}, group {verdict['ymir_group_name']}"
             )
-        return lines
+        return lines + _problem_lines(verdict.get("warnings"), "warning: ")
     if status == "duplicate":
         return [
             f"duplicate: {name} of attempt {verdict['duplicate_of']} "
@@ -203,9 +204,16 @@ def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> lis
         return [f"timed out: {name}: no verdict within {timeout:g} s; {_last_known(verdict, url)}"]
     head = {"failed": "failed", "invalid": "invalid", "not_delivered": "not delivered"}
     lines = [f"{head.get(str(status), str(status))}: {name}"]
-    for problem in verdict.get("problems") or []:
-        where = f" [{problem['field']}]" if problem.get("field") else ""
-        lines.append(f"  {problem['code']}{where}: {problem['message']}")
+    return lines + _problem_lines(verdict.get("problems"))
+
+
+def _problem_lines(found: object, kind: str = "") -> list[str]:
+    """``  [warning: ]code [field]: message``, one per problem of an answer."""
+    lines = []
+    for problem in found if isinstance(found, list) else []:
+        if isinstance(problem, dict):
+            where = f" [{problem.get('field')}]" if problem.get("field") else ""
+            lines.append(f"  {kind}{problem.get('code')}{where}: {problem.get('message')}")
     return lines
 
 

@@ -149,6 +149,7 @@ def verdict_document(attempt: Attempt, in_flight: JobProgress | None = None) -> 
         "best_stage_name": attempt.best_stage_name,
         "duplicate_of": attempt.duplicate_of,
         "problems": problems(attempt.errors),
+        "warnings": problems(attempt.warnings),
         "received_at": attempt.received_at,
         "finished_at": attempt.finished_at,
         "step": None if in_flight is None else in_flight.step,
