@@ -65,7 +65,7 @@ DEFAULTS: dict[str, JsonObject] = {
         "ignore": [".*", "*.part", "*.tmp", "*.crdownload", "*~"],
     },
     "daemon": {"shutdown_timeout": 60.0, "retry_max_seconds": 300.0},
-    "metrics": {"listen": ""},
+    "metrics": {"listen": "", "hosts": []},
     # Off by default: no command, no webhook.
     "notify": {
         "command": [],
@@ -153,7 +153,10 @@ SCHEMA: JsonObject = {
     },
     "metrics": {
         "type": "dict",
-        "schema": {"listen": {"type": "string", "regex": r"(|[^\s:]*:\d{1,5})"}},
+        "schema": {
+            "listen": {"type": "string", "regex": r"(|[^\s:]*:\d{1,5})"},
+            "hosts": {"type": "list", "schema": {"type": "string", "regex": r"[^\s/:@]+"}},
+        },
     },
     "notify": {
         "type": "dict",
@@ -321,7 +324,7 @@ def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> 
             **{**watch, "patterns": tuple(watch["patterns"]), "ignore": tuple(watch["ignore"])}
         ),
         daemon=DaemonConfig(**section("daemon")),
-        metrics=MetricsConfig(**section("metrics")),
+        metrics=_metrics_config(section("metrics")),
         notify=_notify_config(section("notify"), anchor, where),
         retention=RetentionConfig(**section("retention")),
         pack=_pack_config(section("pack")),
@@ -361,6 +364,10 @@ def _refuse_nested_folders(folders: dict[str, Path], where: str) -> None:
                     f"{where}: paths.{inner} ({real[inner]}) is inside paths.{outer} "
                     f"({real[outer]}); each folder must be apart from the others"
                 )
+
+
+def _metrics_config(section: JsonObject) -> MetricsConfig:
+    return MetricsConfig(listen=section["listen"], hosts=tuple(section["hosts"]))
 
 
 def _pack_config(section: JsonObject) -> PackConfig:

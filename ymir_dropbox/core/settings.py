@@ -85,7 +85,10 @@ class DaemonConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
+    """``[metrics]``: the listener (status page, verdicts, metrics); ``listen`` "": off."""
+
     listen: str
+    hosts: tuple[str, ...] = ()  # host names it answers to besides its own and IP addresses
 
 
 @dataclass(frozen=True, slots=True)

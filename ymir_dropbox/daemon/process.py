@@ -111,6 +111,7 @@ def wire(config: Config, faults: FaultPlan) -> Daemon:
         package_source=package_source(config.paths.ledger, progress.snapshot),
         disk_source=lambda: folder_usage(config.paths),
         last_success=_last_import(ledger),
+        hosts=config.metrics.hosts,
     )
     notifier = Notifier(config.notify)
     filing = Filing(config.paths, ledger, notifier, faults)

@@ -5,11 +5,22 @@ page, ``/status.json`` the status object, ``/packages/<sha256>`` the verdict on 
 A small ThreadingHTTPServer of our own, so that one port serves them all. It only reads:
 GET and HEAD, nothing else (405). The status is computed at most once a second, however many
 phones and scrapers ask.
+
+Whoever reaches the port is a stranger: at most :data:`MAX_CONNECTIONS` connections at once
+(more are closed at once), a request head of at most :data:`MAX_HEAD_BYTES` (431 beyond),
+read within :data:`REQUEST_DEADLINE_SECONDS` in all (a client trickling bytes is cut off),
+and only for a host name this machine answers to (an IP address, ``localhost``, its own
+names, ``[metrics] hosts``): a page that rebinds a name of its own to this address gets 421.
+An aborted request is one log event, never a traceback.
 """
 
 from __future__ import annotations
 
+import io
+import ipaddress
 import json
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +42,9 @@ StatusSource = Callable[[], JsonObject]
 MetricsText = Callable[[str], tuple[bytes, str] | None]
 STATUS_MAX_AGE_SECONDS = 1.0
 PACKAGES = "/packages/"
+MAX_CONNECTIONS = 32
+MAX_HEAD_BYTES = 8 * 1024
+REQUEST_DEADLINE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
@@ -65,16 +79,31 @@ class Listener:
         status_source: StatusSource | None = None,
         status_max_age: float = STATUS_MAX_AGE_SECONDS,
         package_source: PackageSource | None = None,
+        hosts: tuple[str, ...] = (),
+        request_deadline: float = REQUEST_DEADLINE_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.metrics_text = metrics_text
+        self.request_deadline = request_deadline
+        self.max_connections = max_connections
         self.package_source = package_source
+        self.hosts = own_names() | {name.lower().rstrip(".") for name in hosts}
         self.status = (
             CachedStatus(status_source, status_max_age) if status_source is not None else None
         )
-        self.server = _Server((host, port), _Handler)
+        self.server = _Server((host, port), _Handler, bind_and_activate=False)
         self.server.listener = self
+        try:
+            self.server.server_bind()
+            self.server.server_activate()
+        except BaseException:
+            self.server.server_close()
+            raise
         self.thread = threading.Thread(
-            target=self.server.serve_forever, name="ymir-dropbox-listener", daemon=True
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="ymir-dropbox-listener",
+            daemon=True,
         )
 
     @property
@@ -91,9 +120,68 @@ class Listener:
         self.server.server_close()
 
 
+def own_names() -> set[str]:
+    """The names this machine answers to besides its addresses."""
+    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    return {name.lower().rstrip(".") for name in names if name}
+
+
+def host_allowed(host: str | None, allowed: set[str]) -> bool:
+    """Whether a request's ``Host`` names this machine: an IP address (a rebinding attack
+    needs a name of its own), or one of ``allowed``. No ``Host`` (HTTP/1.0 tools): allowed,
+    since every browser sends one."""
+    if host is None:
+        return True
+    name = host.strip()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name in allowed
+    return True
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     listener: Listener
+
+    def server_activate(self) -> None:
+        self.slots = threading.BoundedSemaphore(self.listener.max_connections)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning(
+                "listener_busy",
+                client=str(client_address[0]),
+                limit=self.listener.max_connections,
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that broke off (reset, closed mid-answer): one event, no traceback."""
+        error = sys.exc_info()[1]
+        log.info("listener_request_aborted", client=str(client_address[0]), error=repr(error)[:200])
+
+
+class _HeadTooLarge(Exception):
+    pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -101,6 +189,46 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "ymir-dropbox"
     sys_version = ""
     timeout = REQUEST_TIMEOUT_SECONDS
+
+    def handle_one_request(self) -> None:
+        """Read the request head ourselves, bounded in size and in time, then answer it."""
+        try:
+            head = self._read_head()
+        except _HeadTooLarge:
+            self.command, self.close_connection = "", True
+            self.request_version, self.requestline = "HTTP/1.0", ""
+            self._send_text(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                f"a request head is {MAX_HEAD_BYTES} bytes at most\n",
+            )
+            return
+        except OSError as error:  # too slow (a timeout), or gone
+            self.close_connection = True
+            log.info("listener_request_aborted", client=self.client_address[0], error=repr(error))
+            return
+        if not head:
+            self.close_connection = True
+            return
+        self.rfile = io.BytesIO(head)
+        super().handle_one_request()
+
+    def _read_head(self) -> bytes:
+        allowed = self.server.listener.request_deadline
+        deadline = time.monotonic() + allowed
+        data = b""
+        while b"\r\n\r\n" not in data and b"\n\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no whole request within {allowed:g} s")
+            self.connection.settimeout(left)
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+            if len(data) > MAX_HEAD_BYTES:
+                raise _HeadTooLarge
+        self.connection.settimeout(REQUEST_TIMEOUT_SECONDS)
+        return data
 
     def do_GET(self) -> None:
         self._answer(with_body=True)
@@ -123,6 +251,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, with_body: bool) -> None:
         listener = self.server.listener
+        if not host_allowed(self.headers.get("Host"), listener.hosts):
+            self._send_text(
+                HTTPStatus.MISDIRECTED_REQUEST,
+                "this listener does not answer to that host name (see [metrics] hosts)\n",
+            )
+            return
         parts = urlsplit(self.path)
         path = parts.path
         headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}

@@ -37,6 +37,7 @@ class Metrics:
         package_source: PackageSource | None = None,
         disk_source: DiskSource | None = None,
         last_success: float | None = None,
+        hosts: tuple[str, ...] = (),
     ) -> None:
         self.enabled = False  # counting: only with prometheus-client
         self.listener: Listener | None = None
@@ -60,6 +61,7 @@ class Metrics:
                 metrics_text=self.exposition,
                 status_source=status_source,
                 package_source=package_source,
+                hosts=hosts,
             )
         except OSError as error:
             raise DropboxError(
