@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import structlog
 
@@ -21,6 +21,7 @@ from ymir_dropbox.core.errors import ConfigError, DropboxError, UsageError
 from ymir_dropbox.core.faults import FaultPlan
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.logs import configure_logging
+from ymir_dropbox.core.printable import PrintableStream, printable_values
 from ymir_dropbox.storing.ledger import MIN_PREFIX
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -53,6 +54,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; what it prints shows no control character an uploader put in a name."""
+    raw_out, raw_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(raw_out), PrintableStream(raw_err)
+    try:
+        return _main(argv, raw_err)
+    finally:
+        sys.stdout, sys.stderr = raw_out, raw_err
+
+
+def _main(argv: Sequence[str] | None, log_stream: TextIO) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     # The backends' own commands need their modules: loaded only when no command of ours is
     # named (a command starts sooner).
@@ -64,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         config = load_config(config_path(getattr(arguments, "config", None)))
-        configure_logging(config.log.format, config.log.level)
+        configure_logging(config.log.format, config.log.level, log_stream)
         result: int = arguments.command(config, arguments)
         return result
     except UsageError as error:
@@ -205,6 +216,7 @@ def cmd_validate(config: Config, arguments: argparse.Namespace) -> int:
 
 
 def _print_report(summary: JsonObject) -> None:
+    summary = printable_values(summary)
     if summary["ok"]:
         print(
             f"{summary['package']}: ok, best_stage_name: {summary['best_stage_name']}, "
@@ -326,6 +338,7 @@ def cmd_ledger(config: Config, arguments: argparse.Namespace) -> int:
 def _print_fields(document: dict[str, object]) -> None:
     """What the attempt has, one field a line (nothing for what it has not: no empty
     lists, no backend facts of another backend)."""
+    document = printable_values(document)
     shown = {name: value for name, value in document.items() if value not in (None, [], "")}
     width = max(map(len, shown))
     for name, value in shown.items():
@@ -336,7 +349,7 @@ def _print_fields(document: dict[str, object]) -> None:
 
 def print_table(rows: Sequence[JsonObject], columns: Sequence[str]) -> None:
     def cell(row: JsonObject, column: str) -> str:
-        value = row.get(column)
+        value = printable_values(row.get(column))
         text = "" if value is None else str(value)
         if column == "reason" and len(text) > REASON_WIDTH:
             return text[: REASON_WIDTH - 1] + "…"
@@ -496,7 +509,7 @@ def cmd_status(config: Config, arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps(status, ensure_ascii=False))
     else:
-        print(render_status(status))
+        print(render_status(printable_values(status)))
     return EXIT_OK
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from ymir_dropbox.core.printable import printable_values
 
 
 def configure_logging(
@@ -30,9 +33,18 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info if as_json else structlog.dev.set_exc_info,
+            *([] if as_json else [_printable]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+def _printable(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """On a terminal, values show no control character (an uploader's name could hold one):
+    one event stays one line. JSON lines escape them already."""
+    return {
+        key: printable_values(value) if key != "exc_info" else value for key, value in event.items()
+    }

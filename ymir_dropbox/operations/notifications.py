@@ -30,6 +30,7 @@ from ymir_dropbox import __version__
 from ymir_dropbox.config import ENV_VAR, NotifyConfig
 from ymir_dropbox.core.backoff import backoff
 from ymir_dropbox.core.jsonvalues import JsonObject
+from ymir_dropbox.core.printable import printable
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import outcome_document
 from ymir_dropbox.storing.lifecycle import SETTLED
@@ -44,13 +45,14 @@ STDERR_TAIL_BYTES = 2000
 
 def outcome_environment(document: JsonObject) -> dict[str, str]:
     """The same outcome as environment variables (``YMIR_DROPBOX_STATUS``, ...); every one is
-    set, empty when the outcome has no such value."""
+    set, empty when the outcome has no such value. A control character in a value (a name's
+    newline would forge a line) is escaped (``\\u000a``); stdin has the exact JSON."""
     scalars = (
         "status", "package", "sha256", "model_hash", "mAP", "best_stage_name", "attempt",
         "duplicate_of", "uploader", "finished_at", "folder", "path",
     )  # fmt: skip
     variables = {
-        ENV_PREFIX + key.upper(): "" if document.get(key) is None else str(document[key])
+        ENV_PREFIX + key.upper(): "" if document.get(key) is None else printable(str(document[key]))
         for key in scalars
     }
     codes = (problem.get("code") or "" for problem in document.get("problems") or [])

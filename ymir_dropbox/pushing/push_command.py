@@ -23,6 +23,7 @@ from pathlib import Path
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import UsageError
 from ymir_dropbox.core.jsonvalues import JsonObject
+from ymir_dropbox.core.printable import printable_values
 from ymir_dropbox.pushing.client import check_status_url
 from ymir_dropbox.pushing.destinations import (
     DeliveryError,
@@ -174,7 +175,7 @@ def _render(verdicts: list[JsonObject], as_json: bool, url: str, timeout: float)
         return tuple(json.dumps(verdict, ensure_ascii=False) for verdict in verdicts)
     lines: list[str] = []
     for verdict in verdicts:
-        lines.extend(verdict_lines(verdict, url, timeout))
+        lines.extend(verdict_lines(printable_values(verdict), url, timeout))
     return tuple(lines)
 
 
