@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a package or operation failed, 2 usage or configuration
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from ymir_dropbox.core.faults import FaultPlan
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.logs import configure_logging
 from ymir_dropbox.core.printable import PrintableStream, printable_values
+from ymir_dropbox.storing.backends import REGISTRY
 from ymir_dropbox.storing.ledger import MIN_PREFIX
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -129,6 +131,14 @@ def json_flag(text: str) -> Arguments:
 
 
 def build_parser(with_backends: bool = True) -> argparse.ArgumentParser:
+    """The command line's parser, built once for each set of registered backends (it only
+    reads what it is given)."""
+    return _build_parser(tuple(sorted(REGISTRY.items())) if with_backends else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_parser(backends: tuple[tuple[str, str], ...] | None) -> argparse.ArgumentParser:
+    with_backends = backends is not None
     common = _Parser(add_help=False)
     common.add_argument(
         "--config",

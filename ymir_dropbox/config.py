@@ -6,6 +6,7 @@ are relative to that file's folder; the built-in defaults are relative to the wo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shlex
@@ -227,13 +228,20 @@ def backend_settings(section: str) -> BackendSettings:
     return declared
 
 
-def _schema_for(document: JsonObject) -> JsonObject:
-    """The schema, with the tables of the backends this document configures (only their
-    modules are imported: a command starts sooner)."""
+def _present_sections(document: JsonObject) -> tuple[str, ...]:
+    """The backends' tables this document configures (only their modules are imported: a
+    command starts sooner)."""
     given = document.get("import")
     known = set(sections().values())
-    present = [name for name in given if name in known] if isinstance(given, dict) else []
-    return _with_sections(present)
+    return tuple(sorted(name for name in given if name in known)) if isinstance(given, dict) else ()
+
+
+@functools.lru_cache(maxsize=16)
+def _validator(present: tuple[str, ...], registry: tuple[tuple[str, str], ...]) -> StrictValidator:
+    """The validator for a document configuring these backends' tables, with these backends
+    registered: building one (cerberus checks the schema itself) costs more than validating,
+    so each is built once."""
+    return StrictValidator(_with_sections(list(present)), allow_unknown=False)
 
 
 def full_schema() -> JsonObject:
@@ -280,7 +288,7 @@ def load_config(path: Path | None = None) -> Config:
 def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> Config:
     """Validate a parsed TOML document and turn it into a Config."""
     where = str(source) if source else "built-in defaults"
-    validator = StrictValidator(_schema_for(document), allow_unknown=False)
+    validator = _validator(_present_sections(document), tuple(sorted(REGISTRY.items())))
     if not validator.validate(document):
         messages = [f"{where}: {_describe(error)}" for error in schema_errors(validator)]
         raise ConfigError("\n".join(messages))

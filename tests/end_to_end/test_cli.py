@@ -144,9 +144,18 @@ def test_import_of_a_missing_file_is_a_usage_error_and_records_nothing(
 # output files, and calls ymir_dropbox.cli.main(argv), exactly what the console script does.
 FORK_RUNNER = r"""
 import json, os, sys, traceback
+from pathlib import Path
 from ymir_dropbox import cli
-import ymir_dropbox.storing.backends.embedded, ymir_dropbox.storing.importer
+from ymir_dropbox.config import build_config
+from ymir_dropbox.reading import validation
+import sqlite_utils, ymir_dropbox.storing.backends.embedded, ymir_dropbox.storing.importer
 import ymir_dropbox.storing.ledger
+
+# What every command builds first, built once here for all the children: the parser, the
+# configuration's and ymir-info.yaml's validators (cerberus checks a schema when it is built).
+cli.build_parser(True), cli.build_parser(False)
+build_config({}, source=None, anchor=Path.cwd())
+validation._validator("v2"), validation._validator("legacy")
 
 for line in sys.stdin:
     job = json.loads(line)
