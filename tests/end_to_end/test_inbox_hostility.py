@@ -297,3 +297,40 @@ def test_a_name_as_long_as_the_filesystem_allows_is_filed_and_the_daemon_restart
     assert document["package"] == name  # and in the error file
     assert dropbox.names("processing") == set()
     dropbox.assert_invariants()
+
+
+@pytest.mark.parametrize("swapped_in", ["folder", "symlink", "another-file"])
+def test_an_entry_swapped_in_at_the_claim_is_never_moved(
+    make: Dropboxes, tmp_path: Path, swapped_in: str
+) -> None:
+    """The uploader swaps the judged package for something else just before the claim's
+    rename (held there by a pause): only the file that was judged may enter processing/."""
+    dropbox = make(settle_seconds=0.3)
+    name = "swap.tar.gz"
+    dropbox.start(env=dropbox.pause_at("claim", name))
+    dropbox.inbox.joinpath(name).write_bytes(valid_package("judged"))
+    wait_until(lambda: packages_in_ledger(dropbox) == {name}, 30, "the claim to begin")
+    os.rename(dropbox.inbox / name, tmp_path / "judged.tar.gz")
+    entry = dropbox.inbox / name
+    if swapped_in == "folder":
+        entry.mkdir()
+        (entry / "note.txt").write_text("the uploader's own folder")
+        dropbox.record(f"{name}/note.txt", b"the uploader's own folder", stays=True)
+    elif swapped_in == "symlink":
+        entry.symlink_to(dropbox.ledger_path)
+    else:
+        entry.write_bytes(valid_package("another"))
+        dropbox.record(name, entry.read_bytes())
+    dropbox.release()
+    # A symlink fails the claim's walk (O_NOFOLLOW); anything else its identity check.
+    event = "file_left_alone" if swapped_in == "symlink" else "file_swapped_at_claim"
+    dropbox.wait_event(event, where=lambda found: found["path"] == name)
+    if swapped_in == "another-file":
+        dropbox.wait_settled()  # judged anew, then imported on its own
+        assert dropbox.names("done") == {name}
+    else:
+        assert entry.is_symlink() if swapped_in == "symlink" else entry.is_dir()
+        for folder in ("processing", "done", "failed"):
+            assert os.listdir(dropbox.folder(folder)) == [], folder
+    assert dropbox.ledger_path.stat().st_size > 0
+    dropbox.assert_invariants()

@@ -30,7 +30,7 @@ from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.machine import JobEnd, JobResult
 from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.reading.archive import gzip_complete, open_package
-from ymir_dropbox.storing.folders import move, prune_empty_folders
+from ymir_dropbox.storing.folders import NotTheFile, move, prune_empty_folders
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -107,7 +107,17 @@ def claim(
     )
     faults.reach("claim", relative.name)
     try:
-        move(config.paths.inbox, relative, config.paths.processing, relative)
+        move(
+            config.paths.inbox,
+            relative,
+            config.paths.processing,
+            relative,
+            expected=(info.st_dev, info.st_ino),
+        )
+    except NotTheFile as error:
+        ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim refused: {error}"])
+        log.warning("file_swapped_at_claim", path=str(relative), reason=error.strerror)
+        return JobResult(JobEnd.CHANGED, relative, reason=str(error))
     except OSError as error:
         ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
         if error.errno in (errno.ELOOP, errno.ENOTDIR):

@@ -7,6 +7,7 @@ ever overwritten or deleted. Relative paths under the inbox are kept in every fo
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -127,11 +128,17 @@ def open_folder(root: Path, relative: PurePosixPath, create: bool = False) -> It
         os.close(fd)
 
 
+class NotTheFile(OSError):
+    """The name no longer holds the regular file that was judged (an uploader swapped in a
+    symlink, a folder or another file): nothing was moved, or what was moved went back."""
+
+
 def move(
     source_root: Path,
     source: PurePosixPath,
     target_root: Path,
     target: PurePosixPath,
+    expected: tuple[int, int] | None = None,
 ) -> None:
     """Rename ``source_root/source`` to ``target_root/target``: within one filesystem, never
     over an existing name, never through a symlink, and durable.
@@ -141,16 +148,39 @@ def move(
     have synced them (``cp``), and what the daemon moves it then announces. One fsync of the
     target folder commits the rename (a single journal transaction on ext4 and XFS): the
     package is never in both folders after a power cut.
+
+    ``expected`` (device, inode): only that regular file is moved. Anything else at the name,
+    before the rename or swapped in between the look and the rename, raises
+    :class:`NotTheFile`, and what the rename took goes back where it came from.
     """
     with (
         open_folder(source_root, source.parent) as source_folder,
         open_folder(target_root, target.parent, create=True) as target_folder,
     ):
-        _sync_file(source_folder, source.name)
+        found = _sync_file(source_folder, source.name)
+        if expected is not None and found != expected:
+            raise NotTheFile(errno.ESTALE, "not the file that was judged", str(source))
         rename_noreplace_at(
             source_folder, os.fsencode(source.name), target_folder, os.fsencode(target.name)
         )
+        if expected is not None:
+            moved = os.stat(target.name, dir_fd=target_folder, follow_symlinks=False)
+            if (moved.st_dev, moved.st_ino) != expected or not stat.S_ISREG(moved.st_mode):
+                _put_back(target_folder, target.name, source_folder, source.name)
+                raise NotTheFile(errno.ESTALE, "swapped during the move", str(source))
         os.fsync(target_folder)
+
+
+def _put_back(folder: int, name: str, home: int, home_name: str) -> None:
+    """Return an entry a move took by mistake to where it came from (a hidden name there if
+    that name is taken again), so that nothing but judged files stays in our folders."""
+    for back in (home_name, f".ymir-dropbox-returned-{os.urandom(4).hex()}-{home_name}"):
+        try:
+            rename_noreplace_at(folder, os.fsencode(name), home, os.fsencode(fitting_name(back)))
+        except FileExistsError:
+            continue
+        os.fsync(home)
+        return
 
 
 def _enter(folder: int, name: str, create: bool) -> int:
@@ -184,16 +214,20 @@ def prune_empty_folders(root: Path, relative: PurePosixPath) -> None:
             return
 
 
-def _sync_file(folder: int, name: str) -> None:
+def _sync_file(folder: int, name: str) -> tuple[int, int] | None:
     """fsync a regular file by its name in ``folder``, never through a link, never blocking
-    on a fifo; anything else is left to the rename's own checks."""
+    on a fifo, and return its (device, inode); None for a name that is gone (the rename says
+    so) or holds no regular file."""
     try:
-        fd = os.open(name, FILE_FLAGS, dir_fd=folder)
+        fd = os.open(name, FILE_FLAGS, dir_fd=folder)  # ELOOP for a symlink: never moved
     except FileNotFoundError:
-        return  # the rename says so
+        return None  # the rename says so
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fsync(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        os.fsync(fd)
+        return info.st_dev, info.st_ino
     finally:
         os.close(fd)
 
