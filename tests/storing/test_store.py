@@ -346,6 +346,33 @@ def test_a_package_written_to_after_validation_is_not_stored(tmp_path: Path) -> 
     assert os.listdir(models) == []
 
 
+def test_other_bytes_restored_to_the_validated_size_and_mtime_are_not_stored(
+    tmp_path: Path,
+) -> None:
+    """Through a hard link the daemon does not see, an uploader rewrites the package after
+    validation and puts its mtime back: the pass that stores it hashes what it reads again.
+    (The gzip header's OS byte: other bytes, the same members, a valid stream.)"""
+    package = seed_package(tmp_path / "p.tar.gz")
+    models = tmp_path / "models"
+    models.mkdir()
+    link = tmp_path / ".keep"
+    os.link(package, link)
+
+    with validated(package, LIMITS) as (report, source):
+        assert source is not None
+        before = os.stat(link)
+        with link.open("r+b") as writer:
+            writer.seek(9)
+            os_byte = writer.read(1)
+            writer.seek(9)
+            writer.write(bytes([os_byte[0] ^ 1]))
+        os.utime(link, ns=(before.st_atime_ns, before.st_mtime_ns))
+        with pytest.raises(PackageChanged, match="not the ones validated"):
+            store_package(report, source, models, 1, tmp_path)
+
+    assert os.listdir(models) == []
+
+
 def test_a_package_that_no_longer_decompresses_is_not_stored(tmp_path: Path) -> None:
     """Were a write to keep the file's size and mtime, the pass itself would notice it."""
     package = big_package(tmp_path / "big.tar.gz")

@@ -19,6 +19,7 @@ known (:func:`write_tar`). Memory does not grow with the package.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tarfile
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from isal import igzip
 
@@ -235,8 +236,8 @@ class _Builder:
 class _PackageStream:
     """The package decompressed again, read forward only."""
 
-    def __init__(self, opened: BinaryIO) -> None:
-        self.reader = GzipReader(opened, CHUNK)
+    def __init__(self, opened: BinaryIO | io.RawIOBase) -> None:
+        self.reader = GzipReader(cast(BinaryIO, opened), CHUNK)
         self.position = 0
         self.scratch = memoryview(bytearray(CHUNK))
 
@@ -254,6 +255,28 @@ class _PackageStream:
         """Read the rest: the gzip stream's CRC, at its end, covers the bytes just copied."""
         while self.readinto(self.scratch):
             pass
+
+
+class _Hashed(io.RawIOBase):
+    """The package file read again, its sha256 computed on the way."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count: int = self.source.readinto(buffer)  # type: ignore[attr-defined]
+        self.digest.update(memoryview(buffer)[:count])
+        return count
+
+    def rest(self) -> str:
+        """Read what the gzip stream left (nothing, or trailing zeros) and give the sha256."""
+        while chunk := self.source.read(CHUNK):
+            self.digest.update(chunk)
+        return self.digest.hexdigest()
 
 
 @contextmanager
@@ -288,11 +311,16 @@ def write_tar(
             for stored, slot in zip(report.files, slots, strict=True):
                 takers.setdefault(stored.source, []).append(slot)
             builder = _Builder(output, spool, slots)
-            stream = _PackageStream(package)
+            hashed = _Hashed(package)
+            stream = _PackageStream(hashed)
             for member in sorted(takers, key=lambda member: member.offset):
                 stream.skip_to(member.offset)
                 builder.give(member, stream.readinto, takers[member])
             stream.check_to_the_end()
+            if report.sha256 is not None and hashed.rest() != report.sha256:
+                # Written back to the state validated (size and mtime restored through a
+                # hidden hard link, say): never store other bytes under the judged sha256.
+                raise PackageChanged("the package's bytes are not the ones validated")
             assert builder.complete, "every stored file has its turn"
             builder.finish(report.normalized)
         return output.finish()
