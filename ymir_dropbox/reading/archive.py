@@ -22,12 +22,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, cast
 
 from isal import igzip, isal_zlib
 
 from ymir_dropbox.core.settings import Limits
+from ymir_dropbox.reading.hints import HEAD_BYTES, what_the_file_is
 from ymir_dropbox.reading.names import SLASH_LOOKALIKES
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.tar_headers import TarEntry, TarReader, TarStop
@@ -79,10 +81,23 @@ class FileIdentity:
         return cls(found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
+class Holder(StrEnum):
+    """What problems call the package's files: an archive's members, or (``validate DIR``,
+    ``pack DIR``) the files of the folder the archive scanned was packed from."""
+
+    ARCHIVE = "archive"
+    FOLDER = "folder"
+
+    @property
+    def items(self) -> str:
+        return "members" if self is Holder.ARCHIVE else "files"
+
+
 @dataclass(slots=True)
 class ArchiveScan:
     """What one pass over a package found."""
 
+    holder: Holder = Holder.ARCHIVE
     package_bytes: int = 0
     unpacked_bytes: int = 0
     members: dict[str, Member] = field(default_factory=dict)
@@ -296,10 +311,12 @@ def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
     return "/".join(parts), None
 
 
-def scan_package(path: Path, limits: Limits, *, sha256: str | None = None) -> ArchiveScan:
+def scan_package(
+    path: Path, limits: Limits, *, sha256: str | None = None, holder: Holder = Holder.ARCHIVE
+) -> ArchiveScan:
     """Check the package at ``path`` in one streaming pass (see :func:`scan_file`)."""
     with open_package(path) as opened:
-        return scan_file(opened, limits, sha256=sha256)
+        return scan_file(opened, limits, sha256=sha256, holder=holder)
 
 
 def scan_file(
@@ -309,6 +326,7 @@ def scan_file(
     sha256: str | None = None,
     sink: MemberSink | None = None,
     hashed: bool = True,
+    holder: Holder = Holder.ARCHIVE,
 ) -> ArchiveScan:
     """Check an open package file, from its start, in one streaming pass. Problems are
     collected, never raised.
@@ -318,9 +336,9 @@ def scan_file(
     read no further than the checks need; so it is when not ``hashed`` (the sha256 is then
     None: a check that stores nothing needs none). Each member that passes the checks is
     given to ``sink``, if set, as it is read. Raises ``OSError`` only when the file cannot be
-    read (or the sink cannot write).
+    read (or the sink cannot write). Problems name the package's files as ``holder``'s.
     """
-    scan = ArchiveScan()
+    scan = ArchiveScan(holder)
     opened.seek(0)
     scan.identity = FileIdentity.of(opened.fileno())
     scan.package_bytes = scan.identity.size
@@ -354,7 +372,9 @@ def _scan_container(
         return
     if source.peek(2)[:2] != GZIP_MAGIC:
         reason = "the file is empty" if scan.package_bytes == 0 else "no gzip magic bytes"
-        scan.add("container.not_gzip", "", f"the file is not gzip-compressed ({reason})")
+        what = what_the_file_is(os.pread(source.fileno(), HEAD_BYTES, 0))
+        found = f" ({reason})" if what is None else f": {what}"
+        scan.add("container.not_gzip", "", f"the file is not gzip-compressed{found}")
         return
     ceiling = max(int(limits.max_ratio * scan.package_bytes), RATIO_GRACE_BYTES)
     inflated = _Inflated(GzipReader(source, CHUNK), ceiling)
@@ -392,7 +412,8 @@ def _scan_members(
                 scan.add(
                     "tar.too_many_members",
                     "",
-                    f"the archive has more than {limits.max_members} members (limits.max_members)",
+                    f"the {scan.holder} has more than {limits.max_members} "
+                    f"{scan.holder.items} (limits.max_members)",
                 )
                 raise _Stop("members")
             if entry.is_dir and entry.name in {".", "./"}:
@@ -414,7 +435,7 @@ def _scan_members(
                 scan.add(
                     "tar.too_large_unpacked",
                     "",
-                    f"the archive unpacks to more than {limits.max_unpacked_bytes} bytes "
+                    f"{_unpacked(scan.holder)} more than {limits.max_unpacked_bytes} bytes "
                     "(limits.max_unpacked_bytes)",
                 )
                 raise _Stop("unpacked")
@@ -426,7 +447,13 @@ def _scan_members(
         # rest is read to check the gzip stream, and reported as trailing data.
         scan.add(stop.code, stop.field, stop.message)
     if tar.members == 0:
-        scan.add("container.empty", "", "the archive holds no members")
+        scan.add("container.empty", "", f"the {scan.holder} holds no {scan.holder.items}")
+
+
+def _unpacked(holder: Holder) -> str:
+    if holder is Holder.ARCHIVE:
+        return "the archive unpacks to"
+    return f"the {holder}'s {holder.items} add up to"
 
 
 def _keep(

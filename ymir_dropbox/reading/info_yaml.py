@@ -9,6 +9,7 @@ import yaml
 
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.archive import INFO_NAME
+from ymir_dropbox.reading.hints import numpy_tag_message
 from ymir_dropbox.reading.problems import Problem
 
 MAX_NODES = 100_000
@@ -88,8 +89,14 @@ def _check_graph(root: yaml.Node) -> list[Problem]:
                 Problem("info.too_deep", field, f"{INFO_NAME} nests deeper than {MAX_DEPTH} levels")
             ]
         if node.tag not in SAFE_TAGS and node.tag != "tag:yaml.org,2002:merge":
+            where = _at(node.start_mark.line, node.start_mark.column)
+            message = numpy_tag_message(node, field, where)
             problems.append(
-                Problem("info.yaml_tag", field, f"the YAML tag {node.tag!r} is not allowed")
+                Problem(
+                    "info.yaml_tag",
+                    field,
+                    message or f"the YAML tag {node.tag!r} is not allowed",
+                )
             )
             continue
         if isinstance(node, yaml.MappingNode):

@@ -20,7 +20,7 @@ CODES: dict[str, str] = {
     "container.truncated": "the gzip stream ends before its end marker",
     "container.corrupt": "the gzip stream is damaged (bad data or checksum)",
     "container.not_tar": "the gzip stream does not hold a tar archive",
-    "container.empty": "the tar archive holds no members",
+    "container.empty": "the tar archive (or the folder validated) holds no members",
     "container.trailing_data": "non-zero data follows the end of the tar archive",
     # tar members
     "tar.absolute_path": "a member name is absolute",
@@ -55,6 +55,8 @@ CODES: dict[str, str] = {
     "info.unknown_field": "a field the format does not know (warning; it is dropped)",
     "info.too_large_for_ymir": "a timestamp or count above 2^31-1, which YMIR's mir refuses",
     "info.reserved_stage_name": "a stage named model.tar.gz, a name YMIR's mir keeps for itself",
+    "info.no_executor": "task_context.executor names no docker image: YMIR imports the model "
+    "but cannot train, mine or infer with it (warning)",
     # meaning across the package
     "info.unknown_version": "package_version is not one ymir-dropbox can import",
     "info.unknown_stage": "best_stage_name is not a key of stages",

@@ -20,10 +20,17 @@ from ymir_dropbox.reading.archive import (
     INFO_NAME,
     ArchiveScan,
     FileIdentity,
+    Holder,
     Member,
     PackageUnreadable,
     open_package,
     scan_file,
+)
+from ymir_dropbox.reading.hints import (
+    float_timestamp_hint,
+    milliseconds_message,
+    percentage_hint,
+    seconds_from_milliseconds,
 )
 from ymir_dropbox.reading.info_schema import (
     KNOWN_VERSIONS,
@@ -227,11 +234,14 @@ def validate_scan(
                     Problem(
                         "info.not_at_root",
                         nested[0],
-                        f"{INFO_NAME} must be at the root of the archive, found {nested[0]!r}",
+                        f"{INFO_NAME} must be at the root of the {scan.holder}, "
+                        f"found {nested[0]!r}",
                     )
                 )
             else:
-                errors.append(Problem("info.missing", INFO_NAME, f"the archive has no {INFO_NAME}"))
+                errors.append(
+                    Problem("info.missing", INFO_NAME, f"the {scan.holder} has no {INFO_NAME}")
+                )
         return report()
 
     assert scan.info_member is not None
@@ -241,9 +251,9 @@ def validate_scan(
     warnings.extend(judged.warnings)
     if judged.info is None:
         if judged.unfit is not None:
-            errors.extend(_files_still_judged(judged.unfit, scan.members))
+            errors.extend(_files_still_judged(judged.unfit, scan.members, scan.holder))
         return report(declared_version=judged.declared)
-    files, missing, unlisted = _plan_files(judged.info, scan.members)
+    files, missing, unlisted = _plan_files(judged.info, scan.members, scan.holder)
     errors.extend(missing)
     warnings.extend(unlisted)
     if errors:
@@ -300,17 +310,18 @@ def judge_info(data: bytes, mtime: int) -> InfoJudgement:
         )
         return InfoJudgement(None, declared, tuple(errors), ())
 
-    schema_problems, unknown = _check_schema(info, "legacy" if legacy else "v2")
+    schema_problems, warnings = _check_schema(info, "legacy" if legacy else "v2")
     errors.extend(schema_problems)
+    warnings.extend(_executor_missing(info))
     if errors:
         if legacy:
-            return InfoJudgement(None, declared, tuple(errors), tuple(unknown))
+            return InfoJudgement(None, declared, tuple(errors), tuple(warnings))
         errors.extend(_meaning_still_judged(info))
-        return InfoJudgement(None, declared, tuple(errors), tuple(unknown), unfit=info)
+        return InfoJudgement(None, declared, tuple(errors), tuple(warnings), unfit=info)
     if legacy:
         info = migrate_legacy(info, mtime)
     errors.extend(_check_meaning(info))
-    return InfoJudgement(info, declared, tuple(errors), tuple(unknown))
+    return InfoJudgement(info, declared, tuple(errors), tuple(warnings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,16 +394,20 @@ def _schema_message(error: SchemaError, schema: JsonObject) -> str:
         case "required":
             return f"{field} is required but missing"
         case "type" | "nullable":
-            return f"{field} must be of type {error.constraint or 'non-null'}, {found}"
+            hint = float_timestamp_hint(value) if _is_timestamp(error) else ""
+            return f"{field} must be of type {error.constraint or 'non-null'}, {found}{hint}"
         case "min":
             return f"{field} must be at least {error.constraint}, {found}"
         case "max":
             return f"{field} must be at most {error.constraint}, {found}"
         case "unit_interval":
-            return f"{field} must be a number between 0 and 1, {found}"
+            return f"{field} must be a number between 0 and 1, {found}{percentage_hint(value)}"
         case "finite":
             return f"{field} must be a finite number, {found}"
         case "int32":
+            seconds = seconds_from_milliseconds(value) if _is_timestamp(error) else None
+            if seconds is not None:
+                return milliseconds_message(field, value, seconds)
             return f"{field} must be at most 2147483647 (2^31-1, as YMIR stores it), {found}"
         case "empty" | "minlength" | "non_blank":
             return f"{field} must not be empty"
@@ -406,6 +421,32 @@ def _schema_message(error: SchemaError, schema: JsonObject) -> str:
             hint = did_you_mean(str(error.path[-1]), keys_beside(schema, error.path))
             return f"{field} is not a field of the format; it is ignored{hint}"
     return f"{field} is invalid ({error.rule}), {found}"
+
+
+def _executor_missing(info: JsonObject) -> list[Problem]:
+    """A warning when ``task_context.executor`` does not name an image (the schema tells a
+    ``task_context`` or an executor of the wrong type)."""
+    context = info.get("task_context")
+    if context is not None and not isinstance(context, dict):
+        return []
+    executor = None if context is None else context.get("executor")
+    if not isinstance(executor, str | None) or (executor and executor.strip()):
+        return []
+    found = "missing" if executor is None else "empty"
+    return [
+        Problem(
+            "info.no_executor",
+            "task_context.executor",
+            f"task_context.executor is {found}: YMIR imports the model, but can train, mine "
+            "and infer with it only with an executor, the docker image that loads its files; "
+            "name that image in task_context.executor",
+        )
+    ]
+
+
+def _is_timestamp(error: SchemaError) -> bool:
+    """Whether the error is about a stage's ``timestamp`` (unix seconds)."""
+    return len(error.path) == 3 and error.path[0] == "stages" and error.path[2] == "timestamp"
 
 
 def _check_meaning(info: JsonObject) -> list[Problem]:
@@ -484,49 +525,59 @@ def _meaning_still_judged(info: JsonObject) -> list[Problem]:
     return []
 
 
-def _files_still_judged(info: JsonObject, members: dict[str, Member]) -> list[Problem]:
+def _files_still_judged(
+    info: JsonObject, members: dict[str, Member], holder: Holder
+) -> list[Problem]:
     """The files that stages with plain names and file lists name, and the archive lacks."""
     plain = _plain_stages(info)
-    _, missing, _ = _plan_files({"stages": plain, "attachments": {}}, members)
+    _, missing, _ = _plan_files({"stages": plain, "attachments": {}}, members, holder)
     return missing
 
 
 def _plan_files(
-    info: JsonObject, members: dict[str, Member]
+    info: JsonObject, members: dict[str, Member], holder: Holder
 ) -> tuple[list[StoredFile], list[Problem], list[Problem]]:
     """Which member becomes which stored file; what is missing; what no stage lists."""
     files: list[StoredFile] = []
-    missing: list[Problem] = []
+    absent: list[PlannedFile] = []
     used = {INFO_NAME}
     for planned in stored_files(info):
         found = next((name for name in planned.candidates if name in members), None)
         if found is not None:
             files.append(StoredFile(planned.name, members[found]))
             used.add(found)
-        elif planned.stage is not None:
-            under, file_name = planned.candidates
-            missing.append(
-                Problem(
-                    "package.missing_file",
-                    planned.field,
-                    f"stage {planned.stage!r} lists {file_name!r}, but the archive has "
-                    f"neither {under} nor {file_name}",
-                )
-            )
         else:
-            missing.append(
-                Problem(
-                    "package.missing_attachment",
-                    planned.field,
-                    f"attachment {planned.name!r} is listed but not in the archive",
-                )
-            )
+            absent.append(planned)
+    left_over = sorted(set(members) - used)
+    missing = [_missing(planned, left_over, holder) for planned in absent]
     unlisted = [
         Problem(
             "package.unlisted_file",
             name,
-            f"{name!r} is in the archive but no stage lists it; it is not stored",
+            f"{name!r} is in the {holder} but no stage lists it; it is not stored",
         )
-        for name in sorted(set(members) - used)
+        for name in left_over
     ]
     return files, missing, unlisted
+
+
+def _missing(planned: PlannedFile, left_over: list[str], holder: Holder) -> Problem:
+    """The problem of a listed file the package lacks; for a stage's file, with the name of
+    a file no stage lists, where the stage would find it, when it is nearly the one listed
+    (a typo): a file another stage lists is not what was meant."""
+    if planned.stage is None:
+        return Problem(
+            "package.missing_attachment",
+            planned.field,
+            f"attachment {planned.name!r} is listed but not in the {holder}",
+        )
+    under, file_name = planned.candidates
+    folder = f"{planned.stage}/"
+    in_folder = [name.removeprefix(folder) for name in left_over if name.startswith(folder)]
+    near = [name for name in [*in_folder, *left_over] if "/" not in name]
+    return Problem(
+        "package.missing_file",
+        planned.field,
+        f"stage {planned.stage!r} lists {file_name!r}, but the {holder} has "
+        f"neither {under} nor {file_name}{did_you_mean(file_name, near)}",
+    )

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from ymir_dropbox.config import WatchConfig
 from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.settings import Limits
-from ymir_dropbox.reading.archive import scan_package
+from ymir_dropbox.reading.archive import Holder, scan_package
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_package, validate_scan
 from ymir_dropbox.storing.durable import fsync_folder, temporary_file
@@ -33,15 +33,19 @@ def pack_folder(folder: Path, output: Path, limits: Limits) -> ValidationReport:
     def write(stream: BinaryIO, temporary: Path) -> None:
         _write_archive(folder, stream, skip={temporary.resolve(), output.resolve()})
 
-    return publish_package(output, limits, write)
+    return publish_package(output, limits, write, Holder.FOLDER)
 
 
 def publish_package(
-    output: Path, limits: Limits, write: Callable[[BinaryIO, Path], None]
+    output: Path,
+    limits: Limits,
+    write: Callable[[BinaryIO, Path], None],
+    holder: Holder = Holder.ARCHIVE,
 ) -> ValidationReport:
     """Have ``write`` fill a temporary file beside ``output`` (given the stream and its path),
     validate it as the daemon would, and give it the name ``output`` only if it is valid; an
-    existing ``output`` is never overwritten, and nothing is left behind otherwise."""
+    existing ``output`` is never overwritten, and nothing is left behind otherwise. Problems
+    name the package's files as ``holder``'s (a folder's, when it is packed as it is)."""
     if output.exists() or output.is_symlink():
         raise FileExistsError(f"{output} already exists; not overwriting it")
     _check_output_folder(output)
@@ -51,7 +55,7 @@ def publish_package(
             stream.flush()
             os.fchmod(stream.fileno(), 0o644)
             os.fsync(stream.fileno())
-            report = validate_scan(output.name, scan_package(temporary, limits))
+            report = validate_scan(output.name, scan_package(temporary, limits, holder=holder))
             if report.ok:
                 os.link(temporary, output)  # fails rather than replace a file created meanwhile
                 fsync_folder(output.parent)
@@ -64,13 +68,14 @@ def check_folder(folder: Path, limits: Limits) -> ValidationReport:
     """The report ``pack`` would give for ``folder``, without writing anything in it.
 
     The package is built as ``pack`` builds it, in a temporary folder (``$TMPDIR``, so room
-    for one package is needed there), validated and removed.
+    for one package is needed there), validated and removed. Problems speak of the folder
+    and its files, not of the archive built from them.
     """
     with tempfile.TemporaryDirectory(prefix="ymir-dropbox-check-") as scratch:
         archive = Path(scratch) / f"{folder.name or 'folder'}.tar.gz"
         with archive.open("wb") as stream:
             _write_archive(folder, stream, skip={archive.resolve()})
-        return validate_scan(folder.name, scan_package(archive, limits))
+        return validate_scan(folder.name, scan_package(archive, limits, holder=Holder.FOLDER))
 
 
 def _write_archive(folder: Path, stream: BinaryIO, skip: Collection[Path]) -> None:
