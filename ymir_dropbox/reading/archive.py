@@ -30,7 +30,7 @@ from isal import igzip, isal_zlib
 
 from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.hints import HEAD_BYTES, what_the_file_is
-from ymir_dropbox.reading.names import SLASH_LOOKALIKES
+from ymir_dropbox.reading.names import SLASH_LOOKALIKES, is_control
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.tar_headers import TarEntry, TarReader, TarStop
 
@@ -292,8 +292,11 @@ def clean_member_name(raw: str) -> tuple[str | None, tuple[str, str] | None]:
         )
     if any(0xDC80 <= ord(char) <= 0xDCFF for char in raw):
         return None, ("tar.bad_name", "the member name is not valid UTF-8")
-    if any(ord(char) < 32 or ord(char) == 127 for char in raw):
-        return None, ("tar.bad_name", "the member name holds control characters")
+    if any(is_control(char) for char in raw):
+        return None, (
+            "tar.bad_name",
+            "the member name holds control characters or characters that reorder text",
+        )
     folded = unicodedata.normalize("NFKC", raw).translate(SLASH_LOOKALIKES)
     if folded.startswith("/") or DRIVE.match(folded):
         return None, ("tar.absolute_path", "the member name is an absolute path")

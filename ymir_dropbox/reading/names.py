@@ -14,6 +14,16 @@ MAX_NAME_BYTES = 255
 SLASH_LOOKALIKES = str.maketrans({"\\": "/", "\u2215": "/", "\u2044": "/", "\u29f8": "/"})
 
 
+# Characters that reorder what follows on a screen: a name holding one can show as another.
+REORDERING = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def is_control(char: str) -> bool:
+    """A C0 or C1 control character, DEL, or a bidirectional override or isolate."""
+    code = ord(char)
+    return code < 32 or 127 <= code <= 159 or char in REORDERING
+
+
 def is_path_component(name: str) -> bool:
     """A name we may use as one folder or file name: no separators, no climbing, no controls,
     also once Unicode look-alikes are folded (``．．``, ``a∕b``), as member names are checked."""
@@ -22,7 +32,7 @@ def is_path_component(name: str) -> bool:
         bool(name)
         and not {name, folded} & {".", ".."}
         and "/" not in folded
-        and not any(ord(char) < 32 or ord(char) == 127 for char in name)
+        and not any(is_control(char) for char in name)
         and not any(0xD800 <= ord(char) <= 0xDFFF for char in name)
         and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
     )

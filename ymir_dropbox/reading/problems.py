@@ -25,7 +25,8 @@ CODES: dict[str, str] = {
     # tar members
     "tar.absolute_path": "a member name is absolute",
     "tar.path_traversal": "a member name climbs out of the archive ('..', backslash, look-alike)",
-    "tar.bad_name": "a member name is empty, too long, or holds control characters",
+    "tar.bad_name": "a member name is empty, too long, or holds control characters (C0, C1) "
+    "or bidirectional overrides",
     "tar.link_member": "a member is a symbolic or hard link",
     "tar.special_member": "a member is a device, fifo or other special file",
     "tar.duplicate_member": "two members have the same name",
