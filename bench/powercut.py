@@ -400,9 +400,9 @@ class YmirApi(Backend):
                 handler: Any = super()._handler_class()
 
                 class Quiet(handler):  # type: ignore[misc]
-                    def answer(self, answer: Any) -> None:
+                    def answer(self, answer: Any, *more: Any) -> None:
                         with suppress(BrokenPipeError, ConnectionResetError):
-                            super().answer(answer)
+                            super().answer(answer, *more)
 
                 return cast(type[BaseHTTPRequestHandler], Quiet)
 
