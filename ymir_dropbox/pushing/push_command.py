@@ -141,6 +141,7 @@ def _verdict(item: Awaited) -> JsonObject:
             "best_stage_name": answer.get("best_stage_name"),
             "duplicate_of": answer.get("duplicate_of"),
             "problems": answer.get("problems") or [],
+            "warnings": answer.get("warnings") or [],
             **{key: answer.get(key) for key in YMIR_IDS},
         }
     seen = item.seen or {}
@@ -179,7 +180,7 @@ def _render(verdicts: list[JsonObject], as_json: bool, url: str, timeout: float)
 
 def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> list[str]:
     """One verdict for people: a first line saying what became of the package, then its
-    problems or YMIR's ids."""
+    problems or YMIR's ids, then its warnings."""
     name, status = verdict["package"], verdict["status"]
     if status == "imported":
         lines = [
@@ -191,7 +192,7 @@ def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> lis
                 f"  YMIR project {verdict['ymir_project_id']}, model id "
                 f"{verdict['ymir_model_id']}, group {verdict['ymir_group_name']}"
             )
-        return lines
+        return lines + _problem_lines(verdict.get("warnings"), "warning: ")
     if status == "duplicate":
         return [
             f"duplicate: {name} of attempt {verdict['duplicate_of']} "
@@ -203,9 +204,16 @@ def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> lis
         return [f"timed out: {name}: no verdict within {timeout:g} s; {_last_known(verdict, url)}"]
     head = {"failed": "failed", "invalid": "invalid", "not_delivered": "not delivered"}
     lines = [f"{head.get(str(status), str(status))}: {name}"]
-    for problem in verdict.get("problems") or []:
+    lines += _problem_lines(verdict.get("problems"), "")
+    return lines + _problem_lines(verdict.get("warnings"), "warning: ")
+
+
+def _problem_lines(problems: object, kind: str) -> list[str]:
+    """``  code [field]: message``, one line a problem (``kind`` before a warning's)."""
+    lines = []
+    for problem in problems if isinstance(problems, list) else []:
         where = f" [{problem['field']}]" if problem.get("field") else ""
-        lines.append(f"  {problem['code']}{where}: {problem['message']}")
+        lines.append(f"  {kind}{problem['code']}{where}: {problem['message']}")
     return lines
 
 
