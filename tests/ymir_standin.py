@@ -90,6 +90,16 @@ STAGE_FIELDS = (
     "name", "map", "metrics", "timestamp", "model_id", "is_deleted", "create_datetime",
     "update_datetime", "id",
 )  # fmt: skip
+IMAGE_FIELDS = (
+    "name", "state", "hash", "url", "description", "enable_livecode", "object_type",
+    "is_deleted", "create_datetime", "update_datetime", "id", "is_shared",
+)  # fmt: skip
+# The query parameters of GET /api/v1/images/ are enums (FastAPI refuses other values):
+# DockerImageState (mir's LogState), DockerImageType (mir's TaskType), ObjectType.
+IMAGE_STATES = (PENDING, DONE, ERROR)
+TRAINING, MINING, INFERENCE = 1, 2, 9
+IMAGE_TYPES = (0, TRAINING, MINING, INFERENCE)
+OBJECT_TYPES = (0, 1, 2, 3, 4)
 
 Answer = tuple[int, Any]  # an HTTP status and a body: JSON, or a str sent as text/plain
 Row = dict[str, Any]
@@ -139,6 +149,12 @@ def task_hash(project_id: int) -> str:
 
 def same_group_name(first: str, second: str) -> bool:
     """``name == name`` in YMIR's MySQL: case-insensitive, trailing spaces ignored."""
+    return mysql_equal(first, second)
+
+
+def mysql_equal(first: str, second: str) -> bool:
+    """``column == value`` in YMIR's MySQL (its collation): case-insensitive, trailing spaces
+    ignored. A filter YMIR's code writes as ``==`` finds more than the exact string."""
     return first.rstrip(" ").casefold() == second.rstrip(" ").casefold()
 
 
@@ -164,6 +180,18 @@ def query_int(query: dict[str, str], name: str, default: int) -> int:
         return default
     if not value.lstrip("-").isdigit():
         raise invalid(f"query.{name}", "value is not a valid integer")
+    return int(value)
+
+
+def query_enum(query: dict[str, str], name: str, allowed: Sequence[int]) -> int | None:
+    """An enum query parameter as FastAPI reads it: absent is None, another value refused."""
+    value = query.get(name)
+    if value is None:
+        return None
+    if not value.lstrip("-").isdigit() or int(value) not in allowed:
+        permitted = ", ".join(map(str, allowed))
+        raise invalid(f"query.{name}", f"value is not a valid enumeration member; permitted: "
+                                       f"{permitted}")  # fmt: skip
     return int(value)
 
 
@@ -208,7 +236,7 @@ class Store:
         self.data: Row = {"next_id": {}, "tokens": {}}
         if path.exists():
             self.data = json.loads(path.read_text())
-        for table in ("projects", "tasks", "groups", "models", "stages"):
+        for table in ("projects", "tasks", "groups", "models", "stages", "images"):
             self.data.setdefault(table, [])
 
     def save(self) -> None:
@@ -297,6 +325,7 @@ class YmirStandin:
             ("GET", r"/api/v1/models/([^/]+)", self.get_model),
             ("POST", r"/api/v1/models/importing", self.import_model),
             ("GET", r"/api/v1/tasks/([^/]+)", self.get_task),
+            ("GET", r"/api/v1/images/", self.list_images),
         ]
         if not self.store.data["projects"]:
             for name, object_type in self.projects:
@@ -355,6 +384,31 @@ class YmirStandin:
             project["hash"] = task_hash(project["id"])
             self.store.save()
             return int(project["id"])
+
+    def register_image(
+        self,
+        url: str,
+        state: int = DONE,
+        types: Sequence[int] = (TRAINING, MINING, INFERENCE),
+        object_type: int = DETECTION,
+        *,
+        name: str | None = None,
+        is_deleted: bool = False,
+    ) -> int:
+        """A docker image as YMIR's Docker images page leaves it: ``state`` 1 pending (being
+        pulled), 3 done, 4 error; one config for each task type it serves (1 training,
+        2 mining, 9 inference). Its id."""
+        with self.store.lock:
+            now = utc_now()
+            image = self.store.insert("images", {
+                "name": name or url, "state": state,
+                "hash": "sha256:" + hashlib.sha256(url.encode()).hexdigest(), "url": url,
+                "description": None, "enable_livecode": False, "object_type": object_type,
+                "is_deleted": is_deleted, "create_datetime": now, "update_datetime": now,
+                "is_shared": False, "types": list(types),
+            })  # fmt: skip
+            self.store.save()
+            return int(image["id"])
 
     # -- HTTP
 
@@ -495,6 +549,30 @@ class YmirStandin:
             }  # fmt: skip
         return success({key: value for key, value in shown.items() if value is not None})
 
+    def list_images(self, *, query: dict[str, str], body: bytes) -> Row:
+        """``crud.docker_image.get_multi_with_filter`` of 2.3.0: deleted images left out; a
+        filter counts only when its value is truthy (``type=0`` filters nothing); ``name`` is
+        ``LIKE '%name%'``, ``url`` is ``==`` in MySQL (so case-insensitive), ``type`` any config
+        of that type, ``object_type`` the image's own column. The endpoint takes no ``limit``
+        or ``offset``: every match comes back, newest first."""
+        state = query_enum(query, "state", IMAGE_STATES)
+        type_ = query_enum(query, "type", IMAGE_TYPES)
+        object_type = query_enum(query, "object_type", OBJECT_TYPES)
+        images = [image for image in self.store.data["images"] if not image["is_deleted"]]
+        if query.get("name"):
+            images = [image for image in images if like(image["name"], f"%{query['name']}%")]
+        if state:
+            images = [image for image in images if image["state"] == state]
+        if query.get("url"):
+            images = [image for image in images if mysql_equal(image["url"], query["url"])]
+        if type_:
+            images = [image for image in images if type_ in image["types"]]
+        if object_type:
+            images = [image for image in images if image["object_type"] == object_type]
+        newest_first = sorted(images, key=lambda image: image["id"], reverse=True)
+        items = [self.render_image(image) for image in newest_first]
+        return success({"total": len(items), "items": items})
+
     def import_model(self, *, query: dict[str, str], body: bytes) -> Row:
         request = parse_model_import(body)
         project_id, group_name = request["project_id"], request["group_name"]
@@ -590,6 +668,12 @@ class YmirStandin:
             "recommended_stage": model["recommended_stage"], "object_type": model["object_type"],
             "url": f"/ymir-models/{model['hash']}" if model["hash"] else None,
         }  # fmt: skip
+
+    def render_image(self, image: Row) -> Row:
+        """``schemas.DockerImage``: its configs' ``config`` is JSON text in the database,
+        unravelled into a mapping."""
+        configs = [{"image_id": image["id"], "config": {}, "type": kind} for kind in image["types"]]
+        return {**{name: image[name] for name in IMAGE_FIELDS}, "related": [], "configs": configs}
 
     def render_group(self, group: Row) -> Row:
         models = [self.render_model(model) for model in self.models_of(group)]

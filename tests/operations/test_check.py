@@ -71,6 +71,45 @@ def test_the_ymir_api_set_up_checks_out(tmp_path: Path, standin: YmirStandin) ->
     ]
 
 
+def test_the_ymir_api_check_lists_ymirs_docker_images_in_words(
+    tmp_path: Path, standin: YmirStandin
+) -> None:
+    standin.register_image("youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-v7.0-cu111-tmi")
+    standin.register_image("team/infer:1", types=(9,))
+    standin.register_image("team/pulling:1", state=1, types=())
+    standin.register_image("team/broken:1", state=4, types=(1, 2))
+    config = ymir_config(tmp_path, standin, "project_id = 1\n")
+
+    done = run_dropbox("--config", config, "check", cwd=tmp_path,
+                       env={PASSWORD_ENV: standin.password})  # fmt: skip
+
+    assert done.returncode == 0, done.stdout
+    images = [line for line in done.stdout.splitlines() if line.startswith("ok   image ")]
+    assert images == [  # newest first, as YMIR lists them
+        "ok   image team/broken:1: error (its pull failed); training, mining",
+        "ok   image team/pulling:1: pending (being pulled); serves no task",
+        "ok   image team/infer:1: ready; inference",
+        "ok   image youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-v7.0-cu111-tmi: ready; "
+        "training, mining, inference",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("require", "ok"), [(False, True), (True, False)], ids=["warnings", "required"]
+)
+def test_a_ymir_without_docker_images_fails_the_check_only_when_executors_are_required(
+    tmp_path: Path, standin: YmirStandin, require: bool, ok: bool
+) -> None:
+    extra = f"project_id = 1\nrequire_registered_executor = {str(require).lower()}\n"
+    config = ymir_config(tmp_path, standin, extra)
+
+    code, found = checks(tmp_path, config, standin.password)
+
+    (images,) = [item for item in found if item["what"] == "YMIR's docker images"]
+    assert (code == 0, images["ok"]) == (ok, ok)
+    assert str(images["detail"]).startswith("none registered")
+
+
 @pytest.mark.parametrize(
     ("password", "extra", "failing"),
     [

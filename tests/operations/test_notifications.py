@@ -94,6 +94,7 @@ def test_the_document_of_an_import_holds_the_model(ledger: Ledger) -> None:
         "mAP": 0.73,
         "best_stage_name": "epoch_10",
         "problems": [],
+        "warnings": [],
         "attempt": row.id,
         "duplicate_of": None,
         "uploader": "alice",

@@ -11,6 +11,7 @@ import pytest
 from ymir_dropbox.core.progress import JobProgress
 from ymir_dropbox.operations.verdicts import BadQuestion, Question, answer, parse_question
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import Findings
 from ymir_dropbox.storing.ledger import Ledger, now
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -106,6 +107,18 @@ def test_a_failure_carries_its_problems(ledger: Ledger) -> None:
     assert found["problems"] == [
         {"code": "info.missing", "field": "ymir-info.yaml", "message": "no info"}
     ]
+
+
+def test_an_import_carries_its_warnings(ledger: Ledger) -> None:
+    attempt = claimed(ledger, "a.tar.gz")
+    warning = Problem("ymir.executor_not_registered", "task_context.executor", "not in YMIR")
+    ledger.finish(
+        attempt, Status.IMPORTED, model_hash="m" * 40, findings=Findings(warnings=(warning,))
+    )
+    ledger.move(attempt, Place.DONE)
+    found = answer(ledger, Question(SHA), {})
+    assert found is not None and found["problems"] == []
+    assert found["warnings"] == [warning.as_dict()]
 
 
 def test_an_attempt_in_flight_shows_its_step(ledger: Ledger) -> None:

@@ -35,7 +35,10 @@ from factory import gzip_bytes, legacy_package, seed_entries, seed_info, tar_byt
 from hostile import BY_ID
 from ymir_standin import Crash, Refusal, Row, StandinProcess, YmirStandin
 
+from ymir_dropbox.pushing.push_command import verdict_lines
 from ymir_dropbox.storing.backends.ymir_client import ModelState, ResultState, YmirClient
+from ymir_dropbox.storing.documents import outcome_document, verdict_document
+from ymir_dropbox.storing.ledger import Ledger
 
 SHARING = "/ymir-sharing"  # the folder YMIR's backend container sees
 STAGING_IN_YMIR = f"{SHARING}/ymir-dropbox"
@@ -176,6 +179,7 @@ def make_box(
     *,
     project_id: int = 1,
     projects: dict[str, int] | None = None,
+    **settings: Any,
 ) -> Dropbox:
     api = {
         "url": url,
@@ -185,6 +189,7 @@ def make_box(
         "staging_in_ymir": STAGING_IN_YMIR,
         "poll_interval": 0.2,
         "projects": projects or {},
+        **settings,
     }
     return boxes(
         settle_seconds=0.3,
@@ -217,6 +222,21 @@ def ledger_stages(row: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
 def seed_bytes(info: dict[str, Any] | None = None) -> bytes:
     """The seed's example as it ships (no package_version, upper-case TP/FP/FN)."""
     return gzip_bytes(tar_bytes(seed_entries(info)))
+
+
+def with_executor(executor: str | None) -> bytes:
+    """The seed's example naming this executor image (None: naming none)."""
+    info = seed_info()
+    if executor is None:
+        del info["task_context"]["executor"]
+    else:
+        info["task_context"]["executor"] = executor
+    return seed_bytes(info)
+
+
+def ymir_warnings(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The warnings about the package in YMIR (validation's own left out)."""
+    return [problem for problem in row.get("warnings") or [] if problem["code"].startswith("ymir.")]
 
 
 def in_flight_with(box: Dropbox, column: str) -> dict[str, Any] | None:
@@ -810,3 +830,160 @@ class TestRefused:
         for table in ("tasks", "groups", "models"):
             assert ymir_rows(ymir.workplace, table) == [], table
         assert staged(staging) == []
+
+
+class ImagesDown(YmirStandin):
+    """A stand-in whose ``GET /api/v1/images/`` answers HTTP 502 while ``images_down``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.images_down = True
+
+    def list_images(self, *, query: dict[str, str], body: bytes) -> Row:
+        if self.images_down:
+            raise Crash("Bad Gateway", 502)
+        return super().list_images(query=query, body=body)
+
+
+YOLO = "youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-v7.0-cu111-tmi"
+
+
+class TestTheExecutorImage:
+    """``task_context.executor`` looked up among YMIR's docker images before the POST: YMIR
+    never checks it, and a model whose image YMIR lacks cannot be trained, mined or used.
+    (Each class below is a unit of work of its own: they run side by side.)"""
+
+    @pytest.mark.mir
+    def test_what_ymir_has_of_each_packages_executor_is_a_warning_on_its_attempt(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
+        ymir.register_image(YOLO)
+        ymir.register_image("team/pending:1", state=1)
+        ymir.register_image("team/infer-only:1", types=(9,))
+        ymir.register_image("team/Detector:V1")  # MySQL's == finds it for team/detector:v1
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        expected = {  # package: its executor, and the warning (with words it must say)
+            "ready": (YOLO, None, ()),
+            "unregistered": ("sample-executor", "ymir.executor_not_registered",
+                             ("'sample-executor'", "Docker images page")),
+            "pending": ("team/pending:1", "ymir.executor_not_ready", ("pending",)),
+            "infer-only": ("team/infer-only:1", "ymir.executor_partial",
+                           ("only inference", "training or mining")),
+            "other-case": ("team/detector:v1", "ymir.executor_not_registered", ()),
+            "no-executor": (None, None, ()),
+        }  # fmt: skip
+        drops = {
+            name: box.drop(f"{name}.tar.gz", with_executor(executor))
+            for name, (executor, _, _) in expected.items()
+        }
+        box.wait_settled(timeout=120)
+
+        for name, (_, code, words) in expected.items():
+            row = final_row(box, drops[name])
+            assert row["status"] == "imported", (name, row["errors"])
+            found = ymir_warnings(row)
+            assert [problem["code"] for problem in found] == ([code] if code else []), name
+            for problem in found:
+                assert problem["field"] == "task_context.executor"
+                message = problem["message"]
+                assert "task_context.executor" in message and all(w in message for w in words)
+        assert len(ymir_rows(ymir.workplace, "models", 1)) == len(expected)
+        assert ymir.refused_by_gateway == 0
+        # a package that names no executor is not looked up
+        looked_up = {event["executor"] for event in box.events("ymir_executor_checked")}
+        assert looked_up == {executor for executor, _, _ in expected.values() if executor}
+        # what the notification and push --wait's verdict carry
+        ledger = Ledger.open_for_reading(box.ledger_path)
+        attempt = ledger.get(final_row(box, drops["unregistered"])["id"])
+        ledger.close()
+        assert attempt is not None
+        for document in (outcome_document(attempt), verdict_document(attempt)):
+            assert [w["code"] for w in document["warnings"]] == ["ymir.executor_not_registered"]
+        assert verdict_lines(verdict_document(attempt))[-1].startswith(
+            "  warning: ymir.executor_not_registered [task_context.executor]: "
+            "task_context.executor is 'sample-executor', an image YMIR does not have"
+        )
+
+
+class TestRequireRegisteredExecutor:
+    @pytest.mark.mir
+    def test_with_require_registered_executor_a_package_ymir_cannot_run_fails_unsent(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(mir=mir_bin)
+        ymir.register_image(YOLO)
+        ymir.register_image("team/pending:1", state=1)
+        box = make_box(boxes, ymir.url, staging, require_registered_executor=True)
+        start(box)
+
+        refused = {
+            "ymir.executor_not_registered": box.drop("a.tar.gz", with_executor("team/gone:1")),
+            "ymir.executor_not_ready": box.drop("b.tar.gz", with_executor("team/pending:1")),
+            "ymir.executor_missing": box.drop("c.tar.gz", with_executor(None)),
+        }
+        ready = box.drop("ready.tar.gz", with_executor(YOLO))
+        box.wait_settled(timeout=60)
+
+        for code, drop in refused.items():
+            row = final_row(box, drop)
+            assert (row["status"], codes(row)) == ("failed", [code])
+            assert "nothing was sent to YMIR" in row["errors"][0]["message"]
+            assert row["ymir_group_name"] is None and row["ymir_model_id"] is None
+        assert box.names("failed") == {"a.tar.gz", "b.tar.gz", "c.tar.gz"}
+        imported = final_row(box, ready)
+        assert (imported["status"], ymir_warnings(imported)) == ("imported", [])
+        # YMIR holds the one model it was sent, and nothing of the others
+        for table in ("tasks", "groups", "models"):
+            assert len(ymir_rows(ymir.workplace, table)) == 1, table
+        (model,) = ymir_rows(ymir.workplace, "models", 1)
+        assert model["id"] == imported["ymir_model_id"]
+        assert staged(staging) == []
+
+
+class TestTheExecutorLookupFails:
+    @pytest.mark.mir
+    def test_a_lookup_ymir_cannot_answer_is_a_warning_and_the_import_goes_on(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(ImagesDown, mir=mir_bin)
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+
+        drop = box.drop("model.tar.gz", with_executor(YOLO))
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        (warning,) = ymir_warnings(row)
+        assert warning["code"] == "ymir.executor_unchecked"
+        assert "HTTP 502" in warning["message"] and YOLO in warning["message"]
+
+    @pytest.mark.mir
+    def test_with_require_registered_executor_a_lookup_ymir_cannot_answer_waits(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        ymir = make_ymir(ImagesDown, mir=mir_bin)
+        assert isinstance(ymir, ImagesDown)
+        ymir.register_image(YOLO)
+        box = make_box(boxes, ymir.url, staging, require_registered_executor=True)
+        start(box)
+
+        drop = box.drop("model.tar.gz", with_executor(YOLO))
+
+        def waiting() -> bool:
+            return any(
+                row["status"] == "interrupted" and codes(row) == ["import.backend_unavailable"]
+                for row in box.rows_for(drop)
+            )
+
+        wait_until(waiting, TIMEOUT, lambda: "the package waits for YMIR: " + box.describe())
+        assert box.names("processing") == {"model.tar.gz"}
+        assert ymir_rows(ymir.workplace, "tasks") == []  # nothing sent meanwhile
+        ymir.images_down = False
+        box.wait_settled()
+
+        assert box.final_status(drop) == ["imported"]
+        assert ymir_warnings(final_row(box, drop)) == []
+        assert len(ymir_rows(ymir.workplace, "tasks")) == 1

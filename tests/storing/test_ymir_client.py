@@ -24,12 +24,14 @@ from ymir_standin import StandinProcess, YmirStandin
 
 from ymir_dropbox.reading.normalization import normalize
 from ymir_dropbox.storing.backends.ymir_client import (
+    DockerImage,
     ModelState,
     Project,
     ResultState,
     YmirClient,
     YmirDuplicateGroupName,
     YmirProjectNotFound,
+    YmirRefused,
     YmirTextTooLong,
     YmirTokenRefused,
     YmirUnavailable,
@@ -213,6 +215,97 @@ def test_the_group_in_another_project_does_not_collide(standin: YmirStandin) -> 
     started = client.import_model(other, "Run-1", None, f"{SHARING}/absent.tar.gz")
 
     assert client.find_group(other, "run-1") == started.group_id
+
+
+# -- docker images --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("asked", "found"),
+    [
+        ("team/Detector:V1", True),
+        ("team/detector:v1", False),
+        ("team/Detector:V1 ", False),
+        ("foo:1", False),
+        ("foo", False),
+    ],
+    ids=["same", "other-case", "trailing-space", "shorter-tag", "no-tag"],
+)
+def test_an_image_is_found_by_its_exact_url_only(
+    standin: YmirStandin, asked: str, found: bool
+) -> None:
+    """YMIR filters ``url == ?`` in MySQL, which ignores case and trailing spaces: it answers
+    with an image of another name, which is not the package's executor."""
+    detector = standin.register_image("team/Detector:V1")
+    standin.register_image("foo:10")
+    client = client_of(standin)
+
+    image = client.image(asked)
+
+    assert (image.id if image else None) == (detector if found else None)
+    if asked.casefold().rstrip() == "team/detector:v1":
+        assert [image.id for image in client.images(asked)] == [detector]  # YMIR's own answer
+
+
+def test_an_image_shows_its_state_and_the_tasks_it_serves(standin: YmirStandin) -> None:
+    pending = standin.register_image("team/new:1", state=1, types=(9, 1), object_type=3)
+
+    assert client_of(standin).image("team/new:1") == DockerImage(
+        id=pending,
+        name="team/new:1",
+        url="team/new:1",
+        state=1,
+        tasks=(1, 9),
+        object_type=3,
+        is_deleted=False,
+    )
+
+
+def test_a_deleted_image_is_not_listed(standin: YmirStandin) -> None:
+    standin.register_image("team/old:1", is_deleted=True)
+    kept = standin.register_image("team/kept:1")
+    client = client_of(standin)
+
+    assert client.image("team/old:1") is None
+    assert [image.id for image in client.images()] == [kept]
+
+
+def test_images_are_listed_newest_first_with_ymirs_filters(standin: YmirStandin) -> None:
+    """As ``crud.docker_image.get_multi_with_filter`` of 2.3.0: ``name`` LIKE, ``state``,
+    ``type`` (a config of that type), ``object_type``; a filter of 0 filters nothing; no
+    paging (the endpoint takes no ``limit``)."""
+    yolo = standin.register_image("team/yolo:1", name="YOLO v5")
+    infer = standin.register_image("team/infer:1", name="infer", types=(9,))
+    pending = standin.register_image("team/seg:1", name="seg", state=1, object_type=3)
+    client = client_of(standin)
+
+    def listed(**query: object) -> list[int]:
+        result = client._call("GET", "/api/v1/images/", query=query)
+        assert result["total"] == len(result["items"])
+        return [item["id"] for item in result["items"]]
+
+    assert listed() == [pending, infer, yolo]
+    assert listed(name="yolo") == [yolo]
+    assert listed(state=1) == [pending]
+    assert listed(type=1) == [pending, yolo]
+    assert listed(type=0) == [pending, infer, yolo]
+    assert listed(object_type=3) == [pending]
+    assert listed(limit=1) == [pending, infer, yolo]
+    with pytest.raises(YmirRefused) as refused:
+        listed(state=2)
+    assert refused.value.ymir_code == 110102
+
+
+def test_the_image_lookup_waits_out_the_gateways_429(tmp_path: Path) -> None:
+    """The lookup is paced and waits out a 429 as its Retry-After says, like every call."""
+    with YmirStandin(tmp_path / "ymir", rate_limit=(1.0, 1.0)) as standin:
+        standin.register_image("team/yolo:1")
+        client = client_of(standin)
+
+        found = [client.image("team/yolo:1") for _ in range(3)]
+
+        assert all(image is not None for image in found)
+        assert standin.refused_by_gateway >= 1
 
 
 # -- importing ------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def _render(verdicts: list[JsonObject], as_json: bool, url: str, timeout: float)
 
 def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> list[str]:
     """One verdict for people: a first line saying what became of the package, then its
-    problems or YMIR's ids."""
+    problems or YMIR's ids, then its warnings."""
     name, status = verdict["package"], verdict["status"]
     if status == "imported":
         lines = [
@@ -205,7 +205,8 @@ def verdict_lines(verdict: JsonObject, url: str = "", timeout: float = 0) -> lis
         return [f"timed out: {name}: no verdict within {timeout:g} s; {_last_known(verdict, url)}"]
     head = {"failed": "failed", "invalid": "invalid", "not_delivered": "not delivered"}
     lines = [f"{head.get(str(status), str(status))}: {name}"]
-    return lines + _problem_lines(verdict.get("problems"))
+    lines += _problem_lines(verdict.get("problems"))
+    return lines + _problem_lines(verdict.get("warnings"), "warning: ")
 
 
 def _problem_lines(found: object, kind: str = "") -> list[str]:

@@ -77,6 +77,18 @@ CODES: dict[str, str] = {
     "import.ymir_object_type": "the package's object type is not the YMIR project's",
     "import.ymir_refused": "YMIR refused the import (a group name, a text too long, ...)",
     "import.ymir_failed": "YMIR ended the import in an error (with YMIR's error code)",
+    # the executor image (task_context.executor) as YMIR has it: warnings; the first three are
+    # errors, before anything is sent to YMIR, with import.ymir_api.require_registered_executor
+    "ymir.executor_not_registered": "YMIR has no docker image of the name task_context.executor "
+    "gives",
+    "ymir.executor_not_ready": "the executor image is registered in YMIR but pending (being "
+    "pulled) or in error",
+    "ymir.executor_missing": "the package names no executor (task_context.executor), and "
+    "import.ymir_api.require_registered_executor asks for one",
+    "ymir.executor_partial": "the executor image serves only some of training, mining and "
+    "inference in YMIR (warning)",
+    "ymir.executor_unchecked": "YMIR could not be asked about the executor image (warning; "
+    "an error when import.ymir_api.require_registered_executor is true and YMIR refused)",
 }
 
 

@@ -75,6 +75,7 @@ def outcome_document(attempt: Attempt) -> Document:
         "mAP": attempt.mAP,
         "best_stage_name": attempt.best_stage_name,
         "problems": problems(attempt.errors),
+        "warnings": problems(attempt.warnings),
         "attempt": attempt.id,
         "duplicate_of": attempt.duplicate_of,
         "uploader": attempt.uploader,

@@ -236,7 +236,7 @@ def store(context: ImportContext) -> Outcome | None:
             errors=failure.problems,
             notes=failure.notes,
             dst_rev=failure.dst_rev,
-            findings=_findings(report),
+            findings=_with_warnings(_findings(report), failure.warnings),
             report=report,
         )
     context.faults.reach("stored", context.path.name)
@@ -245,7 +245,7 @@ def store(context: ImportContext) -> Outcome | None:
 
 def record_import(context: ImportContext, result: ImportResult) -> Outcome:
     report = context.report
-    findings = _findings(report)
+    findings = _with_warnings(_findings(report), result.warnings)
     if result.mAP is not None:
         findings = replace(findings, mAP=result.mAP)
     try:
@@ -451,6 +451,13 @@ def _findings(report: ValidationReport | None) -> Findings:
         report.declared_version,
         report.warnings,
     )
+
+
+def _with_warnings(findings: Findings, warnings: tuple[Problem, ...]) -> Findings:
+    """Validation's warnings, then the backend's: one list in the ledger."""
+    if not warnings:
+        return findings
+    return replace(findings, warnings=(*findings.warnings, *warnings))
 
 
 def describe_os_error(error: OSError) -> str:

@@ -61,6 +61,9 @@ class ImportResult:
     notes: tuple[str, ...] = field(default=())
     facts: Facts = field(default_factory=lambda: NO_FACTS)  # the backend's own, for the ledger
     mAP: float | None = None  # the backend's own reading of the best stage's mAP, if any
+    # What the backend found wrong without refusing the package (YMIR lacks its executor
+    # image): recorded with validation's warnings.
+    warnings: tuple[Problem, ...] = field(default=())
 
 
 class PassingFailure(DropboxError):
@@ -72,12 +75,17 @@ class ImportFailed(DropboxError):
     """The backend refused the package; the problems say why. The package goes to failed/."""
 
     def __init__(
-        self, problems: list[Problem], notes: tuple[str, ...] = (), dst_rev: str | None = None
+        self,
+        problems: list[Problem],
+        notes: tuple[str, ...] = (),
+        dst_rev: str | None = None,
+        warnings: tuple[Problem, ...] = (),
     ) -> None:
         super().__init__("; ".join(problem.message for problem in problems))
         self.problems = problems
         self.notes = notes
         self.dst_rev = dst_rev
+        self.warnings = warnings  # found before the refusal, recorded with validation's
 
 
 class Backend(Protocol):

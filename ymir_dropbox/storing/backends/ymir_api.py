@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -47,6 +47,15 @@ from ymir_dropbox.storing.backends.ymir_client import (
     YmirProjectNotFound,
     YmirRefused,
     YmirUnavailable,
+)
+from ymir_dropbox.storing.backends.ymir_images import (
+    UNUSABLE,
+    executor_of,
+    image_findings,
+    judge,
+    missing,
+    refused_before_sending,
+    unchecked,
 )
 from ymir_dropbox.storing.checks import Finding, folder_finding
 from ymir_dropbox.storing.durable import finish_file, temporary_file
@@ -276,9 +285,52 @@ class YmirApiBackend:
             )
         package.record_facts({"ymir_project_id": project.id})
         model_id = self._resume(package, project.id)
-        if model_id is None:
-            model_id = self._post(package, project.id)
-        return self._wait(package, project.id, model_id)
+        # Judged before the POST; an import already in YMIR's hands is never refused for it.
+        warnings = self._judge_executor(package, before_sending=model_id is None)
+        try:
+            if model_id is None:
+                model_id = self._post(package, project.id)
+            result = self._wait(package, project.id, model_id)
+        except ImportFailed as failure:
+            failure.warnings = (*failure.warnings, *warnings)
+            raise
+        return replace(result, warnings=(*result.warnings, *warnings))
+
+    def _judge_executor(
+        self, package: PreparedPackage, before_sending: bool
+    ) -> tuple[Problem, ...]:
+        """The package's executor image as YMIR has it: a warning for the ledger when YMIR
+        cannot run it. With ``require_registered_executor`` and nothing sent yet, such a
+        package fails instead, and a lookup YMIR could not answer is a passing fault."""
+        required = self.settings.require_registered_executor and before_sending
+        normalized = package.report.normalized
+        assert normalized is not None
+        executor = executor_of(normalized)
+        if executor is None:  # validation says so, in its own warnings
+            if required:
+                raise ImportFailed([refused_before_sending(missing())])
+            return ()
+        try:
+            image = self.client.image(executor)
+        except YmirError as error:
+            if required and error.passing:
+                raise  # retried later, as any call YMIR could not answer
+            log.warning("ymir_executor_unchecked", executor=executor, error=str(error))
+            if required:
+                raise ImportFailed([refused_before_sending(unchecked(executor, error))]) from None
+            return (unchecked(executor, error),)
+        problem = judge(executor, image)
+        log.info(
+            "ymir_executor_checked",
+            executor=executor,
+            image_id=image.id if image else None,
+            verdict=problem.code if problem else "ok",
+        )
+        if problem is None:
+            return ()
+        if required and problem.code in UNUSABLE:
+            raise ImportFailed([refused_before_sending(problem)])
+        return (problem,)
 
     def _resume(self, package: PreparedPackage, project_id: int) -> int | None:
         """A model an earlier attempt on the same package started in YMIR, if any."""
@@ -496,7 +548,8 @@ def _failure(model: ModelState) -> Problem:
 
 
 def check_setup(config: Config) -> Iterator[Finding]:
-    """``check``: the staging folder, the login, and every project packages may go to."""
+    """``check``: the staging folder, the login, every project packages may go to, and the
+    docker images YMIR has (a package's executor must be one of them)."""
     settings = settings_of(config)
     yield folder_finding("import.ymir_api.staging", settings.staging)
     login = f"log in to YMIR at {settings.url} as {settings.user}"
@@ -524,6 +577,7 @@ def check_setup(config: Config) -> Iterator[Finding]:
             True,
             f"{project.name!r}, object type {project.object_type}",
         )
+    yield from image_findings(client, settings.require_registered_executor)
 
 
 def list_projects(config: Config) -> list[dict[str, object]]:
@@ -562,6 +616,9 @@ class YmirApiSettings:
     poll_interval: float
     timeout: float
     projects: dict[str, int]  # top-level inbox folder -> project id
+    # A package whose executor image YMIR lacks (or cannot run yet) fails before anything is
+    # sent to YMIR, instead of being imported with a warning.
+    require_registered_executor: bool
     # From YMIR_DROPBOX_YMIR_PASSWORD; else read from password_file when used. Never shown.
     password: str = field(repr=False)
 
@@ -601,6 +658,7 @@ def _settings(table: JsonObject, resolve: Callable[[str], Path], where: str) -> 
         poll_interval=table["poll_interval"],
         timeout=table["timeout"],
         projects=dict(table["projects"]),
+        require_registered_executor=table["require_registered_executor"],
         # Needed only to talk to YMIR (the daemon, check, projects), and read only then from
         # the file: an operator's `status` or `ledger` needs neither the file nor the variable.
         password=os.environ.get(YMIR_PASSWORD_ENV_VAR, ""),
@@ -623,6 +681,7 @@ SETTINGS = BackendSettings(
             "keysrules": {"type": "string", "check_with": "path_component"},
             "valuesrules": {"type": "integer", "min": 1},
         },
+        "require_registered_executor": {"type": "boolean"},
     },
     defaults={
         "url": "",
@@ -635,6 +694,7 @@ SETTINGS = BackendSettings(
         "poll_interval": 5.0,
         "timeout": 3600.0,
         "projects": {},
+        "require_registered_executor": False,
     },
     build=_settings,
 )

@@ -124,6 +124,22 @@ class ResultState(IntEnum):
     ERROR = 2
 
 
+class ImageState(IntEnum):
+    """A docker image in YMIR (``DockerImageState``, mir's LogState)."""
+
+    PENDING = 1  # being pulled
+    DONE = 3  # usable
+    ERROR = 4  # the pull failed
+
+
+class ImageTask(IntEnum):
+    """What a docker image serves: the ``type`` of its configs (mir's ``TaskType``)."""
+
+    TRAINING = 1
+    MINING = 2
+    INFERENCE = 9
+
+
 @dataclass(frozen=True, slots=True)
 class Project:
     id: int
@@ -172,6 +188,20 @@ class ModelState:
     description: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class DockerImage:
+    """A docker image registered in YMIR (its Docker images page). ``state`` and ``tasks`` are
+    kept as YMIR said them (:class:`ImageState`, :class:`ImageTask` name the known ones)."""
+
+    id: int
+    name: str
+    url: str  # the image YMIR pulled, e.g. "youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-v7.0-tmi"
+    state: int
+    tasks: tuple[int, ...]
+    object_type: int
+    is_deleted: bool
+
+
 def same_group_name(first: str, second: str) -> bool:
     """YMIR's comparison of group names: case-insensitive, trailing spaces ignored."""
     return first.rstrip(" ").casefold() == second.rstrip(" ").casefold()
@@ -216,6 +246,18 @@ def _model(item: Any) -> ModelState:
         task_state=_optional(int, task.get("state")),
         error_code=_optional(int, task.get("error_code")),
         description=str(item.get("description") or ""),
+    )
+
+
+def _image(item: Any) -> DockerImage:
+    return DockerImage(
+        id=int(item["id"]),
+        name=str(item["name"]),
+        url=str(item["url"]),
+        state=int(item["state"]),
+        tasks=tuple(sorted({int(config["type"]) for config in item.get("configs") or ()})),
+        object_type=int(item.get("object_type") or 0),
+        is_deleted=bool(item.get("is_deleted")),
     )
 
 
@@ -324,6 +366,24 @@ class YmirClient:
             if same_group_name(found, name):
                 return group_id
         return None
+
+    def images(self, url: str | None = None) -> list[DockerImage]:
+        """The docker images YMIR lists (it leaves deleted ones out), newest first; with
+        ``url``, those YMIR's filter matches (see :meth:`image`)."""
+        path = "/api/v1/images/"
+        query = {"url": url} if url else {}
+        return [self._parse(f"GET {path}", _image, item) for item in self._pages(path, query)]
+
+    def image(self, url: str) -> DockerImage | None:
+        """The image registered under exactly ``url``, not deleted; None if YMIR has none.
+
+        YMIR filters ``url == ?`` in MySQL, whose collation ignores case (and trailing
+        spaces): ``foo:V1`` finds ``foo:v1``, another image. The match here is exact.
+        """
+        return next(
+            (image for image in self.images(url) if image.url == url and not image.is_deleted),
+            None,
+        )
 
     def import_model(
         self,
