@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import suppress
+from contextlib import closing, suppress
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,11 @@ from hostile import BY_ID
 from ymir_standin import Crash, Refusal, Row, StandinProcess, YmirStandin
 
 from ymir_dropbox.pushing.push_command import verdict_lines
+from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends.ymir_client import ModelState, ResultState, YmirClient
 from ymir_dropbox.storing.documents import outcome_document, verdict_document
 from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.lifecycle import Status
 
 SHARING = "/ymir-sharing"  # the folder YMIR's backend container sees
 STAGING_IN_YMIR = f"{SHARING}/ymir-dropbox"
@@ -631,6 +633,38 @@ class TestDaemonKilled:
         assert ymir_model(ymir.url, shown["id"]).result_state is ResultState.READY
         assert len(ymir_rows(ymir.workplace, "tasks")) == 1
         assert staged(staging) == []
+
+    @pytest.mark.mir
+    def test_a_copy_of_the_bytes_that_failed_meanwhile_never_makes_a_second_model(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """Found by the power-cut soak: two files of the same bytes; one attempt posted and
+        was cut short while YMIR imported; a copy then failed (three deaths in a row). The
+        next attempt must still take up YMIR's model, not post a second one."""
+        ymir = make_ymir(HeldStandin, mir=mir_bin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.imports.clear()
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        drop = box.drop_valid("model.tar.gz")
+        killed = wait_until(
+            lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
+        )
+        box.kill()
+        with closing(Ledger(box.ledger_path)) as ledger:  # as the crash limit leaves a copy
+            copy = ledger.begin(package="copy.tar.gz", sha256=drop.sha256, size=1)
+            ledger.start_import(copy, "ymir-api")
+            crashed = Problem("import.crashed", "", "3 crashes in a row")
+            ledger.finish(copy, Status.FAILED, errors=[crashed])
+        ymir.imports.set()
+        start(box)
+        box.wait_settled()
+
+        (row,) = [r for r in box.rows_for(drop) if r["package"] == drop.relative][-1:]
+        assert row["status"] == "imported", row["errors"]
+        assert row["ymir_model_id"] == killed["ymir_model_id"]
+        assert len(ymir_rows(ymir.workplace, "models")) == 1
+        assert len(ymir_rows(ymir.workplace, "tasks")) == 1
 
     @pytest.mark.mir
     @pytest.mark.parametrize("ymir_got_it", [True, False], ids=["ymir-created-it", "post-lost"])

@@ -225,7 +225,7 @@ def store(context: ImportContext) -> Outcome | None:
         context.opened,
         ledger=ledger,
         progress=lambda step, detail="": context.progress.step(attempt_id, step, None, detail),
-        earlier=tuple(ledger.unfinished_by_sha256(sha256)),
+        earlier=tuple(ledger.resumable_by_sha256(sha256)),
         streamed=context.streamed,
     )
     try:

@@ -164,6 +164,18 @@ class LedgerQueries:
             [sha256, after, limit],
         )
 
+    def resumable_by_sha256(self, sha256: str) -> list[Attempt]:
+        """Attempts at these bytes that a fault cut short since they were last imported,
+        newest first, whoever's file they read: what a backend may have started for one of
+        them (a YMIR import, still running or done) belongs to every copy of the bytes, even
+        past a copy that failed meanwhile (a crash limit says nothing of what YMIR holds)."""
+        return self._all(
+            "SELECT * FROM attempts WHERE sha256 = ? AND status = ? AND id > "
+            "(SELECT coalesce(max(id), 0) FROM attempts WHERE sha256 = ? AND status = ?) "
+            "ORDER BY id DESC LIMIT 20",
+            [sha256, Status.INTERRUPTED, sha256, Status.IMPORTED],
+        )
+
     def orphan_models(self, backend: str) -> list[str]:
         """Model files ``backend`` wrote for attempts that never imported them (a crash after
         the store, then no redo: the package deleted, or failed as crashed), and that no

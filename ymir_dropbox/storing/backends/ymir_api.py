@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
@@ -59,7 +59,7 @@ from ymir_dropbox.storing.backends.ymir_images import (
 )
 from ymir_dropbox.storing.checks import Finding, folder_finding
 from ymir_dropbox.storing.durable import finish_file, temporary_file
-from ymir_dropbox.storing.ledger import Ledger
+from ymir_dropbox.storing.ledger import Ledger, LedgerQueries
 from ymir_dropbox.storing.lifecycle import IN_FLIGHT, SETTLED, Status
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
@@ -110,6 +110,27 @@ def _names_held(package: PreparedPackage, project_id: int) -> set[str]:
 def _fold(name: str) -> str:
     """A group name as YMIR compares them: case-insensitively, trailing spaces ignored."""
     return name.rstrip(" ").casefold()
+
+
+def _judged(ledger: LedgerQueries | None, model_id: int) -> bool:
+    """Whether a failed attempt told YMIR's verdict on that model: it is over (an error, or
+    a model gone); a retry of the package posts anew."""
+    if ledger is None:
+        return False
+    return any(
+        found.status is Status.FAILED for found in ledger.with_fact("ymir_model_id", model_id)
+    )
+
+
+def _alive(ledger: LedgerQueries | None, attempts: Iterable[Attempt]) -> list[Attempt]:
+    """The attempts cut short whose import in YMIR may still be taken up: any but those
+    whose model a failed attempt judged since. What one copy of the bytes started belongs to
+    every copy, even past a copy that failed for another reason (a crash limit)."""
+    return [
+        attempt
+        for attempt in attempts
+        if (model_id := YmirFacts.of(attempt).model_id) is None or not _judged(ledger, model_id)
+    ]
 
 
 def group_name_for(template: str, package: str) -> str:
@@ -216,7 +237,7 @@ class YmirApiBackend:
                 continue
             sha256 = attempts[0].sha256
             assert sha256 is not None
-            if ledger.unfinished_by_sha256(sha256) or all(
+            if _alive(ledger, ledger.resumable_by_sha256(sha256)) or all(
                 found.status not in SETTLED for found in attempts
             ):
                 continue  # the next attempt on the package resumes from it
@@ -335,7 +356,7 @@ class YmirApiBackend:
     def _resume(self, package: PreparedPackage, project_id: int) -> int | None:
         """A model an earlier attempt on the same package started in YMIR, if any."""
         waited = False
-        for attempt in package.earlier:
+        for attempt in _alive(package.ledger, package.earlier):
             earlier = YmirFacts.of(attempt)
             if earlier.project_id not in (None, project_id):
                 continue
@@ -370,6 +391,7 @@ class YmirApiBackend:
             model
             for model in self.client.models_of_group(project_id, group_id)
             if package.sha256[:12] in model.description  # ours, not a namesake
+            and not _judged(package.ledger, model.model_id)  # a failure told: post anew
         ]
         if not models:
             return None
