@@ -9,6 +9,7 @@ import argparse
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ymir_dropbox.storing.backends import REGISTRY
 from ymir_dropbox.storing.ledger import MIN_PREFIX
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 LEDGER_COLUMNS = (
     "id",
     "status",
@@ -493,6 +495,10 @@ def push_arguments(parser: argparse.ArgumentParser) -> None:
     add_pack_options(parser)
 
 
+def _terminated(number: int, _: object) -> NoReturn:
+    raise SystemExit(128 + number)
+
+
 @command("push", "deliver packages to the daemon's inbox and, with --wait, learn their verdict")(
     push_arguments
 )
@@ -501,7 +507,15 @@ def cmd_push(config: Config, arguments: argparse.Namespace) -> int:
 
     if arguments.timeout <= 0:
         raise UsageError(f"--timeout {arguments.timeout:g}: must be more than 0 seconds")
-    outcome = run_push(config, arguments)
+    # A CI job cancelled, `timeout`: SIGTERM unwinds like Ctrl-C, so the packed copies go.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        outcome = run_push(config, arguments)
+    except KeyboardInterrupt:
+        print("ymir-dropbox: push interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for line in outcome.messages:
         print(line, file=sys.stderr)
     for line in outcome.output:

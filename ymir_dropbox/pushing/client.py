@@ -70,7 +70,7 @@ def ask(
     except urllib.error.URLError as error:
         return Reply(False, error=str(error.reason))
     except TimeoutError:
-        return Reply(False, error=f"no answer within {timeout:.0f} s")
+        return Reply(False, error=f"no answer within {timeout:g} s")
     except OSError as error:  # reset by peer, a broken answer
         return Reply(False, error=str(error))
 

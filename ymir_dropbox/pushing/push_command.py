@@ -27,6 +27,7 @@ from ymir_dropbox.core.printable import printable_values
 from ymir_dropbox.pushing.client import check_status_url
 from ymir_dropbox.pushing.destinations import (
     DeliveryError,
+    Destination,
     check_destination,
     deliver,
     parse_destination,
@@ -52,7 +53,7 @@ def run_push(config: Config, options: argparse.Namespace) -> PushOutcome:
     names = delivered_names(sources, options.name)
     check_names(names, config)
     check_destination(destination, names)
-    status_url = options.status_url or config.push.status_url
+    status_url = options.status_url or config.push.status_url or _own_listener(config)
     if options.wait:
         if not status_url:
             raise UsageError(
@@ -61,14 +62,15 @@ def run_push(config: Config, options: argparse.Namespace) -> PushOutcome:
             )
         status_url = check_status_url(status_url)
     rsh = options.rsh or config.push.rsh or None
+    deadline = time.monotonic() + options.timeout
+    # The packed copies live only until they are delivered.
     with tempfile.TemporaryDirectory(prefix="ymir-dropbox-push-") as scratch:
         built = [
             build(source, name, options, config, Path(scratch))
             for source, name in zip(sources, names, strict=True)
         ]
-        unbuilt = [item for item in built if isinstance(item, Unbuilt)]
-        if unbuilt:
-            return _unbuilt(unbuilt, options.json)
+        if any(isinstance(item, Unbuilt) for item in built):
+            return _unbuilt(built, options.json)
         packages = [item for item in built if isinstance(item, Package)]
         if options.dry_run:
             return PushOutcome(
@@ -78,51 +80,91 @@ def run_push(config: Config, options: argparse.Namespace) -> PushOutcome:
                     for package in packages
                 ),
             )
-        started = time.monotonic()
-        awaited: list[Awaited] = []
-        failures: list[JsonObject] = []
-        for package in packages:
-            after = before_delivery(status_url, package, options.timeout) if options.wait else 0
-            delivered_at = time.time()
-            try:
-                where = deliver(package.path, package.name, destination, rsh)
-            except DeliveryError as error:
-                failures.append(_not_delivered(package, str(error)))
-                continue
-            awaited.append(Awaited(package, after, delivered_at))
-            if not options.wait:
-                failures.append(_delivered(package, where))
-        if options.wait and awaited:
-            left = max(options.timeout - (time.monotonic() - started), 0.0)
-            wait_for_verdicts(status_url, awaited, left)
-        verdicts = failures if not options.wait else [*failures, *map(_verdict, awaited)]
+        awaited, verdicts = _deliver_all(packages, destination, rsh, status_url, options, deadline)
+    if options.wait and awaited:
+        wait_for_verdicts(status_url, awaited, max(deadline - time.monotonic(), 0.0))
+        verdicts += [_verdict(item) for item in awaited]
     return _outcome(verdicts, options.json, status_url, options.timeout)
 
 
-def _unbuilt(unbuilt: list[Unbuilt], as_json: bool) -> PushOutcome:
-    verdicts = [
-        {
-            "package": item.name,
-            "source": str(item.source),
-            "status": "invalid",
-            "problems": [problem.as_dict() for problem in item.problems],
-        }
-        for item in unbuilt
-    ]
+def _deliver_all(
+    packages: list[Package],
+    destination: Destination,
+    rsh: str | None,
+    status_url: str,
+    options: argparse.Namespace,
+    deadline: float,
+) -> tuple[list[Awaited], list[JsonObject]]:
+    """Deliver each package; with ``--wait``, ask first for the latest attempt at its bytes
+    (while the listener answers: one that does not is not asked again before delivering)."""
+    awaited: list[Awaited] = []
+    verdicts: list[JsonObject] = []
+    unanswered = ""
+    for package in packages:
+        after: int | None = 0
+        if options.wait:
+            after = None
+            if not unanswered:
+                after, unanswered = before_delivery(
+                    status_url, package, max(deadline - time.monotonic(), 0.0)
+                )
+        delivered_at = time.time()
+        try:
+            where = deliver(package.path, package.name, destination, rsh)
+        except DeliveryError as error:
+            verdicts.append(_not_delivered(package, str(error)))
+            continue
+        awaited.append(Awaited(package, after, delivered_at, error=unanswered))
+        if not options.wait:
+            verdicts.append(
+                {**_blank(package.name, package.sha256), "status": "delivered", "to": where}
+            )
+    return awaited, verdicts
+
+
+def _own_listener(config: Config) -> str:
+    """On the daemon's own host, with its configuration: its listener."""
+    host, _, port = config.metrics.listen.rpartition(":")
+    if not port:
+        return ""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - a listener on every address
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+VERDICT_KEYS = (
+    "package", "sha256", "status", "attempt", "model_hash", "mAP", "best_stage_name",
+    "duplicate_of", "problems", "warnings", *YMIR_IDS,
+)  # fmt: skip
+WAITING_KEYS = ("reached", "error", "last_status", "step", "percent", "to", "source")
+
+
+def _blank(name: str, sha256: str | None) -> JsonObject:
+    """A verdict object with every key ``--json`` has, whatever the status."""
+    blank: JsonObject = dict.fromkeys((*VERDICT_KEYS, *WAITING_KEYS))
+    return {**blank, "package": name, "sha256": sha256, "problems": [], "warnings": []}
+
+
+def _unbuilt(built: list[Package | Unbuilt], as_json: bool) -> PushOutcome:
+    verdicts = []
+    for item in built:
+        if isinstance(item, Unbuilt):
+            problems = [problem.as_dict() for problem in item.problems]
+            verdict = {"status": "invalid", "source": str(item.source), "problems": problems}
+            verdicts.append({**_blank(item.name, None), **verdict})
+        else:
+            reason = "another SOURCE makes no valid package: nothing was delivered"
+            verdicts.append(_not_delivered(item, reason))
     lines = _render(verdicts, as_json, "", 0)
     return PushOutcome(EXIT_FAILED, lines, ("nothing delivered: a SOURCE makes no valid package",))
 
 
-def _delivered(package: Package, where: str) -> JsonObject:
-    return {"package": package.name, "sha256": package.sha256, "status": "delivered", "to": where}
-
-
 def _not_delivered(package: Package, reason: str) -> JsonObject:
+    problem = {"code": "push.not_delivered", "field": "", "message": reason}
     return {
-        "package": package.name,
-        "sha256": package.sha256,
+        **_blank(package.name, package.sha256),
         "status": "not_delivered",
-        "problems": [{"code": "push.not_delivered", "field": "", "message": reason}],
+        "problems": [problem],
     }
 
 
@@ -130,25 +172,19 @@ def _verdict(item: Awaited) -> JsonObject:
     """The verdict object of ``--json``: the daemon's answer, or a timeout saying what was
     last known."""
     package = item.package
+    verdict = _blank(package.name, package.sha256)
     if item.verdict is not None:
         answer = item.verdict
+        found = {key: answer.get(key) for key in VERDICT_KEYS if key not in ("package", "sha256")}
         return {
-            "package": package.name,
-            "sha256": package.sha256,
-            "status": answer.get("status"),
-            "attempt": answer.get("attempt"),
-            "model_hash": answer.get("model_hash"),
-            "mAP": answer.get("mAP"),
-            "best_stage_name": answer.get("best_stage_name"),
-            "duplicate_of": answer.get("duplicate_of"),
+            **verdict,
+            **found,
             "problems": answer.get("problems") or [],
             "warnings": answer.get("warnings") or [],
-            **{key: answer.get(key) for key in YMIR_IDS},
         }
     seen = item.seen or {}
     return {
-        "package": package.name,
-        "sha256": package.sha256,
+        **verdict,
         "status": "timeout",
         "reached": item.reached,
         "error": item.error or None,
@@ -223,7 +259,8 @@ def _last_known(verdict: JsonObject, url: str) -> str:
     if not verdict["reached"]:
         return f"the daemon's listener at {url} was never reached ({verdict['error']})"
     if verdict["attempt"] is None:
-        return "the daemon has not taken it yet (it answered: no attempt at these bytes)"
+        gone = f"; then it stopped answering ({verdict['error']})" if verdict["error"] else ""
+        return f"the daemon has not taken it yet (it answered: no attempt at these bytes){gone}"
     step = f", step {verdict['step']}" if verdict.get("step") else ""
     percent = f", {verdict['percent']}%" if verdict.get("percent") is not None else ""
     gone = f"; the listener stopped answering ({verdict['error']})" if verdict["error"] else ""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.pushing.client import Reply, ask
@@ -42,15 +43,18 @@ class Awaited:
     error: str = ""  # why the last question got no answer
 
 
-def before_delivery(base_url: str, package: Package, timeout: float) -> int | None:
-    """The latest attempt id at the package's bytes (0: none yet); None without an answer."""
+def before_delivery(base_url: str, package: Package, timeout: float) -> tuple[int | None, str]:
+    """The latest attempt id at the package's bytes (0: none yet), or None and why the
+    listener did not answer within ``timeout`` seconds (at most one question's time)."""
+    if timeout <= 0:
+        return None, "no time left to ask"
     reply = ask(base_url, package.sha256, timeout=min(timeout, REQUEST_TIMEOUT_SECONDS))
     if not reply.reached or reply.answer is None:
-        return None
+        return None, reply.error or "no answer"
     attempt = reply.answer.get("attempt")
     if reply.found and isinstance(attempt, int):
-        return attempt
-    return 0 if reply.code == 404 else None
+        return attempt, ""
+    return (0, "") if reply.code == HTTPStatus.NOT_FOUND else (None, reply.error)
 
 
 def wait_for_verdicts(
