@@ -650,17 +650,23 @@ class Soak:
         return found
 
     def settle(self) -> bool:
-        """Wait until the writers are done and the daemon has taken and finished everything."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT * (4 if self.backend.name != "embedded" else 1)
+        """Wait until the writers are done and the daemon has taken and finished everything:
+        as long as it makes progress (a package leaves inbox/processing at least once every
+        SETTLE_TIMEOUT seconds, four times as long with YMIR), however long the backlog."""
+        patience = SETTLE_TIMEOUT * (4 if self.backend.name != "embedded" else 1)
+        deadline = time.monotonic() + patience
         quiet_since: float | None = None
+        fewest: int | None = None
         while time.monotonic() < deadline:
-            busy = any(upload.writing for upload in self.uploads) or any(
+            left = sum(
                 not name.startswith(".")
                 for folder in ("inbox", "processing")
                 for _, _, names in os.walk(self.base / folder)
                 for name in names
             )
-            if busy:
+            if fewest is None or left < fewest:
+                fewest, deadline = left, time.monotonic() + patience
+            if left or any(upload.writing for upload in self.uploads):
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
