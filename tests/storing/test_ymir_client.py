@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import mir_executable
@@ -30,6 +31,7 @@ from ymir_dropbox.storing.backends.ymir_client import (
     ResultState,
     YmirClient,
     YmirDuplicateGroupName,
+    YmirError,
     YmirProjectNotFound,
     YmirRefused,
     YmirTextTooLong,
@@ -531,3 +533,74 @@ def test_one_pace_for_the_process_spends_its_burst_then_waits_its_rate() -> None
     pace.hold(2.0)  # the gateway said Retry-After: 2
     pace.take()
     assert waits[-1] == pytest.approx(2.4)
+
+
+# -- redirects ------------------------------------------------------------------------------------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Another host: records the Authorization header of every request it gets."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.headers.get("Authorization"))
+        body = json.dumps({"code": 0, "message": "success", "result": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("same_origin", [True, False], ids=["same-host", "other-host"])
+def test_a_redirect_is_followed_only_to_ymir_itself_and_never_carries_the_token_away(
+    same_origin: bool,
+) -> None:
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    other_url = f"http://127.0.0.1:{other.server_address[1]}"
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the login
+            token = {"access_token": "secret", "token_type": "bearer"}
+            self._json({"code": 0, "message": "success", **token, "result": token})
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/here/"):
+                self._json({"code": 0, "message": "success",
+                            "result": {"id": 1, "name": "p", "object_type": 2}})  # fmt: skip
+                return
+            self.send_response(307)
+            target = "/here" + self.path if same_origin else other_url + self.path
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _json(self, answer: dict[str, object]) -> None:
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    ymir = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=ymir.serve_forever, daemon=True).start()
+    _Recorder.seen = []
+    try:
+        client = YmirClient(f"http://127.0.0.1:{ymir.server_address[1]}", "u", "p", timeout=5)
+        client.login()
+        if same_origin:
+            assert client.project(1) == Project(id=1, name="p", object_type=2)
+        else:
+            with pytest.raises(YmirError):
+                client.project(1)
+            assert _Recorder.seen == []  # the other host never saw the request, nor the token
+    finally:
+        ymir.shutdown()
+        other.shutdown()

@@ -311,6 +311,28 @@ class Pace:
 
 
 PACE = Pace()
+
+
+class _SameOrigin(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed only to YMIR itself (scheme, host and port): urllib would send
+    the token (``Authorization``) to wherever a redirect points."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        before, after = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+            return None  # the 3xx itself is the answer: refused, not followed
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOrigin)
 MAX_RETRY_AFTER_SECONDS = 30.0
 RETRIES_AFTER_429 = 3
 
@@ -513,7 +535,7 @@ class YmirClient:
         # The scheme is http or https: __init__ checks it.
         request = urllib.request.Request(self.url + target, body, headers, method=method)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return response.status, response.read(), 0.0
         except urllib.error.HTTPError as error:
             with error:
