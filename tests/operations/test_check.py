@@ -143,3 +143,23 @@ def test_projects_lists_what_the_user_can_import_into(tmp_path: Path, standin: Y
         (1, "detection", 2),
         (2, "segmentation", 3),
     }
+
+
+@pytest.mark.parametrize(("mode", "ok"), [(0o600, True), (0o644, False)], ids=["600", "644"])
+def test_a_password_file_others_can_read_fails_the_check(
+    tmp_path: Path, standin: YmirStandin, mode: int, ok: bool
+) -> None:
+    secret = tmp_path / "ymir-password"
+    secret.write_text(standin.password + "\n")
+    secret.chmod(mode)
+    config = ymir_config(tmp_path, standin, 'project_id = 1\npassword_file = "ymir-password"\n')
+
+    done = run_dropbox("--config", config, "check", "--json", cwd=tmp_path)
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+
+    (finding,) = [item for item in found if item["what"] == "import.ymir_api.password_file"]
+    assert finding["ok"] is ok, finding
+    assert (done.returncode == 0) is ok
+    if not ok:
+        assert "chmod 600" in str(finding["detail"])
+    assert any(item["what"].startswith("log in") and item["ok"] for item in found)

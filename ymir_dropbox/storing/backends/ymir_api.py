@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -574,6 +575,8 @@ def check_setup(config: Config) -> Iterator[Finding]:
     docker images YMIR has (a package's executor must be one of them)."""
     settings = settings_of(config)
     yield folder_finding("import.ymir_api.staging", settings.staging)
+    if settings.password_file is not None:
+        yield _password_file_finding(settings.password_file)
     login = f"log in to YMIR at {settings.url} as {settings.user}"
     try:
         client = YmirClient(settings.url, settings.user, read_password(settings), timeout=15)
@@ -600,6 +603,20 @@ def check_setup(config: Config) -> Iterator[Finding]:
             f"{project.name!r}, object type {project.object_type}",
         )
     yield from image_findings(client, settings.require_registered_executor)
+
+
+def _password_file_finding(path: Path) -> Finding:
+    """The password file is its owner's alone (read by the daemon, never by its group or the
+    world): the daemon still reads a looser one, and ``check`` says so."""
+    what = "import.ymir_api.password_file"
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as error:
+        return Finding(what, False, f"{path}: {error.strerror}")
+    if mode & 0o077:
+        return Finding(what, False, f"{path} has mode {mode:04o}: others may read the "
+                       f"password; chmod 600 {path}")  # fmt: skip
+    return Finding(what, True, f"{path}, mode {mode:04o}")
 
 
 def list_projects(config: Config) -> list[dict[str, object]]:
