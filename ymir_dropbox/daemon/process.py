@@ -152,6 +152,8 @@ def stop(config: Config, daemon: Daemon) -> int:
             unfinished=[str(relative) for relative in unfinished],
             note="left in processing/; redone at next start",
         )
+    else:
+        _clean_up(daemon)
     daemon.ledger.close()
     if reload_requested:
         sys.stderr.flush()
@@ -162,6 +164,15 @@ def stop(config: Config, daemon: Daemon) -> int:
     daemon.lock.close()
     log.info("daemon_stopped")
     return 0
+
+
+def _clean_up(daemon: Daemon) -> None:
+    """Every import finished: what the backend left for them that nobody needs any more (a
+    staged package YMIR is done with) goes now, not at the next start."""
+    try:
+        daemon.backend.clean_up(daemon.ledger)
+    except Exception as error:  # a stop never fails for it: the next start tries again
+        log.warning("clean_up_failed", error=repr(error))
 
 
 def _last_import(ledger: Ledger) -> float | None:
