@@ -103,8 +103,8 @@ def package_source(ledger_path: Path, in_flight: Callable[[], list[JobProgress]]
 
     def ask(question: Question) -> JsonObject | None:
         with opening:
-            if not opened:
-                opened.append(Ledger.open_for_reading(ledger_path))
+            if not opened or opened[0].empty:
+                opened[:] = [Ledger.open_for_reading(ledger_path)]
         jobs = {job.attempt: job for job in in_flight()}
         return answer(opened[0], question, jobs)
 

@@ -101,6 +101,12 @@ class LedgerQueries:
     _lock: threading.RLock
     _empty: bool
 
+    @property
+    def empty(self) -> bool:
+        """Opened before the first daemon gave the ledger its schema: it answers nothing,
+        ever; open it again to read what was written since."""
+        return self._empty
+
     def get(self, attempt_id: int) -> Attempt | None:
         return self._first("SELECT * FROM attempts WHERE id = ?", [attempt_id])
 
