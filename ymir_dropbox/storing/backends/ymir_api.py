@@ -238,9 +238,12 @@ class YmirApiBackend:
                 continue
             sha256 = attempts[0].sha256
             assert sha256 is not None
-            if _alive(ledger, ledger.resumable_by_sha256(sha256)) or all(
-                found.status not in SETTLED for found in attempts
-            ):
+            alive = _alive(ledger, ledger.resumable_by_sha256(sha256))
+            if max(attempts, key=lambda found: found.id).status is Status.FAILED:
+                # Failed for good: no attempt will resume it. Only a model YMIR may still be
+                # importing from the staged file keeps it until YMIR is done.
+                alive = [found for found in alive if YmirFacts.of(found).model_id is not None]
+            if alive or all(found.status not in SETTLED for found in attempts):
                 continue  # the next attempt on the package resumes from it
             staged.unlink(missing_ok=True)
             log.info("staged_package_removed", path=str(staged), reason="YMIR is done with it")
