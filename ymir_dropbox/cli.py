@@ -24,7 +24,7 @@ from ymir_dropbox.core.faults import FaultPlan
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.logs import configure_logging
 from ymir_dropbox.core.printable import PrintableStream, printable_values
-from ymir_dropbox.storing.backends import REGISTRY
+from ymir_dropbox.storing.backends import registry_key
 from ymir_dropbox.storing.ledger import MIN_PREFIX
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -135,7 +135,7 @@ def json_flag(text: str) -> Arguments:
 def build_parser(with_backends: bool = True) -> argparse.ArgumentParser:
     """The command line's parser, built once for each set of registered backends (it only
     reads what it is given)."""
-    return _build_parser(tuple(sorted(REGISTRY.items())) if with_backends else None)
+    return _build_parser(registry_key() if with_backends else None)
 
 
 @functools.lru_cache(maxsize=4)

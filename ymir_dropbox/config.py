@@ -41,7 +41,7 @@ from ymir_dropbox.reading.rules import (
     keys_beside,
     schema_errors,
 )
-from ymir_dropbox.storing.backends import REGISTRY, backend_module
+from ymir_dropbox.storing.backends import REGISTRY, backend_module, registry_key
 
 ENV_VAR = "YMIR_DROPBOX_CONFIG"
 DEFAULT_BASE_DIR = "./dropbox"
@@ -288,7 +288,7 @@ def load_config(path: Path | None = None) -> Config:
 def build_config(document: JsonObject, *, source: Path | None, anchor: Path) -> Config:
     """Validate a parsed TOML document and turn it into a Config."""
     where = str(source) if source else "built-in defaults"
-    validator = _validator(_present_sections(document), tuple(sorted(REGISTRY.items())))
+    validator = _validator(_present_sections(document), registry_key())
     if not validator.validate(document):
         messages = [f"{where}: {_describe(error)}" for error in schema_errors(validator)]
         raise ConfigError("\n".join(messages))

@@ -67,7 +67,7 @@ def test_a_rebound_name_is_refused(listener: Listener, host: str) -> None:
 
 
 def test_no_host_header_is_an_old_tool_and_served() -> None:
-    assert host_allowed(None, set())
+    assert host_allowed(None, frozenset())
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])

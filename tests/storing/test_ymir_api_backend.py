@@ -241,6 +241,24 @@ def ymir_warnings(row: dict[str, Any]) -> list[dict[str, str]]:
     return [problem for problem in row.get("warnings") or [] if problem["code"].startswith("ymir.")]
 
 
+def killed_while_ymir_imports(
+    boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+) -> tuple[HeldStandin, Dropbox, Drop, dict[str, Any]]:
+    """A package whose import YMIR holds (it takes its time), and the daemon killed once
+    YMIR's model id is recorded: YMIR, the layout, the package and the killed attempt."""
+    ymir = make_ymir(HeldStandin, mir=mir_bin)
+    assert isinstance(ymir, HeldStandin)
+    ymir.imports.clear()
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+    drop = box.drop_valid("model.tar.gz")
+    killed = wait_until(
+        lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
+    )
+    box.kill()
+    return ymir, box, drop, killed
+
+
 def in_flight_with(box: Dropbox, column: str) -> dict[str, Any] | None:
     """The attempt still importing that has ``column`` recorded, if any."""
     return next(
@@ -597,17 +615,7 @@ class TestDaemonKilled:
     def test_a_daemon_killed_while_ymir_imports_resumes_the_same_model(
         self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
     ) -> None:
-        ymir = make_ymir(HeldStandin, mir=mir_bin)
-        assert isinstance(ymir, HeldStandin)
-        ymir.imports.clear()  # YMIR takes its time
-        box = make_box(boxes, ymir.url, staging)
-        start(box)
-
-        drop = box.drop_valid("model.tar.gz")
-        killed = wait_until(
-            lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
-        )
-        box.kill()
+        ymir, box, drop, killed = killed_while_ymir_imports(boxes, make_ymir, staging, mir_bin)
         (model,) = ymir_rows(ymir.workplace, "models", 1)
         assert (model["id"], model["result_state"]) == (killed["ymir_model_id"], 0)
 
@@ -641,16 +649,7 @@ class TestDaemonKilled:
         """Found by the power-cut soak: two files of the same bytes; one attempt posted and
         was cut short while YMIR imported; a copy then failed (three deaths in a row). The
         next attempt must still take up YMIR's model, not post a second one."""
-        ymir = make_ymir(HeldStandin, mir=mir_bin)
-        assert isinstance(ymir, HeldStandin)
-        ymir.imports.clear()
-        box = make_box(boxes, ymir.url, staging)
-        start(box)
-        drop = box.drop_valid("model.tar.gz")
-        killed = wait_until(
-            lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
-        )
-        box.kill()
+        ymir, box, drop, killed = killed_while_ymir_imports(boxes, make_ymir, staging, mir_bin)
         with closing(Ledger(box.ledger_path)) as ledger:  # as the crash limit leaves a copy
             copy = ledger.begin(package="copy.tar.gz", sha256=drop.sha256, size=1)
             ledger.start_import(copy, "ymir-api")
@@ -738,16 +737,7 @@ class TestDaemonKilled:
         mir_bin: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        ymir = make_ymir(HeldStandin, mir=mir_bin)
-        assert isinstance(ymir, HeldStandin)
-        ymir.imports.clear()
-        box = make_box(boxes, ymir.url, staging)
-        start(box)
-        drop = box.drop_valid("model.tar.gz")
-        killed = wait_until(
-            lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
-        )
-        box.kill()
+        ymir, box, drop, killed = killed_while_ymir_imports(boxes, make_ymir, staging, mir_bin)
         for path in staging.iterdir():
             path.unlink()  # YMIR cannot read the package (say, a mount was missing): error
         ymir.imports.set()

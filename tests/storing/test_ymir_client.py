@@ -538,6 +538,14 @@ def test_one_pace_for_the_process_spends_its_burst_then_waits_its_rate() -> None
 # -- redirects ------------------------------------------------------------------------------------
 
 
+def send_json(handler: BaseHTTPRequestHandler, answer: dict[str, object]) -> None:
+    body = json.dumps(answer).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Recorder(BaseHTTPRequestHandler):
     """Another host: records the Authorization header of every request it gets."""
 
@@ -545,11 +553,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).seen.append(self.headers.get("Authorization"))
-        body = json.dumps({"code": 0, "message": "success", "result": {}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"code": 0, "message": "success", "result": {}})
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -566,11 +570,11 @@ def test_a_redirect_is_followed_only_to_ymir_itself_and_never_carries_the_token_
     class Redirecting(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # the login
             token = {"access_token": "secret", "token_type": "bearer"}
-            self._json({"code": 0, "message": "success", **token, "result": token})
+            send_json(self, {"code": 0, "message": "success", **token, "result": token})
 
         def do_GET(self) -> None:
             if self.path.startswith("/here/"):
-                self._json({"code": 0, "message": "success",
+                send_json(self, {"code": 0, "message": "success",
                             "result": {"id": 1, "name": "p", "object_type": 2}})  # fmt: skip
                 return
             self.send_response(307)
@@ -578,13 +582,6 @@ def test_a_redirect_is_followed_only_to_ymir_itself_and_never_carries_the_token_
             self.send_header("Location", target)
             self.send_header("Content-Length", "0")
             self.end_headers()
-
-        def _json(self, answer: dict[str, object]) -> None:
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass

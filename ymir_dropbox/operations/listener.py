@@ -16,6 +16,7 @@ An aborted request is one log event, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import json
@@ -33,7 +34,8 @@ import structlog
 
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.operations.status_page import CONTENT_SECURITY_POLICY, render_page
-from ymir_dropbox.operations.verdicts import BadQuestion, PackageSource, clock, parse_question
+from ymir_dropbox.operations.verdicts import BadQuestion, PackageSource, parse_question
+from ymir_dropbox.storing.ledger import now
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +89,7 @@ class Listener:
         self.request_deadline = request_deadline
         self.max_connections = max_connections
         self.package_source = package_source
-        self.hosts = own_names() | {name.lower().rstrip(".") for name in hosts}
+        self.hosts = frozenset(name.lower().rstrip(".") for name in hosts)
         self.status = (
             CachedStatus(status_source, status_max_age) if status_source is not None else None
         )
@@ -120,16 +122,18 @@ class Listener:
         self.server.server_close()
 
 
-def own_names() -> set[str]:
-    """The names this machine answers to besides its addresses."""
+@functools.cache
+def own_names() -> frozenset[str]:
+    """The names this machine answers to besides its addresses; looked up once, at the first
+    request by a name (``getfqdn`` asks the resolver: never at start)."""
     names = {"localhost", socket.gethostname(), socket.getfqdn()}
-    return {name.lower().rstrip(".") for name in names if name}
+    return frozenset(name.lower().rstrip(".") for name in names if name)
 
 
-def host_allowed(host: str | None, allowed: set[str]) -> bool:
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
     """Whether a request's ``Host`` names this machine: an IP address (a rebinding attack
-    needs a name of its own), or one of ``allowed``. No ``Host`` (HTTP/1.0 tools): allowed,
-    since every browser sends one."""
+    needs a name of its own), one of its own names, or one of ``allowed``. No ``Host``
+    (HTTP/1.0 tools): allowed, since every browser sends one."""
     if host is None:
         return True
     name = host.strip()
@@ -141,7 +145,7 @@ def host_allowed(host: str | None, allowed: set[str]) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        return name in allowed
+        return name in allowed or name in own_names()
     return True
 
 
@@ -326,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                 else:
                     code, answer = HTTPStatus.OK, found
-        body = (json.dumps({"now": clock(), **answer}, default=str) + "\n").encode()
+        body = (json.dumps({"now": now(), **answer}, default=str) + "\n").encode()
         headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
         self._send(code, body, "application/json", headers, with_body)
 

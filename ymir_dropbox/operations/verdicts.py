@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -29,7 +29,7 @@ from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.progress import JobProgress
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import verdict_document
-from ymir_dropbox.storing.ledger import Ledger, LedgerQueries, now
+from ymir_dropbox.storing.ledger import Ledger, LedgerQueries, timestamp
 
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 MAX_NAME = 4096
@@ -111,11 +111,6 @@ def package_source(ledger_path: Path, in_flight: Callable[[], list[JobProgress]]
     return ask
 
 
-def clock() -> str:
-    """``now`` in every answer: the daemon's clock, in the form ``since`` takes."""
-    return now()
-
-
 def _names_of(attempt: Attempt) -> set[str]:
     names = {attempt.package}
     relative = attempt.relative
@@ -131,4 +126,4 @@ def _time(text: str) -> str:
         raise BadQuestion(f"since: {text[:40]!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise BadQuestion(f"since: {text[:40]!r} has no time zone (UTC: end it with Z)")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamp(moment)

@@ -9,22 +9,19 @@ checked as the daemon will check it, before anything is delivered.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import UsageError
-from ymir_dropbox.reading.archive import INFO_NAME
+from ymir_dropbox.reading.archive import INFO_NAME, file_sha256
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.folders import is_ignored, is_package_name
 from ymir_dropbox.training.pack_command import describe, write_described
 from ymir_dropbox.training.pack_options import describes_the_package
 from ymir_dropbox.training.packing import pack_folder
 from ymir_dropbox.training.plan import PackInputError
-
-HASH_BUFFER_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +88,7 @@ def build(
         if describes_the_package(options):
             raise UsageError(f"{source}: a package file is pushed as it is; --from and the "
                              "pack options describe a folder")  # fmt: skip
-        return Package(source, source, name, sha256_of(source))
+        return Package(source, source, name, _sha256_of(source))
     if not stat.S_ISDIR(info.st_mode):
         raise UsageError(f"{source}: neither a package file nor a folder")
     output = scratch / name
@@ -109,12 +106,9 @@ def build(
         raise UsageError(str(error)) from None
     if not report.ok:
         return Unbuilt(source, name, report.errors)
-    return Package(source, output, name, report.sha256 or sha256_of(output))
+    return Package(source, output, name, report.sha256 or _sha256_of(output))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(HASH_BUFFER_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as opened:
+        return file_sha256(opened)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http import HTTPStatus
 
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.pushing.client import Reply, ask
 from ymir_dropbox.pushing.sources import Package
+from ymir_dropbox.storing.ledger import timestamp
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 1.0
@@ -125,5 +126,4 @@ def _delivery_on_daemon_clock(reply: Reply, delivered_at: float) -> str | None:
     except ValueError:
         return None
     passed = time.time() - delivered_at + CLOCK_MARGIN_SECONDS
-    began = daemon_now.astimezone(UTC) - timedelta(seconds=max(passed, 0.0))
-    return began.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamp(daemon_now - timedelta(seconds=max(passed, 0.0)))

@@ -62,7 +62,12 @@ class DuplicateImport(LedgerError):
 
 def now() -> str:
     """Timestamps in the ledger: ISO 8601, UTC, microseconds; they sort as text."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamp(datetime.now(UTC))
+
+
+def timestamp(moment: datetime) -> str:
+    """``moment`` (aware) as the ledger writes times, so that it compares with them as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _connect(path: Path, read_only: bool, immutable: bool = False) -> sqlite3.Connection:

@@ -168,6 +168,12 @@ def backend_commands() -> list[BackendCommand]:
     ]
 
 
+def registry_key() -> tuple[tuple[str, str], ...]:
+    """The registered backends, as a key for what is built from them and kept (a parser, a
+    validator): a test that registers one gets a fresh build."""
+    return tuple(sorted(REGISTRY.items()))
+
+
 def fact_names() -> tuple[str, ...]:
     """Every fact any backend records, in the order ``ledger --json`` shows them."""
     names: list[str] = []
