@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 from pathlib import PurePosixPath as P
+from typing import Any
 
 import pytest
 
 from ymir_dropbox.config import load_config
-from ymir_dropbox.storing.folders import free_path, is_ignored, is_package_name, move, split_suffix
+from ymir_dropbox.storing.folders import (
+    free_path,
+    is_ignored,
+    is_package_name,
+    move,
+    split_suffix,
+    walk_files,
+)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +118,27 @@ def test_a_name_that_fits_is_kept_and_a_long_one_is_cut_apart_from_others() -> N
     assert fitting_name(cut_first) == cut_first  # a cut name fits as it is
     not_utf8 = os.fsdecode(b"\xe9" * 250 + b".tgz")
     assert len(os.fsencode(fitting_name(not_utf8))) + ROOM <= NAME_MAX
+
+
+def test_a_walk_never_enters_an_ignored_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An uploader's hidden folder of a million files costs a walk nothing: it is not read."""
+    (tmp_path / ".cache" / "deep").mkdir(parents=True)
+    (tmp_path / ".cache" / "deep" / "x.tar.gz").write_bytes(b"")
+    (tmp_path / "team" / "partial.part").mkdir(parents=True)
+    (tmp_path / "team" / "model.tar.gz").write_bytes(b"")
+    entered: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        entered.append(os.path.relpath(path, tmp_path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skip = load_config(None).watch.ignore
+
+    found = sorted(str(relative) for relative, _ in walk_files(tmp_path, True, skip=skip))
+
+    assert found == ["team/model.tar.gz"]
+    assert sorted(entered) == [".", "team"]

@@ -3,7 +3,9 @@
 Points, in pipeline order: ``claim`` (row written, file still in the inbox), ``claimed`` (file
 in processing), ``validated`` (hashed and checked), ``stored`` (model file written, ledger not
 yet), ``recorded`` (final status in the ledger, file still in processing), ``moved`` (file in
-done/ or failed/, ledger place not yet updated).
+done/ or failed/, ledger place not yet updated). Beside the pipeline: ``scanning`` (a walk of
+the inbox, on the scanner's thread, before it looks; its "package" is the folder walked,
+``.`` for the whole inbox).
 
 A :class:`FaultPlan` is made once, where the command starts, and handed to whatever reaches
 a point (the importer, the claim, the filing). The command line makes it from:
@@ -31,7 +33,7 @@ import structlog
 ENV_VAR = "YMIR_DROPBOX_CRASH_AT"
 FAIL_ENV_VAR = "YMIR_DROPBOX_FAIL_AT"
 PAUSE_ENV_VAR = "YMIR_DROPBOX_PAUSE_AT"
-POINTS = ("claim", "claimed", "validated", "stored", "recorded", "moved")
+POINTS = ("claim", "claimed", "validated", "stored", "recorded", "moved", "scanning")
 log = structlog.get_logger(__name__)
 
 

@@ -24,7 +24,11 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # A plain traceback, never rich's or better-exceptions' (whichever is installed):
+        # they print each frame's locals, and a frame may hold YMIR's password or token.
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

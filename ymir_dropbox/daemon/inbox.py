@@ -1,27 +1,120 @@
 """The inbox view: events and rescans become candidates; the readiness tracker says which are
-complete. Runs on the scheduler's thread only (the watchdog thread only enqueues events)."""
+complete. Runs on the scheduler's thread only (the watchdog thread only enqueues events, and
+the scanner's thread only walks folders).
+
+A walk never runs on the loop's thread: an uploader can fill the inbox with files, and a loop
+that walks them stops importing, answering and pinging systemd's watchdog meanwhile. The
+scanner walks (never entering an ignored folder) and hands over what it found; the loop then
+looks at each package name itself (a fresh ``lstat``: the walk may be seconds old).
+"""
 
 from __future__ import annotations
 
 import os
 import queue
 import stat
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import structlog
 
 from ymir_dropbox.config import WatchConfig
+from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.readiness import Observation, ReadinessTracker, Ready
 from ymir_dropbox.daemon.watching import FileEvent, Hint, InboxWatcher
-from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_files
+from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
-WAKE = FileEvent("")  # not a file: wakes the loop when a job ends
+REPORTS_PER_SCAN = 100  # names left alone logged one by one; the rest only counted
+WAKE = FileEvent("")  # not a file: wakes the loop when a job or a scan ends
+
+
+@dataclass(slots=True)
+class Scan:
+    """What one walk found under ``root`` (the inbox's own ``.`` for a whole rescan)."""
+
+    root: PurePosixPath
+    hint: Hint = None
+    packages: list[PurePosixPath] = field(default_factory=list)
+    others: list[tuple[PurePosixPath, int]] = field(default_factory=list)  # and their st_mode
+    folders: set[int] = field(default_factory=set)  # inodes of the folders not ignored
+
+    @property
+    def whole(self) -> bool:
+        return self.root == PurePosixPath(".")
+
+
+class Scanner:
+    """One thread that walks what it is asked to, in turn; results wait in ``done``."""
+
+    def __init__(
+        self, inbox: Path, watch: WatchConfig, wake: queue.Queue[FileEvent], faults: FaultPlan
+    ) -> None:
+        self.inbox = inbox
+        self.watch = watch
+        self.wake = wake
+        self.faults = faults
+        self.asked: queue.Queue[tuple[PurePosixPath, Hint]] = queue.Queue()
+        self.done: queue.Queue[Scan] = queue.Queue()
+        self.whole_pending = threading.Event()  # a whole rescan is asked for and not done yet
+        self.thread = threading.Thread(target=self._serve, name="scanner", daemon=True)
+        self.thread.start()
+
+    def ask(self, root: PurePosixPath, hint: Hint = None) -> None:
+        if root == PurePosixPath("."):
+            if self.whole_pending.is_set():
+                return  # the one asked for will see everything this one would
+            self.whole_pending.set()
+        self.asked.put((root, hint))
+
+    def _serve(self) -> None:
+        while True:
+            root, hint = self.asked.get()
+            if root == PurePosixPath("."):
+                self.whole_pending.clear()  # a change from now on may be after the walk
+            try:
+                self.faults.reach("scanning", str(root))
+                found = self.scan(root, hint)
+            except Exception as error:  # never lose the thread to one walk
+                log.exception("scan_failed", root=str(root), error=repr(error))
+                found = Scan(root, hint)
+            self.done.put(found)
+            self.wake.put(WAKE)
+
+    def scan(self, root: PurePosixPath, hint: Hint) -> Scan:
+        watch = self.watch
+        found = Scan(root, hint)
+        try:
+            top = os.lstat(self.inbox / root)
+        except OSError:
+            return found
+        if not stat.S_ISDIR(top.st_mode):
+            return found  # a symlink to a folder is never followed
+        found.folders.add(top.st_ino)
+        recursive = watch.recursive or not found.whole
+        for inner, info in walk(self.inbox / root, recursive, skip=watch.ignore):
+            relative = root / inner
+            if stat.S_ISDIR(info.st_mode):
+                found.folders.add(info.st_ino)
+            elif is_ignored(relative, watch):
+                continue
+            elif is_package_name(relative, watch) and stat.S_ISREG(info.st_mode):
+                found.packages.append(relative)
+            else:
+                found.others.append((relative, info.st_mode))
+        return found
 
 
 class InboxView:
-    def __init__(self, inbox: Path, watch: WatchConfig, tracker: ReadinessTracker) -> None:
+    def __init__(
+        self,
+        inbox: Path,
+        watch: WatchConfig,
+        tracker: ReadinessTracker,
+        faults: FaultPlan = NO_FAULTS,
+    ) -> None:
         self.inbox = inbox
         self.watch = watch
         self.tracker = tracker
@@ -30,6 +123,7 @@ class InboxView:
             inbox, watch.mode, watch.recursive, watch.poll_interval, self.events
         )
         self.reported: set[PurePosixPath] = set()
+        self.scanner = Scanner(inbox, watch, self.events, faults)
 
     @property
     def mode(self) -> str:
@@ -42,9 +136,13 @@ class InboxView:
         except OSError as error:
             if self.watcher.mode == "polling":
                 raise
-            log.error("watch_failed", mode=self.watcher.mode, error=str(error), fallback="polling")
-            self.watcher.mode = "polling"
-            self.watcher.start()
+            self._poll_instead(str(error))
+
+    def _poll_instead(self, reason: str) -> None:
+        log.error("watch_failed", mode=self.watcher.mode, error=reason, fallback="polling")
+        self.watcher.stop()
+        self.watcher.mode = "polling"
+        self.watcher.start()
 
     def stop(self) -> None:
         self.watcher.stop()
@@ -77,6 +175,7 @@ class InboxView:
 
     def _handle(self, event: FileEvent) -> None:
         if event is WAKE:
+            self._take_scans()
             return
         path = Path(event.path)
         try:
@@ -84,21 +183,46 @@ class InboxView:
         except ValueError:
             return
         if event.folder:
-            if path.is_dir() and not path.is_symlink() and self.watch.recursive:
-                for inner, info in walk_files(path, True):
-                    self.consider(relative / inner, info, hint="done")
+            if self.watch.recursive and not is_ignored(relative, self.watch):
+                self.scanner.ask(relative, hint="done")  # moved in whole: its files are complete
             return
         self.consider(relative, None, hint=event.hint)
 
     def rescan(self) -> None:
-        seen = set()
-        for relative, info in walk_files(self.inbox, self.watch.recursive):
-            seen.add(relative)
-            self.consider(relative, info)
+        """Ask for a walk of the whole inbox; the loop takes its result when it is done."""
+        self.scanner.ask(PurePosixPath("."))
+
+    def _take_scans(self) -> None:
+        while True:
+            try:
+                found = self.scanner.done.get_nowait()
+            except queue.Empty:
+                return
+            self._take(found)
+
+    def _take(self, found: Scan) -> None:
+        for relative in found.packages:
+            self.consider(relative, None, hint=found.hint)
+        reports = 0
+        for relative, mode in found.others:
+            if relative in self.reported:
+                continue
+            self.reported.add(relative)
+            if reports < REPORTS_PER_SCAN:
+                self._report(relative, mode)
+            reports += 1
+        if reports > REPORTS_PER_SCAN:
+            log.warning("files_left_alone", count=reports - REPORTS_PER_SCAN, root=str(found.root),
+                        reason="not packages; each is named once, at most 100 a scan")  # fmt: skip
+        if not found.whole:
+            return
+        seen = set(found.packages)
         for relative, known in list(self.tracker.candidates.items()):
             if relative not in seen and not known.dispatched:
-                self.tracker.forget(relative)
-        self.reported &= seen  # a name that comes back is reported again
+                self.consider(relative, None)  # gone since, or new since the walk began
+        self.reported &= seen | {relative for relative, _ in found.others}
+        if self.watcher.unwatched(found.folders):
+            self._poll_instead("inotify watches ran out: some folders are not watched")
 
     def restat_settling(self) -> None:
         """Without events (polling, NFS) settle is seen only by looking again."""
@@ -126,12 +250,15 @@ class InboxView:
         self.tracker.observe(relative, Observation.of(info), hint)
 
     def _report_once(self, relative: PurePosixPath, info: os.stat_result) -> None:
-        if relative in self.reported:
-            return
-        self.reported.add(relative)
-        if stat.S_ISLNK(info.st_mode):
+        if relative not in self.reported:
+            self.reported.add(relative)
+            self._report(relative, info.st_mode)
+
+    @staticmethod
+    def _report(relative: PurePosixPath, mode: int) -> None:
+        if stat.S_ISLNK(mode):
             reason = "a symlink is never followed or moved"
-        elif not stat.S_ISREG(info.st_mode):
+        elif not stat.S_ISREG(mode):
             reason = "not a regular file (fifo, device or socket)"
         else:
             reason = "name does not match watch.patterns"

@@ -20,6 +20,7 @@ import structlog
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
+from ymir_dropbox.core.refreshing import Refreshing
 from ymir_dropbox.core.sdnotify import notify
 from ymir_dropbox.daemon.filing import Filing
 from ymir_dropbox.daemon.housekeeping import housekeeping
@@ -42,6 +43,10 @@ from ymir_dropbox.storing.lifecycle import Place, Status
 from ymir_dropbox.storing.lock import DaemonLock, acquire_lock
 
 log = structlog.get_logger(__name__)
+# The folders' sizes are walked in the background, at most every so often, and only when a
+# scrape or the status page asks: an uploader decides how long the walk takes.
+DISK_MAX_AGE_SECONDS = 5.0
+DISK_WAIT_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -105,11 +110,16 @@ def wire(config: Config, faults: FaultPlan) -> Daemon:
     backend = make_backend(config)
     backend.check()
     progress = Progress()
+    usage = Refreshing(lambda: folder_usage(config.paths), DISK_MAX_AGE_SECONDS, "folder-usage")
+
+    def disk() -> dict[str, int]:
+        return usage.get(wait=DISK_WAIT_SECONDS) or {}
+
     metrics = Metrics(
         config.metrics.listen,
-        status_source=lambda: collect_status(config, in_flight=progress.documents()),
+        status_source=lambda: collect_status(config, progress.documents(), disk()),
         package_source=package_source(config.paths.ledger, progress.snapshot),
-        disk_source=lambda: folder_usage(config.paths),
+        disk_source=disk,
         last_success=_last_import(ledger),
         hosts=config.metrics.hosts,
     )
@@ -118,7 +128,7 @@ def wire(config: Config, faults: FaultPlan) -> Daemon:
     importer = Importer(config, ledger, backend, faults)
     worker = Worker(config, ledger, importer, filing, metrics, progress)
     inbox = InboxView(
-        config.paths.inbox, config.watch, ReadinessTracker(config.watch.settle_seconds)
+        config.paths.inbox, config.watch, ReadinessTracker(config.watch.settle_seconds), faults
     )
     policy = RetryPolicy(config.watch.settle_seconds, config.daemon.retry_max_seconds)
     scheduler = Scheduler(config, inbox, worker, policy, ledger, metrics)

@@ -81,6 +81,28 @@ def choose_mode(mode: str, inbox: Path, mountinfo: Path = MOUNTINFO) -> str:
     return "polling" if is_network_filesystem(kind) else "inotify"
 
 
+def inotify_watched_inodes(proc: Path = Path("/proc/self")) -> set[int] | None:
+    """The inode numbers this process's inotify instances watch (``/proc/self/fdinfo``), or
+    None where that cannot be read."""
+    watched: set[int] = set()
+    try:
+        descriptors = os.listdir(proc / "fd")
+    except OSError:
+        return None
+    for fd in descriptors:
+        try:
+            if os.readlink(proc / "fd" / fd) != "anon_inode:inotify":
+                continue
+            lines = (proc / "fdinfo" / fd).read_text().splitlines()
+        except OSError:
+            continue  # closed meanwhile
+        for line in lines:
+            if line.startswith("inotify wd:"):
+                fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
+                watched.add(int(fields.get("ino", "0"), 16))
+    return watched
+
+
 class _Enqueue(FileSystemEventHandler):
     def __init__(self, events: queue.Queue[FileEvent], polling: bool) -> None:
         self.events = events
@@ -120,6 +142,7 @@ class InboxWatcher:
         self.events = events
         self.observer: BaseObserver | None = None
         self.identity: tuple[int, int] | None = None
+        self.missing: set[int] = set()  # folders the last look found unwatched
 
     def start(self) -> None:
         observer: BaseObserver = (
@@ -139,6 +162,17 @@ class InboxWatcher:
             self.observer.stop()
             self.observer.join(timeout=5)
             self.observer = None
+
+    def unwatched(self, folders: set[int]) -> bool:
+        """True when inotify watches none of some of ``folders`` (inode numbers of the inbox's
+        folders, from a walk) in two looks in a row: the user's watches ran out (watchdog
+        then goes on without them). A folder made during the walk is watched by the next."""
+        if self.mode != "inotify" or not self.recursive:
+            return False
+        watched = inotify_watched_inodes()
+        missing = folders - watched if watched is not None else set()
+        lasting, self.missing = missing & self.missing, missing
+        return bool(lasting)
 
     def healthy(self) -> bool:
         """False when the inbox is gone or was replaced by another folder, or the observer died."""

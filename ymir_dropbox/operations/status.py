@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,13 +66,18 @@ class StatusSnapshot:
     deferred: tuple[Attempt, ...] = ()  # interrupted, in processing/, waiting for a retry
 
 
-def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> StatusSnapshot:
+def take_snapshot(
+    config: Config,
+    in_flight: list[JsonObject] | None = None,
+    disk: Mapping[str, int] | None = None,
+) -> StatusSnapshot:
     """``in_flight`` is the running daemon's own view; without it, what the daemon last
-    published (if it runs)."""
+    published (if it runs). ``disk``: the bytes per folder if they are known (the daemon's
+    are counted in the background), else counted now."""
     watch = config.watch
     waiting: list[str] = []
     never: list[str] = []
-    for relative, info in walk_files(config.paths.inbox, watch.recursive):
+    for relative, info in walk_files(config.paths.inbox, watch.recursive, skip=watch.ignore):
         if not stat.S_ISREG(info.st_mode) or is_ignored(relative, watch):
             continue  # hidden and temporary names: a writer's, until it renames them
         (waiting if is_package_name(relative, watch) else never).append(str(relative))
@@ -91,7 +97,7 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
         tuple(processing),
         tuple(sorted(never)),
         tuple(in_flight or ()),
-        folder_usage(config.paths),
+        dict(folder_usage(config.paths) if disk is None else disk),
     )
     if not config.paths.ledger.exists():
         return snapshot
@@ -114,9 +120,13 @@ def take_snapshot(config: Config, in_flight: list[JsonObject] | None = None) -> 
         ledger.close()
 
 
-def collect_status(config: Config, in_flight: list[JsonObject] | None = None) -> JsonObject:
+def collect_status(
+    config: Config,
+    in_flight: list[JsonObject] | None = None,
+    disk: Mapping[str, int] | None = None,
+) -> JsonObject:
     """What ``status --json`` prints and the status page shows."""
-    snapshot = take_snapshot(config, in_flight)
+    snapshot = take_snapshot(config, in_flight, disk)
     document = status_document(snapshot, config.watch.patterns)
     if snapshot.total is None:  # no ledger
         document["no_ledger"] = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -48,10 +49,23 @@ def temporary_file(folder: Path) -> Iterator[tuple[BinaryIO, Path]]:
         raise
 
 
-def finish_file(stream: BinaryIO, temporary: Path, target: Path, mode: int = 0o644) -> None:
+@functools.cache
+def file_mode() -> int:
+    """The mode ``open`` would give a new file under this process's umask (``UMask=0027``
+    under systemd: group-readable, not world-readable); a temporary file starts at 0600."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
+def finish_file(stream: BinaryIO, temporary: Path, target: Path) -> None:
     """Flush, fsync and rename a temporary file to ``target`` (replacing it); fsync the folder."""
     stream.flush()
-    os.fchmod(stream.fileno(), mode)
+    os.fchmod(stream.fileno(), file_mode())
     os.fsync(stream.fileno())
     os.replace(temporary, target)
     fsync_folder(target.parent)

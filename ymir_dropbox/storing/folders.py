@@ -40,14 +40,27 @@ def is_package_name(relative: PurePosixPath, watch: WatchConfig) -> bool:
     return any(fnmatch.fnmatchcase(relative.name, pattern) for pattern in watch.patterns)
 
 
-def walk_files(inbox: Path, recursive: bool) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
+def walk_files(
+    inbox: Path, recursive: bool, skip: tuple[str, ...] = ()
+) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
     """Every entry that is not a folder under ``inbox`` (or any configured folder), relative
-    to it, with its lstat; symlinks are never followed, entries that vanish are skipped."""
+    to it, with its lstat; symlinks are never followed, entries that vanish are skipped, and
+    folders whose name matches a pattern of ``skip`` (``watch.ignore``) are never entered."""
+    for relative, info in walk(inbox, recursive, skip):
+        if not stat.S_ISDIR(info.st_mode):
+            yield relative, info
+
+
+def walk(
+    inbox: Path, recursive: bool, skip: tuple[str, ...] = ()
+) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
+    """Like :func:`walk_files`, folders included (each before what it holds)."""
     pending = [inbox]
     while pending:
         folder = pending.pop()
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as scan:
+                entries = list(scan)
         except OSError:
             continue
         for entry in entries:
@@ -57,9 +70,10 @@ def walk_files(inbox: Path, recursive: bool) -> Iterator[tuple[PurePosixPath, os
                 continue
             relative = PurePosixPath(os.path.relpath(entry.path, inbox))
             if stat.S_ISDIR(info.st_mode):
+                if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in skip):
+                    continue
                 if recursive:
                     pending.append(Path(entry.path))
-                continue
             yield relative, info
 
 

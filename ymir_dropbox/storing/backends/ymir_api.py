@@ -473,7 +473,7 @@ class YmirApiBackend:
         target = self.staged_path(package)
         with temporary_file(self.settings.staging) as (stream, temporary):
             write_tar(package.report, package.source, stream, self.level, self.work)
-            finish_file(stream, temporary, target, mode=0o644)
+            finish_file(stream, temporary, target)
         return target
 
     def _wait(self, package: PreparedPackage, project_id: int, model_id: int) -> ImportResult:

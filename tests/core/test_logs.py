@@ -1,0 +1,54 @@
+"""The log: one event per line, and nothing a frame held."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from ymir_dropbox.core.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def fail_holding_a_secret() -> None:
+    password = "hunter2-in-a-local"
+    raise RuntimeError(f"cannot log in ({len(password)} characters)")
+
+
+def test_a_traceback_on_a_terminal_never_shows_a_frames_locals() -> None:
+    stream = io.StringIO()
+    configure_logging("console", "info", stream)
+    try:
+        fail_holding_a_secret()
+    except RuntimeError:
+        structlog.get_logger("test").exception("login_failed")
+
+    shown = stream.getvalue()
+    assert "login_failed" in shown and "cannot log in (18 characters)" in shown
+    assert "hunter2" not in shown
+    renderer = structlog.get_config()["processors"][-1]
+    assert renderer._exception_formatter is structlog.dev.plain_traceback
+
+
+def test_json_lines_hold_one_event_each_with_its_traceback() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "info", stream)
+    try:
+        fail_holding_a_secret()
+    except RuntimeError:
+        structlog.get_logger("test").exception("login_failed")
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert event["event"] == "login_failed" and "RuntimeError" in event["exception"]
+    assert "hunter2" not in lines[0]
