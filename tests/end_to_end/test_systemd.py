@@ -603,9 +603,8 @@ def test_what_the_daemon_writes_is_for_its_group_not_for_everyone(unit: Containe
     for path in written:
         if path.exists():  # the WAL may be checkpointed away
             assert path.stat().st_mode & 0o007 == 0, f"{path} is {oct(path.stat().st_mode)}"
-    unit.run(
-        "id reader >/dev/null 2>&1 || useradd --no-create-home --user-group --groups ymir-dropbox reader"
-    )
+    reader = "useradd --no-create-home --user-group --groups ymir-dropbox reader"
+    unit.run(f"id reader >/dev/null 2>&1 || {reader}")
     status = f"/opt/ymir-dropbox/bin/ymir-dropbox --config {CONFIG} status --json"
     as_operator = unit.run(f"setpriv --reuid=reader --regid=reader --init-groups -- {status}")
     assert json.loads(as_operator.stdout)["total"]["imported"] >= 1
