@@ -163,3 +163,19 @@ def test_a_password_file_others_can_read_fails_the_check(
     if not ok:
         assert "chmod 600" in str(finding["detail"])
     assert any(item["what"].startswith("log in") and item["ok"] for item in found)
+
+
+@pytest.mark.parametrize(("group", "ok"), [("daemon", True), ("no-such-group", False)])
+def test_a_routed_folders_group_must_exist(
+    tmp_path: Path, standin: YmirStandin, group: str, ok: bool
+) -> None:
+    routes = f'project_id = 1\nprojects = {{ team-a = {{ project = 2, group = "{group}" }} }}\n'
+    config = ymir_config(tmp_path, standin, routes)
+
+    code, found = checks(tmp_path, config, standin.password)
+
+    (finding,) = [item for item in found if item["what"] == "import.ymir_api.projects.team-a.group"]
+    assert finding["ok"] is ok and (code == 0) is ok, found
+    expected = "members of 'daemon' (gid 1) only" if ok else "no group 'no-such-group'"
+    assert expected in str(finding["detail"])
+    assert any(item["what"] == "YMIR project 2 (import.ymir_api.projects.team-a)" for item in found)

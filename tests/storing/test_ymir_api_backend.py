@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pwd
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
@@ -180,7 +181,7 @@ def make_box(
     staging: Path,
     *,
     project_id: int = 1,
-    projects: dict[str, int] | None = None,
+    projects: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Dropbox:
     api = {
@@ -418,6 +419,44 @@ class TestWhichProject:
         assert box.names("done") == {"team-a/sub/model.tar.gz", "team-b/model.tar.gz"}
         assert box.names("failed") == {"loose.tar.gz", "elsewhere/model.tar.gz"}
         assert len(ymir_rows(ymir.workplace, "models")) == 2
+        assert staged(staging) == []
+
+    @pytest.mark.mir
+    def test_a_folder_that_names_a_group_takes_packages_from_its_members_only(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """Anyone may make inbox/team-a/; only a member of its group imports into its project.
+        The owner is the file's (the kernel sets it): `daemon` is in the group `daemon` by its
+        primary group, `nobody` is not."""
+        ymir = make_ymir(mir=mir_bin)
+        team = {"team-a": {"project": 1, "group": "daemon"}}
+        box = make_box(boxes, ymir.url, staging, project_id=0, projects=team)
+        start(box)
+
+        def upload(name: str, owner: str) -> Drop:
+            data = valid_package(name)
+            written = box.root / name
+            written.write_bytes(data)
+            os.chown(written, pwd.getpwnam(owner).pw_uid, pwd.getpwnam(owner).pw_gid)
+            (box.inbox / "team-a").mkdir(exist_ok=True)
+            written.rename(box.inbox / "team-a" / name)
+            return box.record(f"team-a/{name}", data)
+
+        member = upload("member.tar.gz", "daemon")
+        stranger = upload("stranger.tar.gz", "nobody")
+        box.wait_settled()
+
+        assert final_row(box, member)["status"] == "imported"
+        row = final_row(box, stranger)
+        assert (row["status"], codes(row)) == ("failed", ["import.ymir_not_allowed"])
+        assert row["errors"][0]["field"] == "import.ymir_api.projects.team-a.group"
+        assert (
+            "its owner nobody (uid 65534) is not in the group 'daemon'"
+            in (row["errors"][0]["message"])
+        )
+        assert row["ymir_model_id"] is None
+        assert len(ymir_rows(ymir.workplace, "models", 1)) == 1
+        assert box.names("failed") == {"team-a/stranger.tar.gz"}
         assert staged(staging) == []
 
     def test_a_package_of_another_object_type_fails_before_ymir_creates_anything(

@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "import.backend_unavailable": "the backend (YMIR) cannot be reached or did not finish in time "
     "(retried later)",
     "import.ymir_unrouted": "no YMIR project for the package's folder and no default project",
+    "import.ymir_not_allowed": "the package's owner is not in the group its routed folder takes",
     "import.ymir_project": "the YMIR project does not exist",
     "import.ymir_object_type": "the package's object type is not the YMIR project's",
     "import.ymir_refused": "YMIR refused the import (a group name, a text too long, ...)",

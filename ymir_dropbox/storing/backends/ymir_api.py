@@ -13,7 +13,9 @@ the group by its name in the project, instead of posting again.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import stat
 import threading
@@ -258,7 +260,11 @@ class YmirApiBackend:
             relative = PurePosixPath(package.path.name)
         if len(relative.parts) > 1 and relative.parts[0] in self.settings.projects:
             folder = relative.parts[0]
-            return Route(self.settings.projects[folder], f"routed by the folder {folder!r}")
+            project_id = self.settings.projects[folder]
+            group = self.settings.writers.get(folder)
+            if group is not None:
+                _refuse_unless_member(package, relative, folder, group, project_id)
+            return Route(project_id, f"routed by the folder {folder!r}")
         if self.settings.project_id:
             return Route(self.settings.project_id, "the default project")
         raise ImportFailed(
@@ -573,11 +579,64 @@ def _failure(model: ModelState) -> Problem:
     )
 
 
+def _refuse_unless_member(
+    package: PreparedPackage, relative: PurePosixPath, folder: str, group: str, project_id: int
+) -> None:
+    """A routed folder that names a group takes packages only from its members: the owner of
+    the validated file (set by the kernel when the uploader wrote it) must be in the group,
+    by its primary group or by the group's member list. Anyone may make a folder of that
+    name in the inbox; only members import into its project."""
+    owner = os.fstat(package.source.fileno()).st_uid
+    user = _user_name(owner)
+    if user is not None and _is_member(owner, user, group):
+        return
+    who = f"{user} (uid {owner})" if user is not None else f"uid {owner}, unknown here"
+    raise ImportFailed(
+        [
+            Problem(
+                "import.ymir_not_allowed",
+                f"import.ymir_api.projects.{folder}.group",
+                f"{relative}: its owner {who} is not in the group {group!r}, the only "
+                f"uploaders the folder {folder!r} takes into YMIR project {project_id}",
+            )
+        ]
+    )
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _is_member(uid: int, user: str, group: str) -> bool:
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        return False  # `check` says the group does not exist
+    return pwd.getpwuid(uid).pw_gid == entry.gr_gid or user in entry.gr_mem
+
+
+def _writer_findings(settings: YmirApiSettings) -> Iterator[Finding]:
+    for folder, group in sorted(settings.writers.items()):
+        what = f"import.ymir_api.projects.{folder}.group"
+        try:
+            entry = grp.getgrnam(group)
+        except KeyError:
+            yield Finding(what, False, f"no group {group!r} on this host: every package in "
+                          f"inbox/{folder}/ fails as import.ymir_not_allowed")  # fmt: skip
+            continue
+        yield Finding(what, True, f"inbox/{folder}/ takes packages from members of {group!r} "
+                      f"(gid {entry.gr_gid}) only")  # fmt: skip
+
+
 def check_setup(config: Config) -> Iterator[Finding]:
     """``check``: the staging folder, the login, every project packages may go to, and the
     docker images YMIR has (a package's executor must be one of them)."""
     settings = settings_of(config)
     yield folder_finding("import.ymir_api.staging", settings.staging)
+    yield from _writer_findings(settings)
     if settings.password_file is not None:
         yield _password_file_finding(settings.password_file)
     login = f"log in to YMIR at {settings.url} as {settings.user}"
@@ -658,6 +717,8 @@ class YmirApiSettings:
     poll_interval: float
     timeout: float
     projects: dict[str, int]  # top-level inbox folder -> project id
+    # Top-level inbox folder -> the group whose members alone may import through it.
+    writers: dict[str, str]
     # A package whose executor image YMIR lacks (or cannot run yet) fails before anything is
     # sent to YMIR, instead of being imported with a warning.
     require_registered_executor: bool
@@ -699,7 +760,15 @@ def _settings(table: JsonObject, resolve: Callable[[str], Path], where: str) -> 
         group_name=table["group_name"],
         poll_interval=table["poll_interval"],
         timeout=table["timeout"],
-        projects=dict(table["projects"]),
+        projects={
+            folder: route["project"] if isinstance(route, dict) else route
+            for folder, route in table["projects"].items()
+        },
+        writers={
+            folder: route["group"]
+            for folder, route in table["projects"].items()
+            if isinstance(route, dict) and "group" in route
+        },
         require_registered_executor=table["require_registered_executor"],
         # Needed only to talk to YMIR (the daemon, check, projects), and read only then from
         # the file: an operator's `status` or `ledger` needs neither the file nor the variable.
@@ -721,7 +790,20 @@ SETTINGS = BackendSettings(
         "projects": {
             "type": "dict",
             "keysrules": {"type": "string", "check_with": "path_component"},
-            "valuesrules": {"type": "integer", "min": 1},
+            # ``team-a = 3``, or ``team-a = { project = 3, group = "team-a" }``: only the
+            # members of that group import through the folder.
+            "valuesrules": {
+                "anyof": [
+                    {"type": "integer", "min": 1},
+                    {
+                        "type": "dict",
+                        "schema": {
+                            "project": {"type": "integer", "min": 1, "required": True},
+                            "group": {"type": "string", "empty": False},
+                        },
+                    },
+                ]
+            },
         },
         "require_registered_executor": {"type": "boolean"},
     },
