@@ -334,3 +334,24 @@ def test_an_entry_swapped_in_at_the_claim_is_never_moved(
             assert os.listdir(dropbox.folder(folder)) == [], folder
     assert dropbox.ledger_path.stat().st_size > 0
     dropbox.assert_invariants()
+
+
+def test_a_package_with_another_name_fails_and_says_why(make: Dropboxes) -> None:
+    """A hidden hard link would let its uploader rewrite the package after it is judged."""
+    dropbox = make()
+    dropbox.start()
+    staged = dropbox.root / "linked.tar.gz"
+    data = valid_package("linked")
+    staged.write_bytes(data)
+    os.link(staged, dropbox.inbox / ".keep")
+    staged.rename(dropbox.inbox / "linked.tar.gz")
+    drop = dropbox.record("linked.tar.gz", data)
+    alone = dropbox.drop_valid("alone.tar.gz")
+    dropbox.wait_settled()
+
+    assert dropbox.final_status(drop) == ["failed"]
+    (row,) = dropbox.rows_for(drop)
+    assert [error["code"] for error in row["errors"]] == ["package.hard_linked"]
+    assert "has 2 names (hard links)" in row["errors"][0]["message"]
+    assert dropbox.final_status(alone) == ["imported"]
+    assert "linked.tar.gz.error.txt" in {path.name for path in dropbox.folder("failed").iterdir()}

@@ -346,12 +346,23 @@ def test_a_package_written_to_after_validation_is_not_stored(tmp_path: Path) -> 
     assert os.listdir(models) == []
 
 
+def rewrite_through_a_hidden_link(link: Path) -> None:
+    """Other bytes (the gzip header's OS byte: the same members, a valid stream), with the
+    size and the mtime put back as they were."""
+    before = os.stat(link)
+    with link.open("r+b") as writer:
+        writer.seek(9)
+        os_byte = writer.read(1)
+        writer.seek(9)
+        writer.write(bytes([os_byte[0] ^ 1]))
+    os.utime(link, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
 def test_other_bytes_restored_to_the_validated_size_and_mtime_are_not_stored(
     tmp_path: Path,
 ) -> None:
     """Through a hard link the daemon does not see, an uploader rewrites the package after
-    validation and puts its mtime back: the pass that stores it hashes what it reads again.
-    (The gzip header's OS byte: other bytes, the same members, a valid stream.)"""
+    validation and puts its mtime back: the pass that stores it hashes what it reads again."""
     package = seed_package(tmp_path / "p.tar.gz")
     models = tmp_path / "models"
     models.mkdir()
@@ -360,13 +371,7 @@ def test_other_bytes_restored_to_the_validated_size_and_mtime_are_not_stored(
 
     with validated(package, LIMITS) as (report, source):
         assert source is not None
-        before = os.stat(link)
-        with link.open("r+b") as writer:
-            writer.seek(9)
-            os_byte = writer.read(1)
-            writer.seek(9)
-            writer.write(bytes([os_byte[0] ^ 1]))
-        os.utime(link, ns=(before.st_atime_ns, before.st_mtime_ns))
+        rewrite_through_a_hidden_link(link)
         with pytest.raises(PackageChanged, match="not the ones validated"):
             store_package(report, source, models, 1, tmp_path)
 
@@ -507,17 +512,32 @@ def test_a_package_stored_in_the_validating_pass_is_read_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Overwritten after validation, keeping what tells a write: a second pass would find
-    the package broken; this one never reads it again."""
+    """The pass that validates stores it: the pass that reads the file again never runs."""
     monkeypatch.setattr(store_module, "SPOOL_BEFORE_INFO", spool_limit)
     package = build(tmp_path / "p.tar.gz")
     expected, _ = store(package, tmp_path / "separate")
 
-    model_hash, _ = store_streamed(
-        package, tmp_path / "models", scribble_keeping_size_and_mtime(package)
-    )
+    def second_pass(*_: Any) -> str:
+        raise AssertionError("the package was read a second time")
+
+    monkeypatch.setattr(store_module, "write_tar", second_pass)
+    model_hash, _ = store_streamed(package, tmp_path / "models")
 
     assert model_hash == expected
+
+
+def test_a_write_during_the_validating_pass_is_caught_even_with_its_mtime_set_back(
+    tmp_path: Path,
+) -> None:
+    """The pass hashes and stores the file from two reads; a writer that kept the file open
+    (or a hidden hard link) could write between them and set the mtime back: the ctime,
+    which no one sets back, shows the write, and nothing is stored."""
+    package = seed_package(tmp_path / "p.tar.gz")
+
+    with pytest.raises(PackageChanged, match="written to while it was stored"):
+        store_streamed(package, tmp_path / "models", scribble_keeping_size_and_mtime(package))
+
+    assert os.listdir(tmp_path / "models") == []
 
 
 def test_more_than_the_spool_allows_before_the_info_is_stored_in_a_second_pass(

@@ -125,6 +125,8 @@ class Worker:
             )
             self.ledger.finish(attempt_id, Status.FAILED, errors=[problem])
             return self._file(attempt_id, relative, Status.FAILED)
+        if info.st_nlink > 1:
+            return self._fail_hard_linked(attempt_id, relative, info.st_nlink)
         if Observation.of(info) != claimed.observation:
             # Written again between the readiness check and the claim: judge it later, whole.
             self.ledger.finish(
@@ -159,6 +161,27 @@ class Worker:
             size = filed.size if filed is not None and filed.size else 0
             self.metrics.record(outcome.status, outcome.duration, size, time.time())
         return result
+
+    def _fail_hard_linked(self, attempt_id: int, relative: PurePosixPath, links: int) -> JobResult:
+        """Another name (a hard link left in the inbox, or anywhere on this filesystem) would
+        let its owner rewrite the bytes after they are judged. Its sha256 is recorded, so
+        that ``push --wait`` learns the verdict."""
+        try:
+            with open_package(self.paths.processing / relative) as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
+                self.ledger.record_package(attempt_id, digest, os.fstat(stream.fileno()).st_size)
+        except OSError as error:
+            reason = describe_os_error(error)
+            self.ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"not read: {reason}"])
+            return JobResult(JobEnd.DEFERRED, relative, reason=reason)
+        problem = Problem(
+            "package.hard_linked",
+            "",
+            f"{relative} has {links} names (hard links): through another one it could "
+            "change after it is checked; upload a copy with one name (cp, rsync)",
+        )
+        self.ledger.finish(attempt_id, Status.FAILED, errors=[problem])
+        return self._file(attempt_id, relative, Status.FAILED)
 
     def _complete(self, claimed: Claimed) -> Callable[[], bool]:
         """Whether an incomplete gzip stream in this file is a verdict yet (the policy's

@@ -67,18 +67,28 @@ class Member:
 @dataclass(frozen=True, slots=True)
 class FileIdentity:
     """What tells one state of an open file from another: a write changes its size or its
-    mtime. (Not its ctime: a rename or an unlink of its path changes that, not its bytes.)
-    The store checks that the file it reads again is still in the state validated."""
+    mtime, and its ctime, which no one can set back (``utime`` moves it too). The ctime also
+    moves when the file is renamed, linked or unlinked, without a byte changed: so it is
+    looked at only where nothing of the kind happens (see :meth:`unchanged`)."""
 
     device: int
     inode: int
     size: int
     modified_ns: int
+    changed_ns: int
 
     @classmethod
     def of(cls, fd: int) -> FileIdentity:
         found = os.fstat(fd)
-        return cls(found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+        return cls(found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+
+    def unchanged(self, fd: int, by_ctime: bool) -> bool:
+        """Whether the open file ``fd`` is still in this state: by its size and mtime, and,
+        ``by_ctime``, by its ctime (a write whose mtime was set back shows there)."""
+        now = FileIdentity.of(fd)
+        if by_ctime:
+            return now == self
+        return now.size == self.size and now.modified_ns == self.modified_ns
 
 
 class Holder(StrEnum):

@@ -15,6 +15,7 @@ CODES: dict[str, str] = {
     "package.unreadable": "the package file cannot be opened or read",
     "package.too_large": "the package file is larger than limits.max_package_bytes",
     "package.not_regular": "the path is not a regular file (symlink, fifo, device, folder)",
+    "package.hard_linked": "the package file has other names (hard links) that could change it",
     # the gzip container
     "container.not_gzip": "the file does not start with the gzip magic bytes",
     "container.truncated": "the gzip stream ends before its end marker",

@@ -282,15 +282,16 @@ class _Hashed(io.RawIOBase):
 @contextmanager
 def _as_validated(source: BinaryIO, identity: FileIdentity | None) -> Iterator[BinaryIO]:
     """The package file, from its start, checked to be in the state validated (no write since)
-    before and after it is read again."""
-    if identity is not None and FileIdentity.of(source.fileno()) != identity:
+    before and after it is read again. Not by its ctime: the path may have been deleted or
+    replaced meanwhile, and what is read is hashed again (:class:`_Hashed`)."""
+    if identity is not None and not identity.unchanged(source.fileno(), by_ctime=False):
         raise PackageChanged("the package was written to after it was validated")
     source.seek(0)
     try:
         yield source
     except (EOFError, zlib.error, ISAL_ERROR, igzip.BadGzipFile) as error:
         raise PackageChanged(f"the package does not decompress as it did: {error}") from error
-    if identity is not None and FileIdentity.of(source.fileno()) != identity:
+    if identity is not None and not identity.unchanged(source.fileno(), by_ctime=False):
         raise PackageChanged("the package was written to while it was stored")
 
 
@@ -459,7 +460,11 @@ class StreamedStore:
         if self._as_planned(report):
             self.builder.finish(report.normalized)
             model_hash = self.output.finish()
-            if report.identity is not None and FileIdentity.of(source.fileno()) != report.identity:
+            # Hashed and stored from two reads of the file: no write between them, not even
+            # one that set the mtime back (the file sits in processing/ under its one name).
+            if report.identity is not None and not report.identity.unchanged(
+                source.fileno(), by_ctime=True
+            ):
                 raise PackageChanged("the package was written to while it was stored")
         else:  # write_tar checks the file itself
             self.close()
