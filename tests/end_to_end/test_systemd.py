@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import valid_package, wait_until, write_large_package
+from daemon_harness import invalid_package, valid_package, wait_until, write_large_package
 
 pytestmark = pytest.mark.systemd
 
@@ -613,6 +613,38 @@ def test_what_the_daemon_writes_is_for_its_group_not_for_everyone(unit: Containe
         inside = Path("/srv/ymir-dropbox") / path.relative_to(unit.srv)
         refused = unit.run(f"{as_nobody} cat {inside} >/dev/null", check=False)
         assert refused.returncode != 0 and "Permission denied" in refused.stderr, (path, refused)
+
+
+def test_a_teams_failed_weights_are_the_teams_and_its_reasons_every_uploaders(
+    unit: Container,
+) -> None:
+    """As the README sets it up: inbox/team-a of group team-a (3770), the daemon in that
+    group. alice (team-a) uploads a package that fails; bob, another uploader, reads why in
+    failed/ but not the weights; alice does both."""
+    unit.run(
+        "getent group team-a >/dev/null || groupadd team-a; "
+        "id alice >/dev/null 2>&1 || useradd --no-create-home -G ymir-uploaders,team-a alice; "
+        "id bob >/dev/null 2>&1 || useradd --no-create-home -G ymir-uploaders bob; "
+        "usermod -aG team-a ymir-dropbox; "
+        "install -d -m 3770 -o ymir-dropbox -g team-a /srv/ymir-dropbox/inbox/team-a"
+    )
+    unit.run(f"systemctl restart {UNIT}")  # the daemon's new group, at its next start
+    (unit.srv / "staged.tar.gz").write_bytes(invalid_package("team-a"))
+    unit.run(
+        "setpriv --reuid=alice --regid=alice --init-groups -- sh -c 'umask 027 && "
+        "cp /srv/ymir-dropbox/staged.tar.gz /srv/ymir-dropbox/inbox/team-a/.w.tmp && "
+        "mv /srv/ymir-dropbox/inbox/team-a/.w.tmp /srv/ymir-dropbox/inbox/team-a/w.tar.gz'"
+    )
+    failed = unit.srv / "failed" / "team-a"
+    wait_until(lambda: (failed / "w.tar.gz.error.txt").exists(), 30, unit.describe, 0.2)
+
+    def reads(user: str, name: str) -> bool:
+        path = f"/srv/ymir-dropbox/failed/team-a/{name}"
+        command = f"setpriv --reuid={user} --regid={user} --init-groups -- cat {path}"
+        return unit.run(f"{command} >/dev/null", check=False).returncode == 0
+
+    assert reads("bob", "w.tar.gz.error.txt") and not reads("bob", "w.tar.gz")
+    assert reads("alice", "w.tar.gz.error.txt") and reads("alice", "w.tar.gz")
 
 
 def test_reload_reexecs_and_the_unit_stays_active(unit: Container) -> None:

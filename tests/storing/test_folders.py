@@ -10,14 +10,19 @@ from typing import Any
 import pytest
 
 from ymir_dropbox.config import load_config
+from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import (
     free_path,
     is_ignored,
     is_package_name,
     move,
+    remove_error_files,
     split_suffix,
     walk_files,
+    write_error_files,
 )
+from ymir_dropbox.storing.lifecycle import Place, Status
 
 
 @pytest.mark.parametrize(
@@ -142,3 +147,50 @@ def test_a_walk_never_enters_an_ignored_folder(
 
     assert found == ["team/model.tar.gz"]
     assert sorted(entered) == [".", "team"]
+
+
+FAILED_ATTEMPT = Attempt(
+    id=7,
+    package="x.tar.gz",
+    status=Status.FAILED,
+    place=Place.FAILED,
+    errors=(Problem("container.not_gzip", "", "not a gzip file"),),
+)
+
+
+def test_error_files_are_written_beside_the_package_by_descriptor(tmp_path: Path) -> None:
+    failed = tmp_path / "failed"
+    failed.mkdir()
+
+    write_error_files(failed, P("team/x.tar.gz"), FAILED_ATTEMPT)
+
+    written = sorted(path.name for path in (failed / "team").iterdir())
+    assert written == ["x.tar.gz.error.json", "x.tar.gz.error.txt"]
+    assert "container.not_gzip" in (failed / "team" / "x.tar.gz.error.txt").read_text()
+    remove_error_files(failed, P("team/x.tar.gz"))
+    assert list((failed / "team").iterdir()) == []
+
+
+@pytest.mark.parametrize("planted", ["folder", "file"])
+def test_nothing_is_written_or_named_through_a_symlink_in_failed(
+    tmp_path: Path, planted: str
+) -> None:
+    """Were a symlink ever to stand in failed/ (a folder on the way, or the error file's own
+    name), the error files are not written through it, and no name is chosen through it."""
+    failed, elsewhere = tmp_path / "failed", tmp_path / "elsewhere"
+    failed.mkdir()
+    elsewhere.mkdir()
+    if planted == "folder":
+        (failed / "team").symlink_to(elsewhere)
+        with pytest.raises(OSError):
+            write_error_files(failed, P("team/x.tar.gz"), FAILED_ATTEMPT)
+        with pytest.raises(OSError):
+            free_path(failed, P("team/x.tar.gz"))
+    else:
+        (failed / "team").mkdir()
+        (failed / "team" / "x.tar.gz.error.txt").symlink_to(elsewhere / "victim")
+        write_error_files(failed, P("team/x.tar.gz"), FAILED_ATTEMPT)
+        assert (failed / "team" / "x.tar.gz.error.txt").is_file()
+        assert not (failed / "team" / "x.tar.gz.error.txt").is_symlink()
+
+    assert list(elsewhere.iterdir()) == []

@@ -118,7 +118,7 @@ class Filing:
         while True:
             self.ledger.plan(attempt_id, target)
             if folder == self.paths.failed:
-                write_error_files(target, attempt)
+                write_error_files(folder, PurePosixPath(target.relative_to(folder)), attempt)
             self.faults.reach("recorded", relative.name)
             try:
                 move(
@@ -130,5 +130,5 @@ class Filing:
                 return target
             except FileExistsError:  # a name taken outside this daemon (by hand) meanwhile
                 if folder == self.paths.failed:
-                    remove_error_files(target)
+                    remove_error_files(folder, PurePosixPath(target.relative_to(folder)))
                 target = free_path(folder, relative)

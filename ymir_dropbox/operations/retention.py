@@ -24,15 +24,13 @@ import structlog
 from ymir_dropbox.config import Config, Paths
 from ymir_dropbox.core.errors import DropboxError, UsageError
 from ymir_dropbox.storing.attempts import Attempt
-from ymir_dropbox.storing.folders import open_folder, walk_files
+from ymir_dropbox.storing.folders import ERROR_SUFFIXES, open_folder, walk_files
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
 log = structlog.get_logger(__name__)
 
-# How often the daemon applies the policy; an age in days needs no finer grain.
 USAGE_FOLDERS = ("inbox", "processing", "done", "failed", "models")
-ERROR_SUFFIXES = (".error.json", ".error.txt")
 
 # Which settled attempts each folder holds.
 _KEPT_IN = {

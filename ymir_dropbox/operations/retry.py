@@ -69,7 +69,7 @@ def retry_failed(
                 break
             except FileExistsError:  # an uploader took the name meanwhile
                 continue
-        remove_error_files(source)
+        remove_error_files(failed, PurePosixPath(source.relative_to(failed)))
         ledger.move(attempt.id, Place.RETRIED)
         moved.append((int(attempt.id), source, target))
     return Retried(moved, unchanged)

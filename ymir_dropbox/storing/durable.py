@@ -7,6 +7,7 @@ the leftovers of writers that are gone, never a file still being written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -69,6 +70,29 @@ def finish_file(stream: BinaryIO, temporary: Path, target: Path) -> None:
     os.fsync(stream.fileno())
     os.replace(temporary, target)
     fsync_folder(target.parent)
+
+
+def write_atomically_at(folder: int, name: str, data: bytes) -> None:
+    """``write_atomically`` for a name in an open folder: no path is resolved, so nothing
+    written ever goes through a symlink put in the way (the error files of failed/)."""
+    temporary = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}{TEMP_SUFFIX}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600, dir_fd=folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, file_mode())
+        os.fsync(fd)
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=folder)
+        raise
+    finally:
+        os.close(fd)
+    os.fsync(folder)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -22,7 +22,7 @@ from ymir_dropbox.core.linux import rename_noreplace_at
 from ymir_dropbox.core.settings import Config, WatchConfig
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import error_document, error_text
-from ymir_dropbox.storing.durable import write_atomically
+from ymir_dropbox.storing.durable import write_atomically_at
 
 COMPOUND_SUFFIXES = (".tar.gz", ".tgz")
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -110,21 +110,31 @@ def fitting_name(name: str) -> str:
 
 def free_path(folder: Path, relative: PurePosixPath) -> Path:
     """``folder/relative`` (its name made to fit, see :func:`fitting_name`), or the same name
-    with the first free ``.N`` before its suffix."""
+    with the first free ``.N`` before its suffix. Looked up in the folder opened from
+    ``folder`` one name at a time, never through a symlink (OSError ELOOP if one is there)."""
     name = fitting_name(relative.name)
-    candidate = folder / relative.parent / name
     stem, suffix = split_suffix(name)
-    number = 0
-    while _taken(candidate):
-        number += 1
-        candidate = candidate.with_name(f"{stem}.{number}{suffix}")
-    return candidate
+    try:
+        with open_folder(folder, relative.parent) as parent:
+            number = 0
+            while _taken(parent, name):
+                number += 1
+                name = f"{stem}.{number}{suffix}"
+    except FileNotFoundError:
+        pass  # no such folder yet: every name in it is free
+    return folder / relative.parent / name
 
 
-def _taken(path: Path) -> bool:
-    """A name with a file, a link or the error files of a failed package (names fit, see
-    :func:`fitting_name`: testing them never raises for their length)."""
-    return path.exists() or path.is_symlink() or path.with_name(path.name + ".error.json").exists()
+def _taken(folder: int, name: str) -> bool:
+    """A name with an entry of any kind, or the error files of a failed package (names fit,
+    see :func:`fitting_name`: testing them never raises for their length)."""
+    for taken in (name, name + ".error.json"):
+        try:
+            os.stat(taken, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        return True
+    return False
 
 
 @contextmanager
@@ -246,25 +256,28 @@ def _sync_file(folder: int, name: str) -> tuple[int, int] | None:
         os.close(fd)
 
 
-def error_files(package: Path) -> tuple[Path, Path]:
-    return (
-        package.with_name(package.name + ".error.json"),
-        package.with_name(package.name + ".error.txt"),
-    )
+ERROR_SUFFIXES = (".error.json", ".error.txt")
 
 
-def remove_error_files(package: Path) -> None:
-    for path in error_files(package):
-        path.unlink(missing_ok=True)
+def remove_error_files(root: Path, package: PurePosixPath) -> None:
+    """Remove the error files of ``root/package``, in the folder opened from ``root``."""
+    try:
+        with open_folder(root, package.parent) as folder:
+            for suffix in ERROR_SUFFIXES:
+                with suppress(FileNotFoundError):
+                    os.unlink(package.name + suffix, dir_fd=folder)
+    except FileNotFoundError:
+        pass
 
 
-def write_error_files(package: Path, attempt: Attempt) -> None:
-    """``<name>.error.json`` (structured) and ``<name>.error.txt`` (for people) next to it."""
-    package.parent.mkdir(parents=True, exist_ok=True)
-    as_json, as_text = error_files(package)
+def write_error_files(root: Path, package: PurePosixPath, attempt: Attempt) -> None:
+    """``<name>.error.json`` (structured) and ``<name>.error.txt`` (for people) next to
+    ``root/package``, written in the folder opened from ``root`` one name at a time: never
+    through a symlink, whatever stands in failed/."""
     document = json.dumps(error_document(attempt), indent=2, ensure_ascii=False) + "\n"
-    write_atomically(as_json, document.encode())
-    write_atomically(as_text, error_text(attempt).encode())
+    with open_folder(root, package.parent, create=True) as folder:
+        write_atomically_at(folder, package.name + ".error.json", document.encode())
+        write_atomically_at(folder, package.name + ".error.txt", error_text(attempt).encode())
 
 
 def check_same_filesystem(config: Config) -> None:
