@@ -23,7 +23,7 @@ from ymir_dropbox.config import WatchConfig
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.readiness import Observation, ReadinessTracker, Ready
 from ymir_dropbox.daemon.watching import FileEvent, Hint, InboxWatcher
-from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk
+from ymir_dropbox.storing.folders import Kind, is_ignored, is_package_name, scan_inbox
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
@@ -37,8 +37,8 @@ class Scan:
 
     root: PurePosixPath
     hint: Hint = None
-    packages: list[PurePosixPath] = field(default_factory=list)
-    others: list[tuple[PurePosixPath, int]] = field(default_factory=list)  # and their st_mode
+    packages: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # names the daemon never takes
     folders: set[int] = field(default_factory=set)  # inodes of the folders not ignored
 
     @property
@@ -84,7 +84,6 @@ class Scanner:
             self.wake.put(WAKE)
 
     def scan(self, root: PurePosixPath, hint: Hint) -> Scan:
-        watch = self.watch
         found = Scan(root, hint)
         try:
             top = os.lstat(self.inbox / root)
@@ -93,17 +92,13 @@ class Scanner:
         if not stat.S_ISDIR(top.st_mode):
             return found  # a symlink to a folder is never followed
         found.folders.add(top.st_ino)
-        recursive = watch.recursive or not found.whole
-        for inner, info in walk(self.inbox / root, recursive, skip=watch.ignore):
-            relative = root / inner
-            if stat.S_ISDIR(info.st_mode):
-                found.folders.add(info.st_ino)
-            elif is_ignored(relative, watch):
-                continue
-            elif is_package_name(relative, watch) and stat.S_ISREG(info.st_mode):
+        for relative, kind, inode in scan_inbox(self.inbox, self.watch, root):
+            if kind is Kind.FOLDER:
+                found.folders.add(inode)
+            elif kind is Kind.PACKAGE:
                 found.packages.append(relative)
             else:
-                found.others.append((relative, info.st_mode))
+                found.others.append(relative)
         return found
 
 
@@ -122,7 +117,7 @@ class InboxView:
         self.watcher = InboxWatcher(
             inbox, watch.mode, watch.recursive, watch.poll_interval, self.events
         )
-        self.reported: set[PurePosixPath] = set()
+        self.reported: set[str] = set()  # names left alone, each logged once
         self.scanner = Scanner(inbox, watch, self.events, faults)
 
     @property
@@ -201,26 +196,22 @@ class InboxView:
             self._take(found)
 
     def _take(self, found: Scan) -> None:
-        for relative in found.packages:
-            self.consider(relative, None, hint=found.hint)
-        reports = 0
-        for relative, mode in found.others:
-            if relative in self.reported:
-                continue
-            self.reported.add(relative)
-            if reports < REPORTS_PER_SCAN:
-                self._report(relative, mode)
-            reports += 1
-        if reports > REPORTS_PER_SCAN:
-            log.warning("files_left_alone", count=reports - REPORTS_PER_SCAN, root=str(found.root),
+        for name in found.packages:
+            self.consider(PurePosixPath(name), None, hint=found.hint)
+        new = [name for name in found.others if name not in self.reported]
+        for name in new[:REPORTS_PER_SCAN]:
+            self.consider(PurePosixPath(name), None)  # says why, once (a fresh lstat)
+        self.reported.update(new[REPORTS_PER_SCAN:])
+        if len(new) > REPORTS_PER_SCAN:
+            log.warning("files_left_alone", count=len(new) - REPORTS_PER_SCAN, root=str(found.root),
                         reason="not packages; each is named once, at most 100 a scan")  # fmt: skip
         if not found.whole:
             return
         seen = set(found.packages)
         for relative, known in list(self.tracker.candidates.items()):
-            if relative not in seen and not known.dispatched:
+            if str(relative) not in seen and not known.dispatched:
                 self.consider(relative, None)  # gone since, or new since the walk began
-        self.reported &= seen | {relative for relative, _ in found.others}
+        self.reported &= seen | set(found.others)
         if self.watcher.unwatched(found.folders):
             self._poll_instead("inotify watches ran out: some folders are not watched")
 
@@ -250,12 +241,11 @@ class InboxView:
         self.tracker.observe(relative, Observation.of(info), hint)
 
     def _report_once(self, relative: PurePosixPath, info: os.stat_result) -> None:
-        if relative not in self.reported:
-            self.reported.add(relative)
-            self._report(relative, info.st_mode)
-
-    @staticmethod
-    def _report(relative: PurePosixPath, mode: int) -> None:
+        """Log why a name is left alone, the first time it is seen (and after it was gone)."""
+        if str(relative) in self.reported:
+            return
+        self.reported.add(str(relative))
+        mode = info.st_mode
         if stat.S_ISLNK(mode):
             reason = "a symlink is never followed or moved"
         elif not stat.S_ISREG(mode):

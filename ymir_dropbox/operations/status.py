@@ -17,7 +17,7 @@ from ymir_dropbox.operations.retention import folder_usage
 from ymir_dropbox.operations.status_page import human_size
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.documents import brief_document
-from ymir_dropbox.storing.folders import is_ignored, is_package_name, walk_files
+from ymir_dropbox.storing.folders import Kind, scan_inbox, walk_files
 from ymir_dropbox.storing.ledger import Counts, Ledger
 from ymir_dropbox.storing.lifecycle import Status
 from ymir_dropbox.storing.lock import lock_held
@@ -77,10 +77,11 @@ def take_snapshot(
     watch = config.watch
     waiting: list[str] = []
     never: list[str] = []
-    for relative, info in walk_files(config.paths.inbox, watch.recursive, skip=watch.ignore):
-        if not stat.S_ISREG(info.st_mode) or is_ignored(relative, watch):
-            continue  # hidden and temporary names: a writer's, until it renames them
-        (waiting if is_package_name(relative, watch) else never).append(str(relative))
+    for relative, kind, _ in scan_inbox(config.paths.inbox, watch):
+        if kind is Kind.PACKAGE:
+            waiting.append(relative)
+        elif kind is Kind.MISNAMED:
+            never.append(relative)
     waiting.sort()
     processing = sorted(
         str(relative)

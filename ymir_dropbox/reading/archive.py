@@ -84,11 +84,12 @@ class FileIdentity:
 
     def unchanged(self, fd: int, by_ctime: bool) -> bool:
         """Whether the open file ``fd`` is still in this state: by its size and mtime, and,
-        ``by_ctime``, by its ctime (a write whose mtime was set back shows there)."""
-        now = FileIdentity.of(fd)
-        if by_ctime:
-            return now == self
-        return now.size == self.size and now.modified_ns == self.modified_ns
+        ``by_ctime``, by its ctime (a write whose mtime was set back shows there), unless the
+        file has lost its last name (an unlink moves the ctime: what it held is still read)."""
+        found = os.fstat(fd)
+        if (found.st_size, found.st_mtime_ns) != (self.size, self.modified_ns):
+            return False
+        return not by_ctime or found.st_nlink == 0 or found.st_ctime_ns == self.changed_ns
 
 
 class Holder(StrEnum):

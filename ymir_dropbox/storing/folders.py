@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import hashlib
 import json
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from ymir_dropbox.core.errors import DropboxError
@@ -38,6 +41,63 @@ def is_ignored(relative: PurePosixPath, watch: WatchConfig) -> bool:
 
 def is_package_name(relative: PurePosixPath, watch: WatchConfig) -> bool:
     return any(fnmatch.fnmatchcase(relative.name, pattern) for pattern in watch.patterns)
+
+
+class Kind(Enum):
+    FOLDER = "folder"
+    PACKAGE = "package"  # a regular file named as watch.patterns says
+    MISNAMED = "misnamed"  # a regular file named otherwise: never taken
+    SPECIAL = "special"  # a symlink, a fifo, a device or a socket: never taken
+
+
+@functools.cache
+def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """One compiled test for "the name matches one of ``patterns``" (``fnmatchcase``)."""
+    if not patterns:
+        return lambda name: False
+    compiled = re.compile("|".join(fnmatch.translate(pattern) for pattern in patterns))
+    return lambda name: compiled.match(name) is not None
+
+
+WHOLE = PurePosixPath(".")
+
+
+def scan_inbox(
+    inbox: Path, watch: WatchConfig, under: PurePosixPath = WHOLE
+) -> Iterator[tuple[str, Kind, int]]:
+    """Every entry under ``inbox/under`` whose name ``watch.ignore`` does not hide, as its
+    path relative to the inbox, its kind and its inode; an ignored folder is never entered,
+    nor, unless ``watch.recursive`` (or ``under`` is given), any other. No entry is
+    ``stat``-ed: the kinds come from the folder listing itself (an uploader decides how many
+    entries there are)."""
+    ignored, package = matcher(watch.ignore), matcher(watch.patterns)
+    deeper = watch.recursive or under != WHOLE
+    pending = [(inbox / under, "" if under == WHOLE else f"{under}/")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            name = entry.name
+            if ignored(name):
+                continue
+            relative = prefix + name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield relative, Kind.FOLDER, entry.inode()
+                    if deeper:
+                        pending.append((Path(entry.path), relative + "/"))
+                    continue
+                regular = entry.is_file(follow_symlinks=False)
+            except OSError:
+                continue
+            if not regular:
+                yield relative, Kind.SPECIAL, entry.inode()
+            else:
+                yield relative, Kind.PACKAGE if package(name) else Kind.MISNAMED, entry.inode()
 
 
 def walk_files(
