@@ -99,9 +99,9 @@ class HeldStandin(YmirStandin):
         handler: Any = super()._handler_class()
 
         class Quiet(handler):  # type: ignore[misc]
-            def answer(self, answer: Any) -> None:
+            def answer(self, answer: Any, headers: Any = None) -> None:
                 with suppress(BrokenPipeError, ConnectionResetError):
-                    super().answer(answer)
+                    super().answer(answer, headers)
 
         return Quiet
 
@@ -744,6 +744,52 @@ class TestDaemonKilled:
         assert ymir_model(ymir.url, model["id"]).result_state is ResultState.READY
         assert bool(box.events("ymir_group_found")) is ymir_got_it
         assert staged(staging) == []
+
+    @pytest.mark.mir
+    def test_deaths_after_a_lost_post_answer_never_fail_the_package_ymir_imports(
+        self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
+    ) -> None:
+        """The answer to the POST is lost (the daemon dies while YMIR holds it); each of the
+        next three starts finds YMIR's model by its group and dies again while YMIR imports.
+        Four deaths, none of them the package's: it ends imported, as the one model."""
+        ymir = make_ymir(HeldStandin, mir=mir_bin)
+        assert isinstance(ymir, HeldStandin)
+        ymir.posts.clear()
+        ymir.imports.clear()
+        box = make_box(boxes, ymir.url, staging)
+        start(box)
+        drop = box.drop_valid("model.tar.gz")
+        wait_until(ymir.post_arrived.is_set, TIMEOUT, "the daemon posts the import")
+        box.kill()  # the POST's answer goes nowhere
+        ymir.posts.set()
+        wait_until(ymir.post_handled.is_set, TIMEOUT, "YMIR has the POST")
+        (model,) = ymir_rows(ymir.workplace, "models", 1)
+
+        for _ in range(3):
+            seen = max(row["id"] for row in box.rows_for(drop))
+            start(box)
+            wait_until(
+                lambda seen=seen: [row for row in box.rows_for(drop) if row["id"] > seen
+                                   and row["ymir_model_id"] == model["id"]],
+                TIMEOUT,
+                "the next attempt takes up YMIR's model",
+            )  # fmt: skip
+            box.kill()
+        ymir.imports.set()
+        start(box)
+        box.wait_settled()
+
+        row = final_row(box, drop)
+        assert row["status"] == "imported", row["errors"]
+        assert row["ymir_model_id"] == model["id"]
+        assert all(not codes(earlier) for earlier in box.rows_for(drop)), [
+            (earlier["status"], earlier["errors"], earlier["notes"])
+            for earlier in box.rows_for(drop)
+        ]
+        assert len(ymir_rows(ymir.workplace, "models")) == 1
+        assert len(ymir_rows(ymir.workplace, "tasks")) == 1
+        assert ymir_model(ymir.url, model["id"]).result_state is ResultState.READY
+        assert box.names("done") == {"model.tar.gz"} and staged(staging) == []
 
     @pytest.mark.mir
     def test_a_daemon_killed_after_ymir_finished_records_that_model(
