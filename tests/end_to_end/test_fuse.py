@@ -62,7 +62,7 @@ def fuse(make: Dropboxes, tmp_path: Path) -> FuseMount:
 
 def test_a_file_written_behind_the_mount_raises_no_inotify_event(fuse: FuseMount) -> None:
     events: queue.Queue[FileEvent] = queue.Queue()
-    watcher = InboxWatcher(fuse.mount, "inotify", True, 0.2, events)
+    watcher = InboxWatcher(fuse.mount, "inotify", True, events)
     watcher.start()
     try:
         (fuse.backing / "behind.tar.gz").write_bytes(b"written behind the mount")

@@ -114,9 +114,7 @@ class InboxView:
         self.watch = watch
         self.tracker = tracker
         self.events: queue.Queue[FileEvent] = queue.Queue()
-        self.watcher = InboxWatcher(
-            inbox, watch.mode, watch.recursive, watch.poll_interval, self.events
-        )
+        self.watcher = InboxWatcher(inbox, watch.mode, watch.recursive, self.events)
         self.reported: set[str] = set()  # names left alone, each logged once
         self.scanner = Scanner(inbox, watch, self.events, faults)
 

@@ -82,7 +82,7 @@ class Scheduler:
         )
         watch = self.config.watch
         interval = watchdog_interval()
-        next_rescan = self.clock() + watch.rescan_interval
+        next_rescan = self.clock() + self.rescan_interval()
         next_status = next_ping = next_restat = 0.0
         while not self.stopping.is_set():
             self.inbox.drain(self.sleep_for(watch.poll_interval))
@@ -90,7 +90,7 @@ class Scheduler:
             moment = self.clock()
             if self.inbox.keep_watching() or moment >= next_rescan:
                 self.inbox.rescan()
-                next_rescan = moment + watch.rescan_interval
+                next_rescan = moment + self.rescan_interval()
             if moment >= next_restat:
                 self.inbox.restat_settling()
                 next_restat = moment + watch.poll_interval
@@ -103,6 +103,11 @@ class Scheduler:
                 next_ping = moment + interval
             for periodic in self.periodic:
                 periodic.run_if_due(moment)
+
+    def rescan_interval(self) -> float:
+        """``rescan_interval``; when polling, a walk is the only look: ``poll_interval``."""
+        watch = self.config.watch
+        return watch.poll_interval if self.inbox.mode == "polling" else watch.rescan_interval
 
     def sleep_for(self, longest: float) -> float:
         """Until the next event, or the next moment a file or a redo becomes due."""

@@ -2,7 +2,8 @@
 
 The watchdog handler thread only enqueues. Events are hints, never proof: the daemon also
 scans at start and rescans periodically (missed events, a full inotify queue, NFS and SMB that
-send none). ``mode = "auto"`` picks polling when the inbox is on a network or FUSE filesystem.
+send none). ``mode = "auto"`` picks polling when the inbox is on a network or FUSE filesystem;
+polling is the inbox's own walk every ``poll_interval`` seconds (see the inbox view).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
-from watchdog.observers.polling import PollingObserver
 
 log = structlog.get_logger(__name__)
 
@@ -104,10 +104,9 @@ def inotify_watched_inodes(proc: Path = Path("/proc/self")) -> set[int] | None:
 
 
 class _Enqueue(FileSystemEventHandler):
-    def __init__(self, events: queue.Queue[FileEvent], polling: bool) -> None:
+    def __init__(self, events: queue.Queue[FileEvent]) -> None:
         self.events = events
-        # A polled "modified" is a change seen between two looks, not a writer at work.
-        self.hints: dict[str, Hint] = {} if polling else HINTS
+        self.hints = HINTS
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
@@ -132,27 +131,26 @@ class InboxWatcher:
         inbox: Path,
         mode: str,
         recursive: bool,
-        poll_interval: float,
         events: queue.Queue[FileEvent],
     ) -> None:
         self.inbox = inbox
         self.mode = choose_mode(mode, inbox)
         self.recursive = recursive
-        self.poll_interval = poll_interval
         self.events = events
         self.observer: BaseObserver | None = None
         self.identity: tuple[int, int] | None = None
         self.missing: set[int] = set()  # folders the last look found unwatched
 
     def start(self) -> None:
-        observer: BaseObserver = (
-            PollingObserver(timeout=self.poll_interval) if self.mode == "polling" else Observer()
-        )
-        handler = _Enqueue(self.events, polling=self.mode == "polling")
-        observer.schedule(handler, str(self.inbox), recursive=self.recursive)
-        observer.daemon = True
-        observer.start()
-        self.observer = observer
+        """Watch with inotify; when polling, there is no observer: the inbox's own walks,
+        every ``poll_interval`` seconds, are the looks (they never enter ignored folders,
+        where a polling observer would list and stat everything)."""
+        if self.mode != "polling":
+            observer: BaseObserver = Observer()
+            observer.schedule(_Enqueue(self.events), str(self.inbox), recursive=self.recursive)
+            observer.daemon = True
+            observer.start()
+            self.observer = observer
         info = os.stat(self.inbox)
         self.identity = (info.st_dev, info.st_ino)
         log.info("watch_started", inbox=str(self.inbox), mode=self.mode, recursive=self.recursive)
@@ -180,5 +178,5 @@ class InboxWatcher:
             info = os.stat(self.inbox)
         except OSError:
             return False
-        alive = self.observer is not None and self.observer.is_alive()
+        alive = self.mode == "polling" or (self.observer is not None and self.observer.is_alive())
         return alive and (info.st_dev, info.st_ino) == self.identity
