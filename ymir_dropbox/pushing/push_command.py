@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +68,7 @@ def run_push(config: Config, options: argparse.Namespace) -> PushOutcome:
     rsh = options.rsh or config.push.rsh or None
     deadline = time.monotonic() + options.timeout
     # The packed copies live only until they are delivered.
-    with tempfile.TemporaryDirectory(prefix="ymir-dropbox-push-") as scratch:
+    with _scratch_folder() as scratch:
         built = [
             build(source, name, options, config, Path(scratch))
             for source, name in zip(sources, names, strict=True)
@@ -85,6 +89,21 @@ def run_push(config: Config, options: argparse.Namespace) -> PushOutcome:
         wait_for_verdicts(status_url, awaited, max(deadline - time.monotonic(), 0.0))
         verdicts += [_verdict(item) for item in awaited]
     return _outcome(verdicts, options.json, status_url, options.timeout)
+
+
+@contextmanager
+def _scratch_folder() -> Iterator[str]:
+    """A folder for the packed copies, removed at the end whatever ends it: SIGTERM and
+    SIGINT raise (see the CLI), so they wait while it is removed, not to cut that short."""
+    scratch = tempfile.mkdtemp(prefix="ymir-dropbox-push-")
+    try:
+        yield scratch
+    finally:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _deliver_all(
