@@ -315,6 +315,23 @@ def test_the_ymir_api_password_comes_from_the_environment_or_a_file(
     )
 
 
+def test_a_route_is_a_project_or_a_project_and_the_group_that_may_use_it(
+    tmp_path: Path,
+) -> None:
+    """The first release's ``team-a = 3`` keeps working beside the form with a group."""
+    routes = {"team-a": 3, "team-b": {"project": 4, "group": "team-b"}, "team-c": {"project": 5}}
+    section = {"url": "http://ymir:1", "user": "u", "staging": "staging", "projects": routes}
+    document = {"import": {"backend": "ymir-api", "ymir_api": section}}
+
+    settings = build_config(document, source=None, anchor=tmp_path).import_.settings
+
+    assert settings.projects == {"team-a": 3, "team-b": 4, "team-c": 5}  # type: ignore[union-attr]
+    assert settings.writers == {"team-b": "team-b"}  # type: ignore[union-attr]
+    routes["team-d"] = {"group": "team-d"}
+    with pytest.raises(ConfigError, match=r"import\.ymir_api\.projects\.team-d\.project: required"):
+        build_config(document, source=None, anchor=tmp_path)
+
+
 @pytest.mark.parametrize(
     ("paths", "message"),
     [

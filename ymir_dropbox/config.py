@@ -404,4 +404,6 @@ def _describe(error: Any) -> str:
         return f"{key}: {error.value!r} does not have the expected form"
     if error.rule == "empty":
         return f"{key}: must not be empty"
+    if error.rule == "required":
+        return f"{key}: required"
     return f"{key}: invalid value {error.value!r} ({error.rule})"
