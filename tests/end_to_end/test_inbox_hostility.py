@@ -3,6 +3,7 @@ that vanish. The daemon must never follow, open, hang on or lose anything, and k
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,10 @@ from daemon_harness import (
 def make(tmp_path: Path) -> Iterator[Dropboxes]:
     with dropboxes(tmp_path) as made:
         yield made
+
+
+def sha256_of_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def left_alone(dropbox: Dropbox, relative: str) -> None:
@@ -241,6 +246,34 @@ def test_a_file_replaced_while_it_is_read_is_not_filed_under_the_old_bytes(
     dropbox.release()
     dropbox.wait_settled(timeout=60)
     dropbox.assert_invariants()
+
+
+def test_the_bytes_claimed_are_the_bytes_imported_whatever_takes_their_name_after(
+    make: Dropboxes,
+) -> None:
+    """The claim holds the file it judged open: another file put at its name in processing/
+    right after the claim is not what the claim's attempt imports; it gets its own."""
+    dropbox = make()
+    dropbox.start(env=dropbox.pause_at("claimed", "model.tar.gz"))
+    claimed = valid_package("claimed")
+    dropbox.forget(dropbox.drop("model.tar.gz", claimed))
+    dropbox.wait_event("paused_at")
+    replacement = valid_package("replacement")
+    staged = dropbox.folder("processing") / ".replacement"
+    staged.write_bytes(replacement)
+    os.replace(staged, dropbox.folder("processing") / "model.tar.gz")
+    dropbox.record("model.tar.gz", replacement)
+    dropbox.release()
+    dropbox.wait_settled(timeout=60)
+
+    rows = [row for row in dropbox.ledger_rows() if row["package"] == "model.tar.gz"]
+    first, *later = sorted(rows, key=lambda row: row["id"])
+    assert (first["status"], first["sha256"]) == ("imported", sha256_of_bytes(claimed))
+    assert [row["sha256"] for row in later if row["status"] == "imported"] == [
+        sha256_of_bytes(replacement)
+    ]
+    assert dropbox.names("done") == {"model.tar.gz"}
+    assert (dropbox.folder("done") / "model.tar.gz").read_bytes() == replacement
 
 
 @pytest.mark.parametrize("who_recreates", ["writer", "daemon"])

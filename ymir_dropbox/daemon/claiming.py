@@ -16,12 +16,13 @@ reopened the name in the meantime.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import pwd
 import stat
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import structlog
 
@@ -29,8 +30,13 @@ from ymir_dropbox.config import Config
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.machine import JobEnd, JobResult
 from ymir_dropbox.daemon.readiness import Observation, Ready
-from ymir_dropbox.reading.archive import gzip_complete, open_package
-from ymir_dropbox.storing.folders import NotTheFile, move, prune_empty_folders
+from ymir_dropbox.reading.archive import (
+    PackageUnreadable,
+    gzip_complete,
+    open_package,
+    opened_package,
+)
+from ymir_dropbox.storing.folders import NotTheFile, move, open_folder, prune_empty_folders
 from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.lifecycle import Place, Status
 
@@ -43,6 +49,10 @@ class Claimed:
     attempt_id: int
     relative: PurePosixPath
     observation: Observation  # the file as readiness judged it: the import's baseline
+    # The file itself, opened in the inbox before the rename and the same inode after it:
+    # the import reads what was claimed, whatever stands at its name later. None for a
+    # package taken up again from processing/ (a redo), opened there by the import.
+    held: io.BufferedReader | None = None
 
 
 def _still_ready(ready: Ready, config: Config) -> os.stat_result | JobResult:
@@ -106,7 +116,9 @@ def claim(
         uploader=owner_name(info.st_uid),
     )
     faults.reach("claim", relative.name)
+    held: io.BufferedReader | None = None
     try:
+        held = _hold(config, relative, info)
         move(
             config.paths.inbox,
             relative,
@@ -115,10 +127,12 @@ def claim(
             expected=(info.st_dev, info.st_ino),
         )
     except NotTheFile as error:
+        _release(held)
         ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim refused: {error}"])
         log.warning("file_swapped_at_claim", path=str(relative), reason=error.strerror)
         return JobResult(JobEnd.CHANGED, relative, reason=str(error))
     except OSError as error:
+        _release(held)
         ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             log.warning(
@@ -137,4 +151,24 @@ def claim(
         since_write=round(time.time() - info.st_mtime, 3),
         step="claim",
     )
-    return Claimed(attempt_id, relative, ready.observation)
+    return Claimed(attempt_id, relative, ready.observation, held)
+
+
+def _hold(config: Config, relative: PurePosixPath, info: os.stat_result) -> io.BufferedReader:
+    """The judged file, opened through the inbox's folders without following a symlink;
+    NotTheFile if its name holds another by now."""
+    with open_folder(config.paths.inbox, relative.parent) as folder:
+        try:
+            held = opened_package(Path(relative.name), dir_fd=folder)  # the import closes it
+        except PackageUnreadable:  # a symlink or a fifo by now
+            raise NotTheFile(errno.ESTALE, "not the file that was judged", str(relative)) from None
+    found = os.fstat(held.fileno())
+    if (found.st_dev, found.st_ino) != (info.st_dev, info.st_ino):
+        held.close()
+        raise NotTheFile(errno.ESTALE, "not the file that was judged", str(relative))
+    return held
+
+
+def _release(held: io.BufferedReader | None) -> None:
+    if held is not None:
+        held.close()

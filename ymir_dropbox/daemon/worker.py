@@ -6,6 +6,7 @@ never decides about retries itself, and never leaves a package between folders.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -114,9 +115,14 @@ class Worker:
                 self.ledger.finish(attempt.id, Status.INTERRUPTED, notes=["superseded by a redo"])
 
     def _import(self, claimed: Claimed) -> JobResult:
+        with contextlib.closing(claimed.held) if claimed.held else contextlib.nullcontext():
+            return self._import_held(claimed)
+
+    def _import_held(self, claimed: Claimed) -> JobResult:
         relative, attempt_id = claimed.relative, claimed.attempt_id
         path = self.paths.processing / relative
-        info = os.lstat(path)
+        held = claimed.held
+        info = os.fstat(held.fileno()) if held is not None else os.lstat(path)
         if not stat.S_ISREG(info.st_mode):
             problem = Problem(
                 "package.not_regular",
@@ -126,7 +132,7 @@ class Worker:
             self.ledger.finish(attempt_id, Status.FAILED, errors=[problem])
             return self._file(attempt_id, relative, Status.FAILED)
         if info.st_nlink > 1:
-            return self._fail_hard_linked(attempt_id, relative, info.st_nlink)
+            return self._fail_hard_linked(claimed, info.st_nlink)
         if Observation.of(info) != claimed.observation:
             # Written again between the readiness check and the claim: judge it later, whole.
             self.ledger.finish(
@@ -135,7 +141,9 @@ class Worker:
             return JobResult(JobEnd.DEFERRED, relative, reason="changed while it was claimed")
         self.progress.begin(attempt_id, str(relative), info.st_size)
         try:
-            outcome = self.importer.run(path, attempt_id, self.progress, self._complete(claimed))
+            outcome = self.importer.run(
+                path, attempt_id, self.progress, self._complete(claimed), held
+            )
         except Incomplete as incomplete:
             return self._put_back(relative, str(incomplete))
         except OSError as error:
@@ -162,12 +170,19 @@ class Worker:
             self.metrics.record(outcome.status, outcome.duration, size, time.time())
         return result
 
-    def _fail_hard_linked(self, attempt_id: int, relative: PurePosixPath, links: int) -> JobResult:
+    def _fail_hard_linked(self, claimed: Claimed, links: int) -> JobResult:
         """Another name (a hard link left in the inbox, or anywhere on this filesystem) would
         let its owner rewrite the bytes after they are judged. Its sha256 is recorded, so
         that ``push --wait`` learns the verdict."""
+        relative, attempt_id = claimed.relative, claimed.attempt_id
+        path = self.paths.processing / relative
         try:
-            with open_package(self.paths.processing / relative) as stream:
+            with (
+                contextlib.nullcontext(claimed.held)
+                if claimed.held
+                else open_package(path) as stream
+            ):
+                stream.seek(0)
                 digest = hashlib.file_digest(stream, "sha256").hexdigest()
                 self.ledger.record_package(attempt_id, digest, os.fstat(stream.fileno()).st_size)
         except OSError as error:

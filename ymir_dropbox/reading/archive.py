@@ -155,10 +155,19 @@ class PackageUnreadable(OSError):
 
 
 @contextmanager
-def open_package(path: Path) -> Iterator[io.BufferedReader]:
-    """Open a package without following a symlink and without blocking on a fifo."""
+def open_package(path: Path, dir_fd: int | None = None) -> Iterator[io.BufferedReader]:
+    """Open a package without following a symlink and without blocking on a fifo (``path``
+    relative to the open folder ``dir_fd``, if given)."""
+    with opened_package(path, dir_fd) as stream:
+        yield stream
+
+
+def opened_package(path: Path, dir_fd: int | None = None) -> io.BufferedReader:
+    """:func:`open_package`, for a caller that closes the file itself (it may outlive the
+    block that opened it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise PackageUnreadable(f"{path} is a symlink; it is never followed") from None
@@ -167,12 +176,10 @@ def open_package(path: Path) -> Iterator[io.BufferedReader]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PackageUnreadable(f"{path} is not a regular file")
         os.set_blocking(fd, True)
-        stream = cast(io.BufferedReader, open(fd, "rb", buffering=CHUNK))  # noqa: SIM115
+        return cast(io.BufferedReader, open(fd, "rb", buffering=CHUNK))
     except BaseException:
         os.close(fd)
         raise
-    with stream:
-        yield stream
 
 
 def package_sha256(path: Path) -> str:

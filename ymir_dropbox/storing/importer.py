@@ -140,7 +140,11 @@ Step = Callable[[ImportContext], Outcome | None]
 
 
 def open_file(context: ImportContext) -> Outcome | None:
-    """Open the package once, without following a link; every later step reads this file."""
+    """Open the package once, without following a link (unless the claim holds it open
+    already); every later step reads this file."""
+    if context.source is not None:
+        context.size = os.fstat(context.opened.fileno()).st_size
+        return None
     try:
         context.source = context.stack.enter_context(open_package(context.path))
     except PackageUnreadable as error:
@@ -303,8 +307,12 @@ class Importer:
         attempt_id: int,
         progress: Progress | None = None,
         complete: Callable[[], bool] = lambda: True,
+        held: io.BufferedReader | None = None,
     ) -> Outcome:
         """The transaction of one import, for the daemon's workers and :func:`import_file`.
+
+        ``held``: the package file, already open (the claim's; its name may hold another
+        file by now); else ``path`` is opened.
 
         Whatever stops it is recorded before it propagates: ``OSError`` (the machine's fault:
         the file cannot be read, the store cannot be written) as ``import.io_error``, a
@@ -316,7 +324,7 @@ class Importer:
         stream that ends too early is no verdict, and :class:`Incomplete` is raised instead.
         """
         try:
-            return self._run(path, attempt_id, progress or Progress(), complete)
+            return self._run(path, attempt_id, progress or Progress(), complete, held)
         except Incomplete:
             self._interrupt(attempt_id, None)
             raise
@@ -335,7 +343,12 @@ class Importer:
             raise
 
     def _run(
-        self, path: Path, attempt_id: int, progress: Progress, complete: Callable[[], bool]
+        self,
+        path: Path,
+        attempt_id: int,
+        progress: Progress,
+        complete: Callable[[], bool],
+        held: io.BufferedReader | None,
     ) -> Outcome:
         self.ledger.start_import(attempt_id, self.backend.name)
         with ExitStack() as stack:
@@ -349,6 +362,7 @@ class Importer:
                 self.faults,
                 stack,
                 complete,
+                source=stack.enter_context(held) if held is not None else None,
                 log=log.bind(attempt=attempt_id, package=path.name),
             )
             for step in STEPS:
