@@ -5,11 +5,12 @@ makes the daemon poll, not miss packages."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import Dropboxes, dropboxes, valid_package
+from daemon_harness import Dropboxes, dropboxes, valid_package, without_file_permission_bypass
 
 # A user namespace of its own gives the daemon its own inotify watch limit (the limit is
 # counted per user and namespace): the machine's other watchers are left alone.
@@ -110,3 +111,40 @@ def test_out_of_inotify_watches_the_daemon_polls_and_misses_nothing(
     assert fallback[0]["fallback"] == "polling"
     assert dropbox.final_status(drop) == ["imported"]
     assert dropbox.running
+
+
+def test_a_folder_the_daemon_cannot_open_is_no_sign_of_watches_running_out(
+    make: Dropboxes,
+) -> None:
+    """inotify cannot watch a folder the daemon may not read, and neither can a walk list it:
+    it is not counted as unwatched (the daemon keeps inotify)."""
+    dropbox = make(rescan_interval=0.2)
+    private = dropbox.inbox / "private"
+    private.mkdir()
+    private.chmod(0o000)
+    dropbox.start(prefix=without_file_permission_bypass())
+    time.sleep(2.0)  # ten whole walks
+    drop = dropbox.drop_valid("after.tar.gz")
+    dropbox.wait_settled()
+
+    assert dropbox.final_status(drop) == ["imported"]
+    assert dropbox.events("watch_failed") == []
+    assert [event["mode"] for event in dropbox.events("watch_started")] == ["inotify"]
+
+
+@pytest.mark.parametrize("mode", ["inotify", "polling"])
+def test_an_inbox_configured_through_a_symlink_is_walked(make: Dropboxes, mode: str) -> None:
+    """The operator's path may be a symlink (the configured folder is trusted, not what
+    uploaders put under it)."""
+    dropbox = make(mode=mode)
+    real = dropbox.root / "real-inbox"
+    real.mkdir()
+    link = dropbox.root / "inbox-link"
+    link.symlink_to(real)
+    dropbox.paths["inbox"] = str(link)
+    dropbox.write_config()
+    drop = dropbox.drop_valid("early.tar.gz")  # before start: found by the first walk only
+    dropbox.start()
+    dropbox.wait_settled()
+
+    assert dropbox.final_status(drop) == ["imported"]

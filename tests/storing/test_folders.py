@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 from pathlib import PurePosixPath as P
-from typing import Any
 
 import pytest
 
@@ -13,13 +12,14 @@ from ymir_dropbox.config import load_config
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import (
+    Kind,
     free_path,
     is_ignored,
     is_package_name,
     move,
     remove_error_files,
+    scan_inbox,
     split_suffix,
-    walk_files,
     write_error_files,
 )
 from ymir_dropbox.storing.lifecycle import Place, Status
@@ -125,28 +125,31 @@ def test_a_name_that_fits_is_kept_and_a_long_one_is_cut_apart_from_others() -> N
     assert len(os.fsencode(fitting_name(not_utf8))) + ROOM <= NAME_MAX
 
 
-def test_a_walk_never_enters_an_ignored_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_walk_of_the_inbox_never_enters_an_ignored_folder_or_a_symlink(
+    tmp_path: Path,
 ) -> None:
-    """An uploader's hidden folder of a million files costs a walk nothing: it is not read."""
+    """An uploader's hidden folder of a million files costs a walk nothing: it is not opened
+    (every folder a walk opens is given as a FOLDER), nor is a folder behind a symlink."""
     (tmp_path / ".cache" / "deep").mkdir(parents=True)
     (tmp_path / ".cache" / "deep" / "x.tar.gz").write_bytes(b"")
     (tmp_path / "team" / "partial.part").mkdir(parents=True)
     (tmp_path / "team" / "model.tar.gz").write_bytes(b"")
-    entered: list[str] = []
-    real_scandir = os.scandir
+    (tmp_path / "team" / "notes.txt").write_bytes(b"")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "y.tar.gz").write_bytes(b"")
+    (tmp_path / "team" / "link").symlink_to(tmp_path / "elsewhere")
+    watch = load_config(None).watch
 
-    def scandir(path: Any) -> Any:
-        entered.append(os.path.relpath(path, tmp_path))
-        return real_scandir(path)
+    found = {(name, kind) for name, kind, _ in scan_inbox(tmp_path, watch, P("team"))}
+    whole = sorted(name for name, kind, _ in scan_inbox(tmp_path, watch) if kind is Kind.FOLDER)
 
-    monkeypatch.setattr(os, "scandir", scandir)
-    skip = load_config(None).watch.ignore
-
-    found = sorted(str(relative) for relative, _ in walk_files(tmp_path, True, skip=skip))
-
-    assert found == ["team/model.tar.gz"]
-    assert sorted(entered) == [".", "team"]
+    assert found == {
+        ("team", Kind.FOLDER),
+        ("team/model.tar.gz", Kind.PACKAGE),
+        ("team/notes.txt", Kind.MISNAMED),
+        ("team/link", Kind.SPECIAL),
+    }
+    assert whole == [".", "elsewhere", "team"]
 
 
 FAILED_ATTEMPT = Attempt(

@@ -32,16 +32,21 @@ from factory import (
     seed_package,
     seed_package_with,
     tar_bytes,
+    write_config,
     write_package,
     ymir_layout_package,
 )
 
-from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.config import DEFAULTS, load_config
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.archive import open_package
 from ymir_dropbox.reading.validation import validate_file, validated
+from ymir_dropbox.storing import importer as importer_module
 from ymir_dropbox.storing import store as store_module
 from ymir_dropbox.storing.durable import TEMP_PREFIX, TEMP_SUFFIX, remove_temporaries
+from ymir_dropbox.storing.importer import import_file
+from ymir_dropbox.storing.lifecycle import Status
 from ymir_dropbox.storing.store import PackageChanged, store_package, streamed_store
 
 LIMITS = Limits(**DEFAULTS["limits"])
@@ -607,7 +612,8 @@ def test_a_store_that_cannot_be_written_leaves_no_file_and_no_thread(tmp_path: P
 MEMORY_SCRIPT = r"""
 import json, re, sys
 from pathlib import Path
-from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.config import DEFAULTS, load_config
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.validation import validated
 from ymir_dropbox.storing.store import store_package
@@ -648,7 +654,8 @@ def test_memory_does_not_grow_with_the_package(tmp_path: Path) -> None:
 CRASH_SCRIPT = r"""
 import resource, signal, sys
 from pathlib import Path
-from ymir_dropbox.config import DEFAULTS
+from ymir_dropbox.config import DEFAULTS, load_config
+from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.storing.store import store_package
 from ymir_dropbox.reading.validation import validated
@@ -741,3 +748,32 @@ def test_remove_temporaries_leaves_everything_else(tmp_path: Path) -> None:
 
     assert [path.name for path in removed] == [".ymir-dropbox-abc.tmp"]
     assert sorted(os.listdir(models)) == sorted(kept)
+
+
+def test_a_write_after_a_redeliverys_hash_is_never_stored_under_that_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the size of an import is hashed first (is it a re-delivery?). A writer that
+    kept the file open rewrites it right after that hash, the mtime set back: what would be
+    stored is not what was hashed, and nothing is."""
+    config = load_config(write_config(tmp_path / "config.toml"))
+    config.ensure_folders()
+    first = seed_package(tmp_path / "first.tar.gz")
+    assert import_file(config, first).status is Status.IMPORTED
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(first.read_bytes())
+    rewrite_through_a_hidden_link(other)  # the same size, other bytes: hashed, not a duplicate
+    real_sha256 = importer_module.file_sha256
+
+    def hashed_then_rewritten(opened: Any) -> str:
+        digest = real_sha256(opened)
+        rewrite_through_a_hidden_link(other)  # back to the first's bytes, mtime set back
+        return digest
+
+    monkeypatch.setattr(importer_module, "file_sha256", hashed_then_rewritten)
+    models_before = sorted(os.listdir(config.paths.models))
+
+    with pytest.raises(DropboxError, match="written to while it was hashed"):
+        import_file(config, other)
+
+    assert sorted(os.listdir(config.paths.models)) == models_before

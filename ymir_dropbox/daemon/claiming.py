@@ -141,8 +141,12 @@ def claim(
             return JobResult(JobEnd.IGNORED, relative, reason=str(error))
         end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
         return JobResult(end, relative, reason=str(error))
-    ledger.move(attempt_id, Place.PROCESSING)
-    faults.reach("claimed", relative.name)
+    try:
+        ledger.move(attempt_id, Place.PROCESSING)
+        faults.reach("claimed", relative.name)
+    except BaseException:
+        _release(held)
+        raise
     log.info(
         "package_claimed",
         attempt=attempt_id,

@@ -4,8 +4,10 @@ the scanner's thread only walks folders).
 
 A walk never runs on the loop's thread: an uploader can fill the inbox with files, and a loop
 that walks them stops importing, answering and pinging systemd's watchdog meanwhile. The
-scanner walks (never entering an ignored folder) and hands over what it found; the loop then
-looks at each package name itself (a fresh ``lstat``: the walk may be seconds old).
+scanner walks (never entering an ignored folder, never through a symlink) and hands over the
+package names with their ``lstat`` and the other names; the loop only weighs them. A walk's
+``lstat`` may be seconds old: readiness then sees a change and waits longer, and the claim
+looks at the file again before it takes it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ class Scan:
 
     root: PurePosixPath
     hint: Hint = None
-    packages: list[str] = field(default_factory=list)
+    packages: list[tuple[str, os.stat_result]] = field(default_factory=list)  # and their lstat
     others: list[str] = field(default_factory=list)  # names the daemon never takes
-    folders: set[int] = field(default_factory=set)  # inodes of the folders not ignored
+    folders: set[int] = field(default_factory=set)  # inodes of the folders it could open
 
     @property
     def whole(self) -> bool:
@@ -58,22 +60,26 @@ class Scanner:
         self.faults = faults
         self.asked: queue.Queue[tuple[PurePosixPath, Hint]] = queue.Queue()
         self.done: queue.Queue[Scan] = queue.Queue()
-        self.whole_pending = threading.Event()  # a whole rescan is asked for and not done yet
+        self.pending: set[tuple[PurePosixPath, Hint]] = set()  # asked for, not begun
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._serve, name="scanner", daemon=True)
         self.thread.start()
 
     def ask(self, root: PurePosixPath, hint: Hint = None) -> None:
-        if root == PurePosixPath("."):
-            if self.whole_pending.is_set():
-                return  # the one asked for will see everything this one would
-            self.whole_pending.set()
+        """Walk ``root`` (``.``: the whole inbox) once more; a walk already asked for and not
+        begun covers this one (a folder renamed to and fro costs one walk each way, not one
+        each time)."""
+        with self.lock:
+            if (root, hint) in self.pending:
+                return
+            self.pending.add((root, hint))
         self.asked.put((root, hint))
 
     def _serve(self) -> None:
         while True:
             root, hint = self.asked.get()
-            if root == PurePosixPath("."):
-                self.whole_pending.clear()  # a change from now on may be after the walk
+            with self.lock:
+                self.pending.discard((root, hint))  # a change from now on may be after it
             try:
                 self.faults.reach("scanning", str(root))
                 found = self.scan(root, hint)
@@ -85,20 +91,13 @@ class Scanner:
 
     def scan(self, root: PurePosixPath, hint: Hint) -> Scan:
         found = Scan(root, hint)
-        try:
-            top = os.lstat(self.inbox / root)
-        except OSError:
-            return found
-        if not stat.S_ISDIR(top.st_mode):
-            return found  # a symlink to a folder is never followed
-        found.folders.add(top.st_ino)
-        for relative, kind, inode in scan_inbox(self.inbox, self.watch, root):
-            if kind is Kind.FOLDER:
-                found.folders.add(inode)
-            elif kind is Kind.PACKAGE:
-                found.packages.append(relative)
-            else:
+        for relative, kind, info in scan_inbox(self.inbox, self.watch, root):
+            if info is None:
                 found.others.append(relative)
+            elif kind is Kind.FOLDER:
+                found.folders.add(info.st_ino)
+            else:
+                found.packages.append((relative, info))
         return found
 
 
@@ -135,7 +134,10 @@ class InboxView:
         log.error("watch_failed", mode=self.watcher.mode, error=reason, fallback="polling")
         self.watcher.stop()
         self.watcher.mode = "polling"
-        self.watcher.start()
+        try:
+            self.watcher.start()
+        except OSError as error:  # the inbox gone meanwhile: keep_watching makes it again
+            log.warning("watch_restart_failed", inbox=str(self.inbox), error=str(error))
 
     def stop(self) -> None:
         self.watcher.stop()
@@ -177,7 +179,7 @@ class InboxView:
             return
         if event.folder:
             if self.watch.recursive and not is_ignored(relative, self.watch):
-                self.scanner.ask(relative, hint="done")  # moved in whole: its files are complete
+                self.scanner.ask(relative, hint=event.hint)  # "done" if moved in whole
             return
         self.consider(relative, None, hint=event.hint)
 
@@ -194,8 +196,8 @@ class InboxView:
             self._take(found)
 
     def _take(self, found: Scan) -> None:
-        for name in found.packages:
-            self.consider(PurePosixPath(name), None, hint=found.hint)
+        for name, info in found.packages:
+            self.consider(PurePosixPath(name), info, hint=found.hint)
         new = [name for name in found.others if name not in self.reported]
         for name in new[:REPORTS_PER_SCAN]:
             self.consider(PurePosixPath(name), None)  # says why, once (a fresh lstat)
@@ -205,7 +207,7 @@ class InboxView:
                         reason="not packages; each is named once, at most 100 a scan")  # fmt: skip
         if not found.whole:
             return
-        seen = set(found.packages)
+        seen = {name for name, _ in found.packages}
         for relative, known in list(self.tracker.candidates.items()):
             if str(relative) not in seen and not known.dispatched:
                 self.consider(relative, None)  # gone since, or new since the walk began

@@ -176,15 +176,16 @@ class Worker:
         that ``push --wait`` learns the verdict."""
         relative, attempt_id = claimed.relative, claimed.attempt_id
         path = self.paths.processing / relative
+        opened = contextlib.nullcontext(claimed.held) if claimed.held else open_package(path)
         try:
-            with (
-                contextlib.nullcontext(claimed.held)
-                if claimed.held
-                else open_package(path) as stream
-            ):
-                stream.seek(0)
-                digest = hashlib.file_digest(stream, "sha256").hexdigest()
-                self.ledger.record_package(attempt_id, digest, os.fstat(stream.fileno()).st_size)
+            with opened as stream:
+                size = os.fstat(stream.fileno()).st_size
+                if size <= self.config.limits.max_package_bytes:  # else only its size
+                    stream.seek(0)
+                    digest = hashlib.sha256()
+                    while chunk := stream.read(min(1 << 20, size - stream.tell())):
+                        digest.update(chunk)  # what it held when it was looked at, no more
+                    self.ledger.record_package(attempt_id, digest.hexdigest(), size)
         except OSError as error:
             reason = describe_os_error(error)
             self.ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"not read: {reason}"])

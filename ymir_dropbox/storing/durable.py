@@ -63,10 +63,11 @@ def file_mode() -> int:
     return 0o644
 
 
-def finish_file(stream: BinaryIO, temporary: Path, target: Path) -> None:
-    """Flush, fsync and rename a temporary file to ``target`` (replacing it); fsync the folder."""
+def finish_file(stream: BinaryIO, temporary: Path, target: Path, mode: int | None = None) -> None:
+    """Flush, fsync and rename a temporary file to ``target`` (replacing it); fsync the folder.
+    Its mode: ``mode``, else what the umask gives (:func:`file_mode`)."""
     stream.flush()
-    os.fchmod(stream.fileno(), file_mode())
+    os.fchmod(stream.fileno(), file_mode() if mode is None else mode)
     os.fsync(stream.fileno())
     os.replace(temporary, target)
     fsync_folder(target.parent)

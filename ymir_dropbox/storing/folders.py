@@ -64,57 +64,52 @@ WHOLE = PurePosixPath(".")
 
 def scan_inbox(
     inbox: Path, watch: WatchConfig, under: PurePosixPath = WHOLE
-) -> Iterator[tuple[str, Kind, int]]:
+) -> Iterator[tuple[str, Kind, os.stat_result | None]]:
     """Every entry under ``inbox/under`` whose name ``watch.ignore`` does not hide, as its
-    path relative to the inbox, its kind and its inode; an ignored folder is never entered,
-    nor, unless ``watch.recursive`` (or ``under`` is given), any other. No entry is
-    ``stat``-ed: the kinds come from the folder listing itself (an uploader decides how many
-    entries there are)."""
+    path relative to the inbox and its kind; an ignored folder is never entered, nor,
+    unless ``watch.recursive`` (or ``under`` is given), any other.
+
+    Each folder is opened from the inbox one name at a time, never through a symlink (the
+    configured inbox itself may be one), and listed by its descriptor; it is given as a
+    ``FOLDER`` with the ``fstat`` of its descriptor (a mount point's root, not the covered
+    folder), and only if it could be opened. A package is given with its ``lstat`` (taken
+    in its folder's descriptor); nothing else is ``stat``-ed: the kinds come from the
+    listing itself (an uploader decides how many entries there are)."""
     ignored, package = matcher(watch.ignore), matcher(watch.patterns)
     deeper = watch.recursive or under != WHOLE
-    pending = [(inbox / under, "" if under == WHOLE else f"{under}/")]
+    pending = [under]
     while pending:
-        folder, prefix = pending.pop()
+        folder = pending.pop()
+        prefix = "" if folder == WHOLE else f"{folder}/"
+        found: list[tuple[str, Kind, os.stat_result | None]] = []
         try:
-            with os.scandir(folder) as entries:
-                listed = list(entries)
+            with open_folder(inbox, folder) as fd, os.scandir(fd) as entries:
+                found.append((str(folder), Kind.FOLDER, os.fstat(fd)))
+                for entry in entries:  # looked at while the folder is open: by its descriptor
+                    name = entry.name
+                    if ignored(name):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if deeper:
+                                pending.append(folder / name)
+                        elif not entry.is_file(follow_symlinks=False):
+                            found.append((prefix + name, Kind.SPECIAL, None))
+                        elif not package(name):
+                            found.append((prefix + name, Kind.MISNAMED, None))
+                        else:
+                            info = entry.stat(follow_symlinks=False)
+                            found.append((prefix + name, Kind.PACKAGE, info))
+                    except OSError:
+                        continue  # gone meanwhile
         except OSError:
-            continue
-        for entry in listed:
-            name = entry.name
-            if ignored(name):
-                continue
-            relative = prefix + name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    yield relative, Kind.FOLDER, entry.inode()
-                    if deeper:
-                        pending.append((Path(entry.path), relative + "/"))
-                    continue
-                regular = entry.is_file(follow_symlinks=False)
-            except OSError:
-                continue
-            if not regular:
-                yield relative, Kind.SPECIAL, entry.inode()
-            else:
-                yield relative, Kind.PACKAGE if package(name) else Kind.MISNAMED, entry.inode()
+            pass  # gone, unreadable, or a symlink by now: what was listed stands
+        yield from found
 
 
-def walk_files(
-    inbox: Path, recursive: bool, skip: tuple[str, ...] = ()
-) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
+def walk_files(inbox: Path, recursive: bool) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
     """Every entry that is not a folder under ``inbox`` (or any configured folder), relative
-    to it, with its lstat; symlinks are never followed, entries that vanish are skipped, and
-    folders whose name matches a pattern of ``skip`` (``watch.ignore``) are never entered."""
-    for relative, info in walk(inbox, recursive, skip):
-        if not stat.S_ISDIR(info.st_mode):
-            yield relative, info
-
-
-def walk(
-    inbox: Path, recursive: bool, skip: tuple[str, ...] = ()
-) -> Iterator[tuple[PurePosixPath, os.stat_result]]:
-    """Like :func:`walk_files`, folders included (each before what it holds)."""
+    to it, with its lstat; symlinks are never followed, entries that vanish are skipped."""
     pending = [inbox]
     while pending:
         folder = pending.pop()
@@ -130,10 +125,9 @@ def walk(
                 continue
             relative = PurePosixPath(os.path.relpath(entry.path, inbox))
             if stat.S_ISDIR(info.st_mode):
-                if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in skip):
-                    continue
                 if recursive:
                     pending.append(Path(entry.path))
+                continue
             yield relative, info
 
 

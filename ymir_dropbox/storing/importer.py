@@ -24,7 +24,12 @@ from ymir_dropbox.core.errors import DropboxError
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.core.progress import Progress
 from ymir_dropbox.core.settings import Config
-from ymir_dropbox.reading.archive import PackageUnreadable, file_sha256, open_package
+from ymir_dropbox.reading.archive import (
+    FileIdentity,
+    PackageUnreadable,
+    file_sha256,
+    open_package,
+)
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.reading.validation import ValidationReport, validate_file
 from ymir_dropbox.storing.attempts import Attempt, Facts, Findings
@@ -39,7 +44,7 @@ from ymir_dropbox.storing.backends import (
 from ymir_dropbox.storing.ledger import DuplicateImport, Ledger
 from ymir_dropbox.storing.lifecycle import IN_FLIGHT, Place, Status
 from ymir_dropbox.storing.lock import import_lock
-from ymir_dropbox.storing.store import StreamedStore
+from ymir_dropbox.storing.store import PackageChanged, StreamedStore
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +85,8 @@ class ImportContext:
     complete: Callable[[], bool]
     started: float = field(default_factory=time.monotonic)
     source: io.BufferedReader | None = None
+    # The file as it was opened, before any read: whatever a later check compares with.
+    identity: FileIdentity | None = None
     size: int = 0
     sha256: str | None = None
     report: ValidationReport | None = None
@@ -142,15 +149,14 @@ Step = Callable[[ImportContext], Outcome | None]
 def open_file(context: ImportContext) -> Outcome | None:
     """Open the package once, without following a link (unless the claim holds it open
     already); every later step reads this file."""
-    if context.source is not None:
-        context.size = os.fstat(context.opened.fileno()).st_size
-        return None
-    try:
-        context.source = context.stack.enter_context(open_package(context.path))
-    except PackageUnreadable as error:
-        problem = Problem("package.not_regular", "", str(error))
-        return context.finish(Status.FAILED, errors=[problem])
-    context.size = os.fstat(context.opened.fileno()).st_size
+    if context.source is None:
+        try:
+            context.source = context.stack.enter_context(open_package(context.path))
+        except PackageUnreadable as error:
+            problem = Problem("package.not_regular", "", str(error))
+            return context.finish(Status.FAILED, errors=[problem])
+    context.identity = FileIdentity.of(context.opened.fileno())
+    context.size = context.identity.size
     return None
 
 
@@ -161,11 +167,20 @@ def recognize_redelivery(context: ImportContext) -> Outcome | None:
         return None
     context.progress.step(context.attempt_id, "hash", context.position)
     context.sha256 = file_sha256(context.opened)
+    _unchanged_since_opened(context)
     first = context.ledger.imported_by_sha256(context.sha256)
     if first is None:
         return None
     context.ledger.record_package(context.attempt_id, context.sha256, context.size)
     return _duplicate(context, first, _findings_of(first))
+
+
+def _unchanged_since_opened(context: ImportContext) -> None:
+    """The hash just taken is the file's: no write since it was opened (its ctime too)."""
+    if context.identity is not None and not context.identity.unchanged(
+        context.opened.fileno(), by_ctime=True
+    ):
+        raise PackageChanged("the package was written to while it was hashed")
 
 
 def validate(context: ImportContext) -> Outcome | None:
@@ -182,6 +197,9 @@ def validate(context: ImportContext) -> Outcome | None:
     )
     if {problem.code for problem in report.errors} == {TRUNCATED} and not context.complete():
         raise Incomplete(f"{context.path.name}: {report.errors[0].message}")
+    # Later checks compare with the file as it was opened: a sha256 taken before this pass
+    # (a re-delivery's) is the file's only if nothing was written since then.
+    report = replace(report, identity=context.identity)
     context.report, context.sha256 = report, report.sha256
     context.ledger.record_package(context.attempt_id, report.sha256, report.package_bytes)
     context.faults.reach("validated", context.path.name)

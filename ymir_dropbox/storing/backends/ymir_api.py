@@ -479,7 +479,7 @@ class YmirApiBackend:
         target = self.staged_path(package)
         with temporary_file(self.settings.staging) as (stream, temporary):
             write_tar(package.report, package.source, stream, self.level, self.work)
-            finish_file(stream, temporary, target)
+            finish_file(stream, temporary, target, mode=STAGED_MODE)
         return target
 
     def _wait(self, package: PreparedPackage, project_id: int, model_id: int) -> ImportResult:
@@ -701,6 +701,9 @@ COMMANDS = (
     ),
 )
 FACT_NAMES: tuple[str, ...] = tuple(f"ymir_{field.name}" for field in fields(YmirFacts))
+# A staged package is read by YMIR's backend, which may run as a user of its own: readable by
+# everyone, whatever the daemon's umask (the staging folder is YMIR's sharing folder).
+STAGED_MODE = 0o644
 
 
 @dataclass(frozen=True, slots=True)
