@@ -2,15 +2,27 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ymir_dropbox.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def logging_kept_as_it_was() -> Iterator[None]:
+    """A test that runs the CLI's ``main`` in this process (``pack`` in training_runs)
+    configures structlog to print into its own captured stream; the next test in this worker
+    would log into that dead stream. Each test leaves the configuration as it found it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
-import pytest
 import structlog
 
 from ymir_dropbox.core.logs import configure_logging
-
-
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def fail_holding_a_secret() -> None:
