@@ -3,7 +3,6 @@ that vanish. The daemon must never follow, open, hang on or lose anything, and k
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import (
+    Drop,
     Dropbox,
     Dropboxes,
     dropboxes,
@@ -28,8 +28,14 @@ def make(tmp_path: Path) -> Iterator[Dropboxes]:
         yield made
 
 
-def sha256_of_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def replace_in_processing(dropbox: Dropbox, name: str) -> Drop:
+    """Put another package at ``processing/name``, in one rename (by someone who can write
+    there: the daemon's user, root)."""
+    replacement = valid_package("replacement")
+    staged = dropbox.folder("processing") / ".replacement"
+    staged.write_bytes(replacement)
+    os.replace(staged, dropbox.folder("processing") / name)
+    return dropbox.record(name, replacement)
 
 
 def left_alone(dropbox: Dropbox, relative: str) -> None:
@@ -238,11 +244,7 @@ def test_a_file_replaced_while_it_is_read_is_not_filed_under_the_old_bytes(
     dropbox.start(env=dropbox.pause_at("validated", "large.tar.gz"))
     dropbox.forget(dropbox.drop_valid("large.tar.gz"))
     dropbox.wait_event("paused_at")
-    replacement = valid_package("replacement")
-    staged = dropbox.folder("processing") / ".replacement"
-    staged.write_bytes(replacement)
-    os.replace(staged, dropbox.folder("processing") / "large.tar.gz")
-    dropbox.record("large.tar.gz", replacement)
+    replace_in_processing(dropbox, "large.tar.gz")
     dropbox.release()
     dropbox.wait_settled(timeout=60)
     dropbox.assert_invariants()
@@ -255,25 +257,19 @@ def test_the_bytes_claimed_are_the_bytes_imported_whatever_takes_their_name_afte
     right after the claim is not what the claim's attempt imports; it gets its own."""
     dropbox = make()
     dropbox.start(env=dropbox.pause_at("claimed", "model.tar.gz"))
-    claimed = valid_package("claimed")
-    dropbox.forget(dropbox.drop("model.tar.gz", claimed))
+    claimed = dropbox.drop_valid("model.tar.gz", "claimed")
+    dropbox.forget(claimed)
     dropbox.wait_event("paused_at")
-    replacement = valid_package("replacement")
-    staged = dropbox.folder("processing") / ".replacement"
-    staged.write_bytes(replacement)
-    os.replace(staged, dropbox.folder("processing") / "model.tar.gz")
-    dropbox.record("model.tar.gz", replacement)
+    replacement = replace_in_processing(dropbox, "model.tar.gz")
     dropbox.release()
     dropbox.wait_settled(timeout=60)
 
     rows = [row for row in dropbox.ledger_rows() if row["package"] == "model.tar.gz"]
     first, *later = sorted(rows, key=lambda row: row["id"])
-    assert (first["status"], first["sha256"]) == ("imported", sha256_of_bytes(claimed))
-    assert [row["sha256"] for row in later if row["status"] == "imported"] == [
-        sha256_of_bytes(replacement)
-    ]
+    assert (first["status"], first["sha256"]) == ("imported", claimed.sha256)
+    assert [row["sha256"] for row in later if row["status"] == "imported"] == [replacement.sha256]
     assert dropbox.names("done") == {"model.tar.gz"}
-    assert (dropbox.folder("done") / "model.tar.gz").read_bytes() == replacement
+    assert dropbox.files("done") == {"model.tar.gz": replacement.sha256}
 
 
 @pytest.mark.parametrize("who_recreates", ["writer", "daemon"])

@@ -164,6 +164,16 @@ def push_in_background(
         process.communicate()
 
 
+def delivered(dropbox: Dropbox, pushing: subprocess.Popen[str], name: str) -> None:
+    """Wait until the push running in the background has put ``name`` into the inbox (or
+    has ended)."""
+    wait_until(
+        lambda: (dropbox.inbox / name).exists() or pushing.poll() is not None,
+        30,
+        "the push delivers into the inbox",
+    )
+
+
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     try:
         out, err = process.communicate(timeout=PUSH_TIMEOUT)
@@ -646,11 +656,7 @@ class TestDaemonDownWhileAPushWaits:
 
         with push_in_background(dropbox, package, dropbox.inbox, *wait) as pushing:
             dropbox.record("model.tar.gz", package)
-            wait_until(
-                lambda: (dropbox.inbox / "model.tar.gz").exists() or pushing.poll() is not None,
-                30,
-                "the push delivers into the inbox",
-            )
+            delivered(dropbox, pushing, "model.tar.gz")
             assert pushing.poll() is None, "the push ended before the daemon ever answered"
             start(dropbox)
             code, out, err = finish(pushing)
@@ -677,11 +683,7 @@ class TestDaemonDownWhileAPushWaits:
 
         with push_in_background(dropbox, package, dropbox.inbox, *wait) as pushing:
             dropbox.record("model.tar.gz", package)
-            wait_until(
-                lambda: (dropbox.inbox / "model.tar.gz").exists() or pushing.poll() is not None,
-                30,
-                "the push delivers into the inbox",
-            )
+            delivered(dropbox, pushing, "model.tar.gz")
             start(dropbox)
             code, out, err = finish(pushing)
 
@@ -803,11 +805,7 @@ class TestNoAnswer:
 
         environment = {"TMPDIR": str(scratch)}
         with push_in_background(dropbox, folder, dropbox.inbox, *wait, env=environment) as pushing:
-            wait_until(
-                lambda: (dropbox.inbox / "model.tar.gz").exists() or pushing.poll() is not None,
-                30,
-                "the push delivers into the inbox",
-            )
+            delivered(dropbox, pushing, "model.tar.gz")
             pushing.send_signal(signal.SIGTERM)
             finish(pushing)
 

@@ -21,6 +21,7 @@ from ymir_dropbox.reading.archive import (
     INFO_NAME,
     PackageUnreadable,
     clean_member_name,
+    file_sha256,
     open_package,
     package_sha256,
     scan_file,
@@ -183,6 +184,19 @@ def test_package_sha256_is_the_file_sha256(tmp_path: Path) -> None:
     package.write_bytes(os.urandom(5 * 1024 * 1024 + 7))  # more than one read
 
     assert package_sha256(package) == hashlib.sha256(package.read_bytes()).hexdigest()
+
+
+def test_a_sha256_of_the_first_bytes_ignores_what_a_writer_appends(tmp_path: Path) -> None:
+    package = tmp_path / "p.tar.gz"
+    first = os.urandom(3 * 1024 * 1024 + 5)  # more than one read, not a whole one
+    package.write_bytes(first)
+
+    with open_package(package) as opened:
+        with package.open("ab") as writer:
+            writer.write(b"appended after it was looked at")
+        digest = file_sha256(opened, len(first))
+
+    assert digest == hashlib.sha256(first).hexdigest()
 
 
 def test_package_sha256_refuses_a_symlink(tmp_path: Path) -> None:

@@ -242,17 +242,34 @@ def ymir_warnings(row: dict[str, Any]) -> list[dict[str, str]]:
     return [problem for problem in row.get("warnings") or [] if problem["code"].startswith("ymir.")]
 
 
+def held_ymir(
+    boxes: Dropboxes,
+    make_ymir: Callable[..., YmirStandin],
+    staging: Path,
+    mir_bin: Path,
+    *,
+    posts: bool = False,
+    imports: bool = False,
+) -> tuple[HeldStandin, Dropbox, Drop]:
+    """A stand-in that holds its POSTs and (or) its imports, a daemon on it, and a package
+    dropped."""
+    ymir = make_ymir(HeldStandin, mir=mir_bin)
+    assert isinstance(ymir, HeldStandin)
+    if posts:
+        ymir.posts.clear()
+    if imports:
+        ymir.imports.clear()
+    box = make_box(boxes, ymir.url, staging)
+    start(box)
+    return ymir, box, box.drop_valid("model.tar.gz")
+
+
 def killed_while_ymir_imports(
     boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
 ) -> tuple[HeldStandin, Dropbox, Drop, dict[str, Any]]:
     """A package whose import YMIR holds (it takes its time), and the daemon killed once
     YMIR's model id is recorded: YMIR, the layout, the package and the killed attempt."""
-    ymir = make_ymir(HeldStandin, mir=mir_bin)
-    assert isinstance(ymir, HeldStandin)
-    ymir.imports.clear()
-    box = make_box(boxes, ymir.url, staging)
-    start(box)
-    drop = box.drop_valid("model.tar.gz")
+    ymir, box, drop = held_ymir(boxes, make_ymir, staging, mir_bin, imports=True)
     killed = wait_until(
         lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR's model id is recorded"
     )
@@ -714,13 +731,7 @@ class TestDaemonKilled:
         mir_bin: Path,
         ymir_got_it: bool,
     ) -> None:
-        ymir = make_ymir(HeldStandin, mir=mir_bin)
-        assert isinstance(ymir, HeldStandin)
-        ymir.posts.clear()
-        box = make_box(boxes, ymir.url, staging)
-        start(box)
-
-        drop = box.drop_valid("model.tar.gz")
+        ymir, box, drop = held_ymir(boxes, make_ymir, staging, mir_bin, posts=True)
         wait_until(ymir.post_arrived.is_set, TIMEOUT, "the daemon posts the import")
         killed = in_flight_with(box, "ymir_group_name")
         assert killed is not None and killed["ymir_model_id"] is None
@@ -752,13 +763,7 @@ class TestDaemonKilled:
         """The answer to the POST is lost (the daemon dies while YMIR holds it); each of the
         next three starts finds YMIR's model by its group and dies again while YMIR imports.
         Four deaths, none of them the package's: it ends imported, as the one model."""
-        ymir = make_ymir(HeldStandin, mir=mir_bin)
-        assert isinstance(ymir, HeldStandin)
-        ymir.posts.clear()
-        ymir.imports.clear()
-        box = make_box(boxes, ymir.url, staging)
-        start(box)
-        drop = box.drop_valid("model.tar.gz")
+        ymir, box, drop = held_ymir(boxes, make_ymir, staging, mir_bin, posts=True, imports=True)
         wait_until(ymir.post_arrived.is_set, TIMEOUT, "the daemon posts the import")
         box.kill()  # the POST's answer goes nowhere
         ymir.posts.set()
@@ -782,9 +787,9 @@ class TestDaemonKilled:
         row = final_row(box, drop)
         assert row["status"] == "imported", row["errors"]
         assert row["ymir_model_id"] == model["id"]
-        assert all(not codes(earlier) for earlier in box.rows_for(drop)), [
-            (earlier["status"], earlier["errors"], earlier["notes"])
-            for earlier in box.rows_for(drop)
+        rows = box.rows_for(drop)
+        assert all(not codes(earlier) for earlier in rows), [
+            (earlier["status"], earlier["errors"], earlier["notes"]) for earlier in rows
         ]
         assert len(ymir_rows(ymir.workplace, "models")) == 1
         assert len(ymir_rows(ymir.workplace, "tasks")) == 1
@@ -876,13 +881,7 @@ class TestRefused:
         self, boxes: Dropboxes, make_ymir: Callable[..., YmirStandin], staging: Path, mir_bin: Path
     ) -> None:
         """The staged file damaged before YMIR reads it: mir finds no package in it (160015)."""
-        ymir = make_ymir(HeldStandin, mir=mir_bin)
-        assert isinstance(ymir, HeldStandin)
-        ymir.imports.clear()
-        box = make_box(boxes, ymir.url, staging)
-        start(box)
-
-        drop = box.drop_valid("model.tar.gz")
+        ymir, box, drop = held_ymir(boxes, make_ymir, staging, mir_bin, imports=True)
         wait_until(lambda: in_flight_with(box, "ymir_model_id"), TIMEOUT, "YMIR has the import")
         (name,) = staged(staging)
         (staging / name).write_bytes(bytes(range(256)) * 8)

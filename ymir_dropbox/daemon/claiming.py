@@ -19,7 +19,6 @@ import errno
 import io
 import os
 import pwd
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -33,7 +32,6 @@ from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.reading.archive import (
     PackageUnreadable,
     gzip_complete,
-    open_package,
     opened_package,
 )
 from ymir_dropbox.storing.folders import NotTheFile, move, open_folder, prune_empty_folders
@@ -55,32 +53,47 @@ class Claimed:
     held: io.BufferedReader | None = None
 
 
-def _still_ready(ready: Ready, config: Config) -> os.stat_result | JobResult:
-    """The file as it is now, if it is still the one readiness judged (and, signalled by a
-    close or a rename, its gzip stream ends); else why it stays in the inbox."""
+def _still_ready(
+    ready: Ready, config: Config
+) -> tuple[os.stat_result, io.BufferedReader] | JobResult:
+    """The file, opened through the inbox's folders without following a symlink, and its
+    ``fstat``, if it is still the one readiness judged (and, signalled by a close or a
+    rename, its gzip stream ends); else why it stays in the inbox. The caller closes it."""
     relative = ready.relative
-    path = config.paths.inbox / relative
     try:
-        info = os.lstat(path)
+        with open_folder(config.paths.inbox, relative.parent) as folder:
+            opened = opened_package(Path(relative.name), dir_fd=folder)
     except FileNotFoundError:
         return JobResult(JobEnd.GONE, relative)
-    if not stat.S_ISREG(info.st_mode):
+    except PackageUnreadable:  # a symlink, a fifo
         return JobResult(JobEnd.IGNORED, relative)
-    if Observation.of(info) != ready.observation:
-        return JobResult(JobEnd.CHANGED, relative)
-    try:
-        with open_package(path) as opened:
-            if (
-                not ready.quiet
-                and info.st_size <= CHECK_BEFORE_CLAIM_BYTES
-                and not gzip_complete(opened, config.limits.max_ratio)
-            ):
-                return JobResult(JobEnd.NOT_READY, relative)
-    except FileNotFoundError:
-        return JobResult(JobEnd.GONE, relative)
     except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            log.warning(
+                "file_left_alone", path=str(relative), reason="a folder on its path is a symlink"
+            )
+            return JobResult(JobEnd.IGNORED, relative, reason=str(error))
         return JobResult(JobEnd.TRANSIENT, relative, reason=f"{error.strerror or error}")
-    return info
+    try:
+        info = os.fstat(opened.fileno())
+        if Observation.of(info) != ready.observation:
+            end = JobResult(JobEnd.CHANGED, relative)
+        elif (
+            not ready.quiet
+            and info.st_size <= CHECK_BEFORE_CLAIM_BYTES
+            and not gzip_complete(opened, config.limits.max_ratio)
+        ):
+            end = JobResult(JobEnd.NOT_READY, relative)
+        else:
+            opened.seek(0)
+            return info, opened
+    except OSError as error:
+        end = JobResult(JobEnd.TRANSIENT, relative, reason=f"{error.strerror or error}")
+    except BaseException:
+        opened.close()
+        raise
+    opened.close()
+    return end
 
 
 def owner_name(uid: int) -> str:
@@ -95,15 +108,33 @@ def claim(
     ready: Ready, config: Config, ledger: Ledger, faults: FaultPlan = NO_FAULTS
 ) -> Claimed | JobResult:
     """Claim the file readiness found complete, or say why it stays in the inbox."""
-    relative = ready.relative
     checked = _still_ready(ready, config)
     if isinstance(checked, JobResult):
         return checked
-    info = checked
+    info, held = checked  # the file judged, open: the import reads it (and closes it)
+    try:
+        return _claim(ready, config, ledger, faults, info, held)
+    except BaseException:
+        held.close()
+        raise
+
+
+def _claim(
+    ready: Ready,
+    config: Config,
+    ledger: Ledger,
+    faults: FaultPlan,
+    info: os.stat_result,
+    held: io.BufferedReader,
+) -> Claimed | JobResult:
+    """Rename the judged file into processing/, its attempt recorded first; anything but a
+    claim closes ``held``."""
+    relative = ready.relative
     target = config.paths.processing / relative
     if target.is_dir() and not target.is_symlink():
         prune_empty_folders(config.paths.processing, relative / "-")  # an empty one left over
     if target.exists() or target.is_symlink():
+        held.close()
         return JobResult(
             JobEnd.TRANSIENT, relative, reason="a package of that name is being imported"
         )
@@ -116,9 +147,7 @@ def claim(
         uploader=owner_name(info.st_uid),
     )
     faults.reach("claim", relative.name)
-    held: io.BufferedReader | None = None
     try:
-        held = _hold(config, relative, info)
         move(
             config.paths.inbox,
             relative,
@@ -127,12 +156,12 @@ def claim(
             expected=(info.st_dev, info.st_ino),
         )
     except NotTheFile as error:
-        _release(held)
+        held.close()
         ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim refused: {error}"])
         log.warning("file_swapped_at_claim", path=str(relative), reason=error.strerror)
         return JobResult(JobEnd.CHANGED, relative, reason=str(error))
     except OSError as error:
-        _release(held)
+        held.close()
         ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             log.warning(
@@ -141,12 +170,8 @@ def claim(
             return JobResult(JobEnd.IGNORED, relative, reason=str(error))
         end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
         return JobResult(end, relative, reason=str(error))
-    try:
-        ledger.move(attempt_id, Place.PROCESSING)
-        faults.reach("claimed", relative.name)
-    except BaseException:
-        _release(held)
-        raise
+    ledger.move(attempt_id, Place.PROCESSING)
+    faults.reach("claimed", relative.name)
     log.info(
         "package_claimed",
         attempt=attempt_id,
@@ -156,23 +181,3 @@ def claim(
         step="claim",
     )
     return Claimed(attempt_id, relative, ready.observation, held)
-
-
-def _hold(config: Config, relative: PurePosixPath, info: os.stat_result) -> io.BufferedReader:
-    """The judged file, opened through the inbox's folders without following a symlink;
-    NotTheFile if its name holds another by now."""
-    with open_folder(config.paths.inbox, relative.parent) as folder:
-        try:
-            held = opened_package(Path(relative.name), dir_fd=folder)  # the import closes it
-        except PackageUnreadable:  # a symlink or a fifo by now
-            raise NotTheFile(errno.ESTALE, "not the file that was judged", str(relative)) from None
-    found = os.fstat(held.fileno())
-    if (found.st_dev, found.st_ino) != (info.st_dev, info.st_ino):
-        held.close()
-        raise NotTheFile(errno.ESTALE, "not the file that was judged", str(relative))
-    return held
-
-
-def _release(held: io.BufferedReader | None) -> None:
-    if held is not None:
-        held.close()

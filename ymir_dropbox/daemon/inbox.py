@@ -25,7 +25,7 @@ from ymir_dropbox.config import WatchConfig
 from ymir_dropbox.core.faults import NO_FAULTS, FaultPlan
 from ymir_dropbox.daemon.readiness import Observation, ReadinessTracker, Ready
 from ymir_dropbox.daemon.watching import FileEvent, Hint, InboxWatcher
-from ymir_dropbox.storing.folders import Kind, is_ignored, is_package_name, scan_inbox
+from ymir_dropbox.storing.folders import WHOLE, Kind, is_ignored, is_package_name, scan_inbox
 
 log = structlog.get_logger(__name__)
 EVENTS_PER_TICK = 10_000
@@ -45,7 +45,7 @@ class Scan:
 
     @property
     def whole(self) -> bool:
-        return self.root == PurePosixPath(".")
+        return self.root == WHOLE
 
 
 class Scanner:
@@ -185,7 +185,7 @@ class InboxView:
 
     def rescan(self) -> None:
         """Ask for a walk of the whole inbox; the loop takes its result when it is done."""
-        self.scanner.ask(PurePosixPath("."))
+        self.scanner.ask(WHOLE)
 
     def _take_scans(self) -> None:
         while True:
@@ -223,7 +223,7 @@ class InboxView:
     def consider(
         self, relative: PurePosixPath, info: os.stat_result | None, hint: Hint = None
     ) -> None:
-        if relative == PurePosixPath(".") or is_ignored(relative, self.watch):
+        if relative == WHOLE or is_ignored(relative, self.watch):
             return
         if info is None:
             try:

@@ -106,7 +106,6 @@ def inotify_watched_inodes(proc: Path = Path("/proc/self")) -> set[int] | None:
 class _Enqueue(FileSystemEventHandler):
     def __init__(self, events: queue.Queue[FileEvent]) -> None:
         self.events = events
-        self.hints = HINTS
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
@@ -119,7 +118,7 @@ class _Enqueue(FileSystemEventHandler):
             path, hint = os.fsdecode(event.dest_path), "done"
         else:
             path = os.fsdecode(event.src_path)
-            hint = self.hints.get(kind)
+            hint = HINTS.get(kind)
         self.events.put(FileEvent(path, hint=hint, folder=event.is_directory))
 
 

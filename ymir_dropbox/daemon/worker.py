@@ -7,7 +7,6 @@ never decides about retries itself, and never leaves a package between folders.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 import time
@@ -25,7 +24,7 @@ from ymir_dropbox.daemon.machine import JobEnd, JobResult
 from ymir_dropbox.daemon.policy import MAX_CRASHES, crash_limit_reached, incomplete_is_verdict
 from ymir_dropbox.daemon.readiness import Observation, Ready
 from ymir_dropbox.operations.metrics import Metrics
-from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.reading.archive import file_sha256, open_package
 from ymir_dropbox.reading.problems import Problem
 from ymir_dropbox.storing.backends import PassingFailure
 from ymir_dropbox.storing.folders import move
@@ -93,7 +92,7 @@ class Worker:
         path = self.paths.processing / relative
         try:
             with open_package(path) as stream:
-                sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+                sha256 = file_sha256(stream)
         except FileNotFoundError:
             return JobResult(JobEnd.GONE, relative)
         attempt_id = self.ledger.begin(
@@ -180,12 +179,9 @@ class Worker:
         try:
             with opened as stream:
                 size = os.fstat(stream.fileno()).st_size
-                if size <= self.config.limits.max_package_bytes:  # else only its size
-                    stream.seek(0)
-                    digest = hashlib.sha256()
-                    while chunk := stream.read(min(1 << 20, size - stream.tell())):
-                        digest.update(chunk)  # what it held when it was looked at, no more
-                    self.ledger.record_package(attempt_id, digest.hexdigest(), size)
+                if size <= self.config.limits.max_package_bytes:  # else not read at all
+                    digest = file_sha256(stream, size)
+                    self.ledger.record_package(attempt_id, digest, size)
         except OSError as error:
             reason = describe_os_error(error)
             self.ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"not read: {reason}"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from ymir_dropbox.config import Config
 from ymir_dropbox.core.errors import DropboxError
-from ymir_dropbox.reading.archive import open_package
+from ymir_dropbox.reading.archive import package_sha256
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.folders import free_path, move, remove_error_files
 from ymir_dropbox.storing.ledger import Ledger
@@ -92,7 +91,6 @@ def unchanged_since_failing(attempt: Attempt) -> bool:
     if path is None or not recorded:
         return False
     try:
-        with open_package(path) as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest() == str(recorded)
+        return package_sha256(path) == str(recorded)
     except OSError:
         return False

@@ -188,9 +188,10 @@ def package_sha256(path: Path) -> str:
         return file_sha256(opened)
 
 
-def file_sha256(opened: io.BufferedReader) -> str:
-    """The sha256 of an open package file, from its start, in large reads into one buffer;
-    the file's position moves along, for whoever shows progress.
+def file_sha256(opened: io.BufferedReader, size: int | None = None) -> str:
+    """The sha256 of an open package file, from its start (of its first ``size`` bytes, if
+    given: what it held when it was looked at, however a writer extends it), in large reads
+    into one buffer; the file's position moves along, for whoever shows progress.
 
     Enough to recognise a package already imported before validating it: then give it to
     :func:`scan_file` (or ``validate_file``) as ``sha256`` and it is not hashed again.
@@ -199,8 +200,11 @@ def file_sha256(opened: io.BufferedReader) -> str:
     buffer = bytearray(HASH_CHUNK)
     view = memoryview(buffer)
     opened.seek(0)
-    while count := opened.readinto(buffer):
+    left = size
+    while count := opened.readinto(buffer if left is None else view[: min(left, HASH_CHUNK)]):
         digest.update(view[:count])
+        if left is not None:
+            left -= count
     return digest.hexdigest()
 
 

@@ -98,9 +98,11 @@ def write_atomically_at(folder: int, name: str, data: bytes) -> None:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """``path`` holds ``data`` afterwards, or its old content after any crash."""
-    with temporary_file(path.parent) as (stream, temporary):
-        stream.write(data)
-        finish_file(stream, temporary, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_atomically_at(folder, path.name, data)
+    finally:
+        os.close(folder)
 
 
 def _writer_gone(path: Path, by_lock: bool = False) -> bool:

@@ -34,13 +34,12 @@ FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 def is_ignored(relative: PurePosixPath, watch: WatchConfig) -> bool:
     """Hidden and temporary files (and anything in a hidden folder) are never touched."""
-    return any(
-        fnmatch.fnmatchcase(part, pattern) for part in relative.parts for pattern in watch.ignore
-    )
+    ignored = matcher(watch.ignore)
+    return any(ignored(part) for part in relative.parts)
 
 
 def is_package_name(relative: PurePosixPath, watch: WatchConfig) -> bool:
-    return any(fnmatch.fnmatchcase(relative.name, pattern) for pattern in watch.patterns)
+    return matcher(watch.patterns)(relative.name)
 
 
 class Kind(Enum):

@@ -330,7 +330,7 @@ class Importer:
         """The transaction of one import, for the daemon's workers and :func:`import_file`.
 
         ``held``: the package file, already open (the claim's; its name may hold another
-        file by now); else ``path`` is opened.
+        file by now), left open for the caller to close; else ``path`` is opened.
 
         Whatever stops it is recorded before it propagates: ``OSError`` (the machine's fault:
         the file cannot be read, the store cannot be written) as ``import.io_error``, a
@@ -380,7 +380,7 @@ class Importer:
                 self.faults,
                 stack,
                 complete,
-                source=stack.enter_context(held) if held is not None else None,
+                source=held,  # the caller's to close; one opened here, the stack's
                 log=log.bind(attempt=attempt_id, package=path.name),
             )
             for step in STEPS:

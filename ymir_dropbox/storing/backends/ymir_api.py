@@ -587,10 +587,13 @@ def _refuse_unless_member(
     by its primary group or by the group's member list. Anyone may make a folder of that
     name in the inbox; only members import into its project."""
     owner = os.fstat(package.source.fileno()).st_uid
-    user = _user_name(owner)
-    if user is not None and _is_member(owner, user, group):
+    try:
+        user: pwd.struct_passwd | None = pwd.getpwuid(owner)
+    except KeyError:
+        user = None
+    if user is not None and _is_member(user, group):
         return
-    who = f"{user} (uid {owner})" if user is not None else f"uid {owner}, unknown here"
+    who = f"{user.pw_name} (uid {owner})" if user is not None else f"uid {owner}, unknown here"
     raise ImportFailed(
         [
             Problem(
@@ -603,19 +606,12 @@ def _refuse_unless_member(
     )
 
 
-def _user_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-def _is_member(uid: int, user: str, group: str) -> bool:
+def _is_member(user: pwd.struct_passwd, group: str) -> bool:
     try:
         entry = grp.getgrnam(group)
     except KeyError:
         return False  # `check` says the group does not exist
-    return pwd.getpwuid(uid).pw_gid == entry.gr_gid or user in entry.gr_mem
+    return user.pw_gid == entry.gr_gid or user.pw_name in entry.gr_mem
 
 
 def _writer_findings(settings: YmirApiSettings) -> Iterator[Finding]:
