@@ -155,21 +155,9 @@ def _claim(
             relative,
             expected=(info.st_dev, info.st_ino),
         )
-    except NotTheFile as error:
-        held.close()
-        ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim refused: {error}"])
-        log.warning("file_swapped_at_claim", path=str(relative), reason=error.strerror)
-        return JobResult(JobEnd.CHANGED, relative, reason=str(error))
     except OSError as error:
         held.close()
-        ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
-        if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            log.warning(
-                "file_left_alone", path=str(relative), reason="a folder on its path is a symlink"
-            )
-            return JobResult(JobEnd.IGNORED, relative, reason=str(error))
-        end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
-        return JobResult(end, relative, reason=str(error))
+        return _not_claimed(ledger, attempt_id, relative, error)
     ledger.move(attempt_id, Place.PROCESSING)
     faults.reach("claimed", relative.name)
     log.info(
@@ -181,3 +169,21 @@ def _claim(
         step="claim",
     )
     return Claimed(attempt_id, relative, ready.observation, held)
+
+
+def _not_claimed(
+    ledger: Ledger, attempt_id: int, relative: PurePosixPath, error: OSError
+) -> JobResult:
+    """The rename into processing/ refused: the attempt was interrupted, and why."""
+    if isinstance(error, NotTheFile):
+        ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim refused: {error}"])
+        log.warning("file_swapped_at_claim", path=str(relative), reason=error.strerror)
+        return JobResult(JobEnd.CHANGED, relative, reason=str(error))
+    ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
+    if error.errno in (errno.ELOOP, errno.ENOTDIR):
+        log.warning(
+            "file_left_alone", path=str(relative), reason="a folder on its path is a symlink"
+        )
+        return JobResult(JobEnd.IGNORED, relative, reason=str(error))
+    end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
+    return JobResult(end, relative, reason=str(error))

@@ -13,9 +13,7 @@ the group by its name in the project, instead of posting again.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import re
 import stat
 import threading
@@ -51,15 +49,8 @@ from ymir_dropbox.storing.backends.ymir_client import (
     YmirRefused,
     YmirUnavailable,
 )
-from ymir_dropbox.storing.backends.ymir_images import (
-    UNUSABLE,
-    executor_of,
-    image_findings,
-    judge,
-    missing,
-    refused_before_sending,
-    unchecked,
-)
+from ymir_dropbox.storing.backends.ymir_images import image_findings, judge_executor
+from ymir_dropbox.storing.backends.ymir_routes import Routes, writer_findings
 from ymir_dropbox.storing.checks import Finding, folder_finding
 from ymir_dropbox.storing.durable import finish_file, temporary_file
 from ymir_dropbox.storing.ledger import Ledger, LedgerQueries
@@ -161,23 +152,22 @@ def describe(package: PreparedPackage) -> str:
     return f"ymir-dropbox: {name}{tail}"
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    project_id: int
-    reason: str  # how the project was chosen, for the ledger's notes
-
-
 class YmirApiBackend:
     name = "ymir-api"
 
     def __init__(self, config: Config, client: YmirClient | None = None) -> None:
         self.settings = settings_of(config)
-        self.processing = config.paths.processing
         self.work = config.paths.work
         self.level = config.import_.compression_level
         self.clock: Callable[[], float] = time.monotonic
         self.sleep: Callable[[float], None] = time.sleep
         self._client = client
+        self.routes = Routes(
+            self.settings.projects,
+            self.settings.writers,
+            self.settings.project_id,
+            config.paths.processing,
+        )
 
     @property
     def client(self) -> YmirClient:
@@ -228,55 +218,9 @@ class YmirApiBackend:
         return facts.model_id is not None or facts.group_name is not None
 
     def clean_up(self, ledger: Ledger) -> None:
-        """A staged package YMIR is done with (a kill before the daemon removed it): its
-        package settled in our ledger, no attempt left to resume it. A staged file our ledger
-        does not know may be another machine's: it stays."""
-        for staged in sorted(self.settings.staging.glob("*.tar.gz")):
-            prefix = staged.name.removesuffix(".tar.gz")
-            if len(prefix) != STAGED_DIGITS or not staged.is_file() or staged.is_symlink():
-                continue
-            attempts = [found for found in ledger.find(prefix) if found.sha256]
-            if not attempts or any(found.status in IN_FLIGHT for found in attempts):
-                continue
-            sha256 = attempts[0].sha256
-            assert sha256 is not None
-            alive = _alive(ledger, ledger.resumable_by_sha256(sha256))
-            if max(attempts, key=lambda found: found.id).status is Status.FAILED:
-                # Failed for good: no attempt will resume it. Only a model YMIR may still be
-                # importing from the staged file keeps it until YMIR is done.
-                alive = [found for found in alive if YmirFacts.of(found).model_id is not None]
-            if alive or all(found.status not in SETTLED for found in attempts):
-                continue  # the next attempt on the package resumes from it
-            staged.unlink(missing_ok=True)
-            log.info("staged_package_removed", path=str(staged), reason="YMIR is done with it")
+        clean_staging(self.settings.staging, ledger)
 
     # -- the import -------------------------------------------------------------------------------
-
-    def route(self, package: PreparedPackage) -> Route:
-        """The project: by the top-level inbox sub-folder, else the default project."""
-        try:
-            relative = PurePosixPath(package.path.relative_to(self.processing))
-        except ValueError:
-            relative = PurePosixPath(package.path.name)
-        if len(relative.parts) > 1 and relative.parts[0] in self.settings.projects:
-            folder = relative.parts[0]
-            project_id = self.settings.projects[folder]
-            group = self.settings.writers.get(folder)
-            if group is not None:
-                _refuse_unless_member(package, relative, folder, group, project_id)
-            return Route(project_id, f"routed by the folder {folder!r}")
-        if self.settings.project_id:
-            return Route(self.settings.project_id, "the default project")
-        raise ImportFailed(
-            [
-                Problem(
-                    "import.ymir_unrouted",
-                    "import.ymir_api.projects",
-                    f"no YMIR project for {relative}: its top-level folder is not in "
-                    "import.ymir_api.projects and import.ymir_api.project_id is 0",
-                )
-            ]
-        )
 
     def import_package(self, package: PreparedPackage) -> ImportResult:
         try:
@@ -298,7 +242,7 @@ class YmirApiBackend:
             raise
 
     def _import(self, package: PreparedPackage) -> ImportResult:
-        route = self.route(package)
+        route = self.routes.route(package)
         project = self.client.project(route.project_id)
         normalized = package.report.normalized
         assert normalized is not None
@@ -317,7 +261,8 @@ class YmirApiBackend:
         package.record_facts({"ymir_project_id": project.id})
         model_id = self._resume(package, project.id)
         # Judged before the POST; an import already in YMIR's hands is never refused for it.
-        warnings = self._judge_executor(package, before_sending=model_id is None)
+        required = self.settings.require_registered_executor and model_id is None
+        warnings = judge_executor(self.client, package.report.normalized, required)
         try:
             if model_id is None:
                 model_id = self._post(package, project.id)
@@ -326,42 +271,6 @@ class YmirApiBackend:
             failure.warnings = (*failure.warnings, *warnings)
             raise
         return replace(result, warnings=(*result.warnings, *warnings))
-
-    def _judge_executor(
-        self, package: PreparedPackage, before_sending: bool
-    ) -> tuple[Problem, ...]:
-        """The package's executor image as YMIR has it: a warning for the ledger when YMIR
-        cannot run it. With ``require_registered_executor`` and nothing sent yet, such a
-        package fails instead, and a lookup YMIR could not answer is a passing fault."""
-        required = self.settings.require_registered_executor and before_sending
-        normalized = package.report.normalized
-        assert normalized is not None
-        executor = executor_of(normalized)
-        if executor is None:  # validation says so, in its own warnings
-            if required:
-                raise ImportFailed([refused_before_sending(missing())])
-            return ()
-        try:
-            image = self.client.image(executor)
-        except YmirError as error:
-            if required and error.passing:
-                raise  # retried later, as any call YMIR could not answer
-            log.warning("ymir_executor_unchecked", executor=executor, error=str(error))
-            if required:
-                raise ImportFailed([refused_before_sending(unchecked(executor, error))]) from None
-            return (unchecked(executor, error),)
-        problem = judge(executor, image)
-        log.info(
-            "ymir_executor_checked",
-            executor=executor,
-            image_id=image.id if image else None,
-            verdict=problem.code if problem else "ok",
-        )
-        if problem is None:
-            return ()
-        if required and problem.code in UNUSABLE:
-            raise ImportFailed([refused_before_sending(problem)])
-        return (problem,)
 
     def _resume(self, package: PreparedPackage, project_id: int) -> int | None:
         """A model an earlier attempt on the same package started in YMIR, if any."""
@@ -381,38 +290,16 @@ class YmirApiBackend:
                 )
                 return earlier.model_id
             if earlier.group_name:
-                found = self._find_in_group(package, project_id, earlier.group_name)
+                found = _find_in_group(self.client, package, project_id, earlier.group_name)
                 if found is None and not waited:
                     # Its POST may still be in YMIR's hands (sent just before the daemon died):
                     # give it the time a POST takes before posting again.
                     self.sleep(POST_SETTLE_SECONDS)
                     waited = True
-                    found = self._find_in_group(package, project_id, earlier.group_name)
+                    found = _find_in_group(self.client, package, project_id, earlier.group_name)
                 if found is not None:
                     return found
         return None
-
-    def _find_in_group(self, package: PreparedPackage, project_id: int, name: str) -> int | None:
-        """Our model in the group an earlier attempt posted (its answer lost), if any."""
-        group_id = self.client.find_group(project_id, name)
-        if group_id is None:
-            return None
-        models = [
-            model
-            for model in self.client.models_of_group(project_id, group_id)
-            if package.sha256[:12] in model.description  # ours, not a namesake
-            and not _judged(package.ledger, model.model_id)  # a failure told: post anew
-        ]
-        if not models:
-            return None
-        found = models[0]
-        package.record_facts(
-            YmirFacts(
-                model_id=found.model_id, task_id=found.task_id, group_name=found.group_name
-            ).as_facts()
-        )
-        log.info("ymir_group_found", group=name, model_id=found.model_id)
-        return found.model_id
 
     def _post(self, package: PreparedPackage, project_id: int) -> int:
         staged = self._stage(package)
@@ -504,6 +391,55 @@ class YmirApiBackend:
         self.staged_path(package).unlink(missing_ok=True)
 
 
+def _find_in_group(
+    client: YmirClient, package: PreparedPackage, project_id: int, name: str
+) -> int | None:
+    """Our model in the group an earlier attempt posted (its answer lost), if any."""
+    group_id = client.find_group(project_id, name)
+    if group_id is None:
+        return None
+    models = [
+        model
+        for model in client.models_of_group(project_id, group_id)
+        if package.sha256[:12] in model.description  # ours, not a namesake
+        and not _judged(package.ledger, model.model_id)  # a failure told: post anew
+    ]
+    if not models:
+        return None
+    found = models[0]
+    package.record_facts(
+        YmirFacts(
+            model_id=found.model_id, task_id=found.task_id, group_name=found.group_name
+        ).as_facts()
+    )
+    log.info("ymir_group_found", group=name, model_id=found.model_id)
+    return found.model_id
+
+
+def clean_staging(staging: Path, ledger: Ledger) -> None:
+    """A staged package YMIR is done with (a kill before the daemon removed it): its
+    package settled in our ledger, no attempt left to resume it. A staged file our ledger
+    does not know may be another machine's: it stays."""
+    for staged in sorted(staging.glob("*.tar.gz")):
+        prefix = staged.name.removesuffix(".tar.gz")
+        if len(prefix) != STAGED_DIGITS or not staged.is_file() or staged.is_symlink():
+            continue
+        attempts = [found for found in ledger.find(prefix) if found.sha256]
+        if not attempts or any(found.status in IN_FLIGHT for found in attempts):
+            continue
+        sha256 = attempts[0].sha256
+        assert sha256 is not None
+        alive = _alive(ledger, ledger.resumable_by_sha256(sha256))
+        if max(attempts, key=lambda found: found.id).status is Status.FAILED:
+            # Failed for good: no attempt will resume it. Only a model YMIR may still be
+            # importing from the staged file keeps it until YMIR is done.
+            alive = [found for found in alive if YmirFacts.of(found).model_id is not None]
+        if alive or all(found.status not in SETTLED for found in attempts):
+            continue  # the next attempt on the package resumes from it
+        staged.unlink(missing_ok=True)
+        log.info("staged_package_removed", path=str(staged), reason="YMIR is done with it")
+
+
 def ready_result(project_id: int, model: ModelState) -> ImportResult:
     """A model YMIR says is ready, as the import's result: its hash, mAP and facts."""
     stages = [
@@ -579,60 +515,12 @@ def _failure(model: ModelState) -> Problem:
     )
 
 
-def _refuse_unless_member(
-    package: PreparedPackage, relative: PurePosixPath, folder: str, group: str, project_id: int
-) -> None:
-    """A routed folder that names a group takes packages only from its members: the owner of
-    the validated file (set by the kernel when the uploader wrote it) must be in the group,
-    by its primary group or by the group's member list. Anyone may make a folder of that
-    name in the inbox; only members import into its project."""
-    owner = os.fstat(package.source.fileno()).st_uid
-    try:
-        user: pwd.struct_passwd | None = pwd.getpwuid(owner)
-    except KeyError:
-        user = None
-    if user is not None and _is_member(user, group):
-        return
-    who = f"{user.pw_name} (uid {owner})" if user is not None else f"uid {owner}, unknown here"
-    raise ImportFailed(
-        [
-            Problem(
-                "import.ymir_not_allowed",
-                f"import.ymir_api.projects.{folder}.group",
-                f"{relative}: its owner {who} is not in the group {group!r}, the only "
-                f"uploaders the folder {folder!r} takes into YMIR project {project_id}",
-            )
-        ]
-    )
-
-
-def _is_member(user: pwd.struct_passwd, group: str) -> bool:
-    try:
-        entry = grp.getgrnam(group)
-    except KeyError:
-        return False  # `check` says the group does not exist
-    return user.pw_gid == entry.gr_gid or user.pw_name in entry.gr_mem
-
-
-def _writer_findings(settings: YmirApiSettings) -> Iterator[Finding]:
-    for folder, group in sorted(settings.writers.items()):
-        what = f"import.ymir_api.projects.{folder}.group"
-        try:
-            entry = grp.getgrnam(group)
-        except KeyError:
-            yield Finding(what, False, f"no group {group!r} on this host: every package in "
-                          f"inbox/{folder}/ fails as import.ymir_not_allowed")  # fmt: skip
-            continue
-        yield Finding(what, True, f"inbox/{folder}/ takes packages from members of {group!r} "
-                      f"(gid {entry.gr_gid}) only")  # fmt: skip
-
-
 def check_setup(config: Config) -> Iterator[Finding]:
     """``check``: the staging folder, the login, every project packages may go to, and the
     docker images YMIR has (a package's executor must be one of them)."""
     settings = settings_of(config)
     yield folder_finding("import.ymir_api.staging", settings.staging)
-    yield from _writer_findings(settings)
+    yield from writer_findings(settings.writers)
     if settings.password_file is not None:
         yield _password_file_finding(settings.password_file)
     login = f"log in to YMIR at {settings.url} as {settings.user}"

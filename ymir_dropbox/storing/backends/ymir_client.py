@@ -361,17 +361,15 @@ class YmirClient:
         hashed = hashlib.sha1(self.password.encode()).hexdigest()  # noqa: S324 - YMIR's protocol
         form = urllib.parse.urlencode({"username": self.user, "password": hashed}).encode()
         answer = self._request("POST", LOGIN_PATH, None, form, "application/x-www-form-urlencoded")
-        self._token = self._parse(
-            f"POST {LOGIN_PATH}", lambda body: str(body["access_token"]), answer
-        )
+        self._token = _parse(f"POST {LOGIN_PATH}", lambda body: str(body["access_token"]), answer)
 
     def project(self, project_id: int) -> Project:
         path = f"/api/v1/projects/{project_id}"
-        return self._parse(f"GET {path}", _project, self._call("GET", path))
+        return _parse(f"GET {path}", _project, self._call("GET", path))
 
     def projects(self) -> list[Project]:
         path = "/api/v1/projects/"
-        return [self._parse(f"GET {path}", _project, item) for item in self._pages(path, {})]
+        return [_parse(f"GET {path}", _project, item) for item in self._pages(path, {})]
 
     def find_group(self, project_id: int, name: str) -> int | None:
         """The id of the project's model group that YMIR takes for ``name``, or None.
@@ -382,9 +380,7 @@ class YmirClient:
         path = "/api/v1/model_groups/"
         query = {"project_id": project_id, "name": name.rstrip(" ")}  # YMIR: LIKE '%name%'
         for item in self._pages(path, query):
-            group_id, found = self._parse(
-                f"GET {path}", lambda i: (int(i["id"]), str(i["name"])), item
-            )
+            group_id, found = _parse(f"GET {path}", lambda i: (int(i["id"]), str(i["name"])), item)
             if same_group_name(found, name):
                 return group_id
         return None
@@ -394,7 +390,7 @@ class YmirClient:
         ``url``, those YMIR's filter matches (see :meth:`image`)."""
         path = "/api/v1/images/"
         query = {"url": url} if url else {}
-        return [self._parse(f"GET {path}", _image, item) for item in self._pages(path, query)]
+        return [_parse(f"GET {path}", _image, item) for item in self._pages(path, query)]
 
     def image(self, url: str) -> DockerImage | None:
         """The image registered under exactly ``url``, not deleted; None if YMIR has none.
@@ -435,17 +431,17 @@ class YmirClient:
             "input_model_path": input_model_path,
         }
         result = self._call("POST", path, payload=payload)
-        return self._parse(f"POST {path}", _import_started, result)
+        return _parse(f"POST {path}", _import_started, result)
 
     def model(self, model_id: int) -> ModelState:
         path = f"/api/v1/models/{model_id}"
-        return self._parse(f"GET {path}", _model, self._call("GET", path))
+        return _parse(f"GET {path}", _model, self._call("GET", path))
 
     def models_of_group(self, project_id: int, group_id: int) -> list[ModelState]:
         """The group's models, newest first (an imported group has one)."""
         path = "/api/v1/models/"
         query = {"project_id": project_id, "group_id": group_id}
-        return [self._parse(f"GET {path}", _model, item) for item in self._pages(path, query)]
+        return [_parse(f"GET {path}", _model, item) for item in self._pages(path, query)]
 
     # -- the plumbing
 
@@ -455,7 +451,7 @@ class YmirClient:
         while True:
             page = {**query, "limit": PAGE_SIZE, "offset": offset}
             result = self._call("GET", path, query=page)
-            items, total = self._parse(
+            items, total = _parse(
                 f"GET {path}", lambda r: (list(r["items"]), int(r["total"])), result
             )
             yield from items
@@ -484,7 +480,7 @@ class YmirClient:
                 raise
             self.login()
             answer = self._repeat(method, url, body, content_type)
-        return self._parse(f"{method} {path}", lambda a: a["result"], answer)
+        return _parse(f"{method} {path}", lambda a: a["result"], answer)
 
     def _repeat(self, method: str, url: str, body: bytes | None, content_type: str | None) -> Any:
         try:
@@ -520,7 +516,7 @@ class YmirClient:
             if status != 429:
                 break
             PACE.hold(retry_after)
-        return self._interpret(endpoint, status, data)
+        return _interpret(self.url, endpoint, status, data)
 
     def _send(
         self,
@@ -554,49 +550,52 @@ class YmirClient:
             endpoint=endpoint,
         )
 
-    def _interpret(self, endpoint: str, status: int, data: bytes) -> Any:
-        try:
-            answer = json.loads(data)
-        except ValueError:
-            answer = None
-        code = answer.get("code") if isinstance(answer, dict) else None
-        known = code if isinstance(code, int) else None
-        if status >= 500 or status == 429:
-            raise YmirUnavailable(
-                f"YMIR answered {endpoint} with HTTP {status} "
-                f"({'code ' + str(known) if known is not None else 'no YMIR code'}); "
-                "it may work later.",
-                endpoint=endpoint,
-                ymir_code=known,
-                http_status=status,
-            )
-        if known is None:
-            raise YmirUnknownAnswer(
-                f"YMIR answered {endpoint} with HTTP {status} and no YMIR code in its body: "
-                f"is {self.url} YMIR's web port?",
-                endpoint=endpoint,
-                http_status=status,
-            )
-        if known == 0 and status < 300:
-            return answer
-        kind, meaning = REFUSALS.get(known, (YmirUnknownAnswer, "a code this client does not know"))
-        message = answer.get("message") if isinstance(answer, dict) else None
-        raise kind(
-            f"YMIR refused {endpoint} with code {known} ({message or 'no message'}): {meaning}.",
+
+def _parse(endpoint: str, parse: Callable[[Any], Parsed], value: Any) -> Parsed:
+    """``parse(value)``, or YmirUnknownAnswer if the answer does not have YMIR's shape."""
+    try:
+        return parse(value)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise YmirUnknownAnswer(
+            f"YMIR's answer to {endpoint} does not have the expected shape ({error!r}).",
+            endpoint=endpoint,
+        ) from None
+
+
+def _interpret(url: str, endpoint: str, status: int, data: bytes) -> Any:
+    """YMIR's JSON answer when its code is 0, else the matching error."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    code = answer.get("code") if isinstance(answer, dict) else None
+    known = code if isinstance(code, int) else None
+    if status >= 500 or status == 429:
+        raise YmirUnavailable(
+            f"YMIR answered {endpoint} with HTTP {status} "
+            f"({'code ' + str(known) if known is not None else 'no YMIR code'}); "
+            "it may work later.",
             endpoint=endpoint,
             ymir_code=known,
             http_status=status,
         )
-
-    def _parse(self, endpoint: str, parse: Callable[[Any], Parsed], value: Any) -> Parsed:
-        """``parse(value)``, or YmirUnknownAnswer if the answer does not have YMIR's shape."""
-        try:
-            return parse(value)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise YmirUnknownAnswer(
-                f"YMIR's answer to {endpoint} does not have the expected shape ({error!r}).",
-                endpoint=endpoint,
-            ) from None
+    if known is None:
+        raise YmirUnknownAnswer(
+            f"YMIR answered {endpoint} with HTTP {status} and no YMIR code in its body: "
+            f"is {url} YMIR's web port?",
+            endpoint=endpoint,
+            http_status=status,
+        )
+    if known == 0 and status < 300:
+        return answer
+    kind, meaning = REFUSALS.get(known, (YmirUnknownAnswer, "a code this client does not know"))
+    message = answer.get("message") if isinstance(answer, dict) else None
+    raise kind(
+        f"YMIR refused {endpoint} with code {known} ({message or 'no message'}): {meaning}.",
+        endpoint=endpoint,
+        ymir_code=known,
+        http_status=status,
+    )
 
 
 def _retry_after(value: str | None) -> float:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import structlog
+
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.storing.backends import ImportFailed
 from ymir_dropbox.storing.backends.ymir_client import (
     DockerImage,
     ImageState,
@@ -22,6 +25,7 @@ from ymir_dropbox.storing.backends.ymir_client import (
 )
 from ymir_dropbox.storing.checks import Finding
 
+log = structlog.get_logger(__name__)
 FIELD = "task_context.executor"
 REGISTER = "register it in YMIR's web app (Docker images page)"
 STATE_WORDS = {
@@ -96,6 +100,41 @@ def judge(executor: str, image: DockerImage | None) -> Problem | None:
         f"it for {without} with this model; register an image that serves {without} in "
         f"YMIR's web app (Docker images page), or fix {FIELD}",
     )
+
+
+def judge_executor(
+    client: YmirClient, normalized: JsonObject | None, required: bool
+) -> tuple[Problem, ...]:
+    """The package's executor image as YMIR has it: a warning for the ledger when YMIR
+    cannot run it. ``required`` (``require_registered_executor`` and nothing sent yet):
+    such a package fails instead, and a lookup YMIR could not answer is a passing fault."""
+    assert normalized is not None
+    executor = executor_of(normalized)
+    if executor is None:  # validation says so, in its own warnings
+        if required:
+            raise ImportFailed([refused_before_sending(missing())])
+        return ()
+    try:
+        image = client.image(executor)
+    except YmirError as error:
+        if required and error.passing:
+            raise  # retried later, as any call YMIR could not answer
+        log.warning("ymir_executor_unchecked", executor=executor, error=str(error))
+        if required:
+            raise ImportFailed([refused_before_sending(unchecked(executor, error))]) from None
+        return (unchecked(executor, error),)
+    problem = judge(executor, image)
+    log.info(
+        "ymir_executor_checked",
+        executor=executor,
+        image_id=image.id if image else None,
+        verdict=problem.code if problem else "ok",
+    )
+    if problem is None:
+        return ()
+    if required and problem.code in UNUSABLE:
+        raise ImportFailed([refused_before_sending(problem)])
+    return (problem,)
 
 
 def missing() -> Problem:
