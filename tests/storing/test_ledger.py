@@ -346,6 +346,36 @@ def test_a_ledger_of_the_first_release_is_migrated_and_its_rows_still_work(
     assert ledger.in_place(Place.FAILED)[0].status == Status.FAILED
 
 
+def test_a_new_ledger_has_the_schema_a_first_release_ledger_is_migrated_to(
+    tmp_path: Path,
+) -> None:
+    """A new ledger is made by the migrations on the bare connection, an old one's through
+    sqlite-utils: the same tables, columns and indexes either way."""
+    from sqlite_utils import Database
+
+    from ymir_dropbox.storing.ledger import MIGRATIONS
+
+    old = tmp_path / "old.sqlite"
+    first_release = Database(sqlite3.connect(old))
+    MIGRATIONS[0](first_release)
+    first_release.execute("PRAGMA user_version = 1")
+    first_release.conn.commit()
+    first_release.close()
+    Ledger(old).close()
+    Ledger(tmp_path / "new.sqlite").close()
+
+    def schema(path: Path) -> list[tuple[str, str, str]]:
+        connection = sqlite3.connect(path)
+        try:
+            return sorted(connection.execute("SELECT type, name, sql FROM sqlite_master"))
+        finally:
+            connection.close()
+
+    assert schema(tmp_path / "new.sqlite") == schema(old)
+    [table] = [sql for kind, _, sql in schema(old) if kind == "table"]
+    assert "backend_facts" in table and "ymir_model_id" not in table
+
+
 def test_a_reader_of_a_ledger_still_being_created_sees_no_rows(tmp_path: Path) -> None:
     """`status` at the moment the first daemon creates the ledger: empty, not an error."""
     path = tmp_path / "ledger.sqlite"

@@ -28,6 +28,7 @@ from ymir_dropbox.storing.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     V3_BACKEND_COLUMNS,
+    Executes,
 )
 from ymir_dropbox.storing.lifecycle import (
     FINAL,
@@ -357,13 +358,16 @@ class Ledger(LedgerQueries):
             self._check_version(version)
             if version == SCHEMA_VERSION:
                 return
-            # sqlite-utils is for changing the schema; the queries go straight to sqlite3,
-            # which spares every command the time it takes to import.
-            from sqlite_utils import Database
+            # sqlite-utils changes the schema of a ledger that has one; a new ledger is made
+            # by the same migrations straight on the connection, which spares the first start
+            # of every layout the time sqlite-utils takes to import (0.2 s of CPU).
+            schema: Executes = self.connection
+            if version > 0:
+                from sqlite_utils import Database
 
-            db = Database(self.connection)
+                schema = Database(self.connection)
             for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(db)
+                migration(schema)
                 self.connection.execute(f"PRAGMA user_version = {target}")
 
     @property

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from sqlite_utils import Database
+
+class Executes(Protocol):
+    """What a migration is given: a sqlite3 connection, or sqlite-utils' Database on it."""
+
+    def execute(self, sql: str, parameters: list[Any] = ..., /) -> Any: ...
+
 
 # Columns of the first release (schema version 1).
 V1_COLUMNS: dict[str, type] = {
@@ -61,7 +65,7 @@ COLUMNS: dict[str, type] = {
 JSON_COLUMNS = frozenset({"class_names", "errors", "warnings", "notes", "backend_facts"})
 
 
-def _v1(db: Database) -> None:
+def _v1(db: Executes) -> None:
     sqlite_types = {int: "INTEGER", str: "TEXT", float: "REAL"}
     columns = ", ".join(
         f"[{name}] {sqlite_types[kind]}" + (" PRIMARY KEY" if name == "id" else "")
@@ -75,14 +79,14 @@ def _v1(db: Database) -> None:
     )
 
 
-def _v2(db: Database) -> None:
+def _v2(db: Executes) -> None:
     """Paths as their exact bytes, beside the text shown to people."""
     for column in RAW_PATH_COLUMNS:
         db.execute(f"ALTER TABLE attempts ADD COLUMN [{column}] BLOB")
     db.execute("CREATE INDEX attempts_processing_path_raw ON attempts([processing_path_raw])")
 
 
-def _v3(db: Database) -> None:
+def _v3(db: Executes) -> None:
     """Who uploaded a package, and where the YMIR web backend put it."""
     db.execute("ALTER TABLE attempts ADD COLUMN [uploader] TEXT")
     for column, kind in V3_BACKEND_COLUMNS.items():
@@ -90,7 +94,7 @@ def _v3(db: Database) -> None:
     db.execute("CREATE INDEX attempts_ymir_model_id ON attempts([ymir_model_id])")
 
 
-def _v4(db: Database) -> None:
+def _v4(db: Executes) -> None:
     """A backend's facts in one JSON column, under the names people and scripts read them
     by (``ymir_model_id``, ...): every value of the version 3 columns is kept there."""
     db.execute("ALTER TABLE attempts ADD COLUMN [backend_facts] TEXT")
@@ -113,5 +117,5 @@ def _v4(db: Database) -> None:
         db.execute(f"ALTER TABLE attempts DROP COLUMN [{name}]")
 
 
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Callable[[Executes], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
