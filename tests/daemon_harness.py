@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import pytest
 from factory import Entry, file_bytes, gzip_bytes, info_yaml, seed_entries, seed_info, tar_bytes
+from forked import forked
 
 from ymir_dropbox.storing.backends import fact_names
 from ymir_dropbox.storing.ledger import as_text
@@ -374,16 +375,16 @@ class Dropbox:
             self.kill()
 
     def cli(self, *arguments: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run another ``ymir-dropbox`` command on this layout."""
-        return subprocess.run(
-            [*daemon_command(), "--config", str(self.config_path), *arguments],
-            capture_output=True,
-            text=True,
-            errors="backslashreplace",  # a name that is not UTF-8 must not break the test
-            timeout=DEFAULT_TIMEOUT,
-            check=check,
+        """Run another ``ymir-dropbox`` command on this layout (see :mod:`forked`)."""
+        done = forked().run(
+            ["--config", str(self.config_path), *arguments],
             cwd=self.root,
+            timeout=DEFAULT_TIMEOUT,
+            errors="backslashreplace",  # a name that is not UTF-8 must not break the test
         )
+        if check:
+            done.check_returncode()
+        return done
 
     # -- feeding the inbox
 

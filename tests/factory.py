@@ -257,17 +257,12 @@ def run_dropbox(
     env: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> Any:
-    """Run the real CLI; the caller's YMIR_DROPBOX_CONFIG never leaks in."""
+    """Run the real CLI (in a child of this worker's runner, see :mod:`forked`); the
+    caller's YMIR_DROPBOX_CONFIG never leaks in."""
     import os
-    import subprocess
+
+    from forked import forked
 
     environment = {k: v for k, v in os.environ.items() if k != "YMIR_DROPBOX_CONFIG"}
     environment.update(env or {})
-    return subprocess.run(
-        [*dropbox_command(), *map(str, arguments)],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return forked().run(arguments, cwd=cwd, env=environment, timeout=timeout)

@@ -7,7 +7,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from factory import (
     write_folder,
     write_package,
 )
+from forked import ForkedCommand
 from hostile import CASES, Hostile, params
 
 SUCCESS = re.compile(
@@ -138,91 +138,8 @@ def test_import_of_a_missing_file_is_a_usage_error_and_records_nothing(
 
 # -- the canary: no hostile package writes anything outside the box ---------------------------
 
-# Starting Python and importing ymir_dropbox costs about 0.3 s per command, too much for
-# two commands per hostile case. This runner imports the CLI once and forks one child per
-# command: each child is a separate process with its own working folder, environment and
-# output files, and calls ymir_dropbox.cli.main(argv), exactly what the console script does.
-FORK_RUNNER = r"""
-import json, os, sys, traceback
-from pathlib import Path
-from ymir_dropbox import cli
-from ymir_dropbox.config import build_config
-from ymir_dropbox.reading import validation
-import sqlite_utils, ymir_dropbox.storing.backends.embedded, ymir_dropbox.storing.importer
-import ymir_dropbox.storing.ledger
-
-# What every command builds first, built once here for all the children: the parser, the
-# configuration's and ymir-info.yaml's validators (cerberus checks a schema when it is built).
-cli.build_parser(True), cli.build_parser(False)
-build_config({}, source=None, anchor=Path.cwd())
-validation._validator("v2"), validation._validator("legacy")
-
-for line in sys.stdin:
-    job = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.environ.pop("YMIR_DROPBOX_CONFIG", None)
-            for fd, name in ((1, "stdout"), (2, "stderr")):
-                target = os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.dup2(target, fd)
-                os.close(target)
-            os.chdir(job["cwd"])
-            sys.argv = ["ymir-dropbox", *job["argv"]]
-            code = cli.main(job["argv"])
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
-
-
+# Two runners (see forked): the hostile cases take their two commands each in turn.
 RUNNERS = 2
-
-
-class ForkedCommand:
-    """Runs ``ymir-dropbox ARGS`` in a forked child of one long-lived Python process."""
-
-    def __init__(self, output_folder: Path) -> None:
-        self.output_folder = output_folder
-        self.count = 0
-        self.runner = subprocess.Popen(
-            [sys.executable, "-c", FORK_RUNNER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def run(self, *arguments: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-        assert self.runner.stdin is not None and self.runner.stdout is not None
-        self.count += 1
-        stdout = self.output_folder / f"{self.count}.out"
-        stderr = self.output_folder / f"{self.count}.err"
-        job = {
-            "argv": [str(argument) for argument in arguments],
-            "cwd": str(cwd),
-            "stdout": str(stdout),
-            "stderr": str(stderr),
-        }
-        self.runner.stdin.write(json.dumps(job) + "\n")
-        self.runner.stdin.flush()
-        reply = self.runner.stdout.readline()
-        assert reply, "the fork runner died"
-        return subprocess.CompletedProcess(
-            list(job["argv"]), json.loads(reply)["exit"], stdout.read_text(), stderr.read_text()
-        )
-
-    def close(self) -> None:
-        assert self.runner.stdin is not None
-        self.runner.stdin.close()
-        self.runner.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +152,7 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     roots = {case.id: tmp_path_factory.mktemp("canary") for case in CASES}
 
     def run_share(share: list[Hostile]) -> dict[str, Any]:
-        command = ForkedCommand(tmp_path_factory.mktemp("canary-output"))
+        command = ForkedCommand()
         runs: dict[str, Any] = {}
         try:
             for case in share:
@@ -243,8 +160,8 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 (root / "cwd").mkdir()
                 package = case.build(root / "package.tar.gz")
                 config = write_config(root / "config.toml", "box", case.limits_toml())
-                done = command.run("import", "--config", config, package, cwd=root / "cwd")
-                listing = command.run("ledger", "--json", "--config", config, cwd=root / "cwd")
+                done = command.run(["import", "--config", config, package], cwd=root / "cwd")
+                listing = command.run(["ledger", "--json", "--config", config], cwd=root / "cwd")
                 rows = [json.loads(line) for line in listing.stdout.splitlines()]
                 runs[case.id] = {"root": root, "done": done, "rows": rows}
         finally:
@@ -256,14 +173,50 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         return {key: value for runs in pool.map(run_share, shares) for key, value in runs.items()}
 
 
-def test_the_fork_runner_runs_the_real_command(tmp_path: Path) -> None:
-    command = ForkedCommand(tmp_path)
+@pytest.mark.parametrize(
+    "arguments",
+    [["--version"], ["validate", "--json", "seed.tar.gz"], ["ledger"], ["no-such-command"]],
+    ids=["version", "validate", "ledger-from-the-environment", "usage-error"],
+)
+def test_a_forked_command_answers_as_the_console_script(
+    arguments: list[str], tmp_path: Path
+) -> None:
+    """The runner's child, in its working folder with its environment, gives the console
+    script's exit code, output and errors."""
+    seed_package(tmp_path / "seed.tar.gz")
+    write_config(tmp_path / "config.toml", "box")
+    environment = {**os.environ, "YMIR_DROPBOX_CONFIG": "config.toml"}
+    command = ForkedCommand()
     try:
-        done = command.run("--version", cwd=tmp_path)
+        forked = command.run(arguments, cwd=tmp_path, env=environment)
     finally:
         command.close()
+    real = subprocess.run(
+        [*dropbox_command(), *arguments],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
-    assert (done.returncode, done.stdout.split()[0]) == (0, "ymir-dropbox")
+    assert (forked.returncode, forked.stdout, forked.stderr) == (
+        real.returncode,
+        real.stdout,
+        real.stderr,
+    )
+    assert forked.stdout or forked.stderr
+
+
+def test_a_forked_command_past_its_timeout_is_killed(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", "box")
+    command = ForkedCommand()
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            command.run(["--config", config, "run"], cwd=tmp_path, timeout=1.0)  # never ends
+        assert command.run(["--version"], cwd=tmp_path).returncode == 0  # the runner serves on
+    finally:
+        command.close()
 
 
 @pytest.mark.parametrize("case", params(CASES))
