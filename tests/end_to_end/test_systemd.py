@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import invalid_package, valid_package, wait_until, write_large_package
+from daemon_harness import invalid_package, valid_package, wait_until
 
 pytestmark = pytest.mark.systemd
 
@@ -49,7 +49,6 @@ PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
 MAX_EXPOSURE = 1.5  # `systemd-analyze security` of the unit today: 1.5 OK
-LARGE_PACKAGE_BYTES = 512 << 20
 STATUS_LINE = re.compile(
     r"^waiting \d+, importing \d+, imported (\d+), duplicates \d+, failed \d+$"
 )
@@ -666,28 +665,48 @@ def test_reload_reexecs_and_the_unit_stays_active(unit: Container) -> None:
 
 
 def test_stop_during_an_import_lets_it_finish(unit: Container) -> None:
-    large = unit.srv / "inbox" / ".large.tar.gz.upload"
-    write_large_package(large, LARGE_PACKAGE_BYTES)
-    cursor = unit.cursor()
-    large.rename(unit.srv / "inbox" / "large.tar.gz")
-    unit.wait_event(cursor, "package_claimed", timeout=30)
-    started = time.monotonic()
-    unit.run(f"systemctl stop {UNIT}")  # returns when the daemon has exited
-    took = time.monotonic() - started
-    state = unit.show("ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
-    assert state == {
-        "ActiveState": "inactive",
-        "Result": "success",
-        "ExecMainStatus": "0",
-        "ExecMainCode": "1",  # CLD_EXITED: it exited, it was not killed
-    }, unit.describe()
-    stopping = unit.events(cursor, "daemon_stopping")
-    assert stopping and stopping[0]["running"] == 1, (stopping, unit.describe())
-    imported = unit.events(cursor, "package_imported")
-    assert [event["path"] for event in imported] == ["large.tar.gz"], unit.describe()
-    assert unit.events(cursor, "daemon_stopped"), unit.describe()
-    assert (unit.srv / "done" / "large.tar.gz").exists()
-    assert not any((unit.srv / "processing").iterdir())
-    rows = [row for row in unit.ledger() if row["package"] == "large.tar.gz"]
-    assert [row["status"] for row in rows] == ["imported"]
-    print(f"systemctl stop during the import of large.tar.gz took {took:.1f}s")
+    """The import is held at the ``validated`` fault point while ``systemctl stop`` begins,
+    and let go once the daemon says it is stopping: it finishes, then the daemon exits."""
+    gate = unit.srv / "gate-validated"
+    gate.touch()
+    pause = f"YMIR_DROPBOX_PAUSE_AT=validated:slow.tar.gz:/srv/ymir-dropbox/{gate.name}"
+    unit.run(
+        f"mkdir -p {DROPIN} && printf '[Service]\\nEnvironment={pause}\\n' > {DROPIN}/pause.conf"
+        f" && systemctl daemon-reload && systemctl restart {UNIT}"
+    )
+    try:
+        unit.wait_active()
+        cursor = unit.cursor()
+        unit.drop("slow.tar.gz", valid_package("systemd-stop-during-import"))
+        unit.wait_event(cursor, "paused_at")
+        started = time.monotonic()
+        unit.run(f"systemctl stop --no-block {UNIT}")
+        unit.wait_event(cursor, "daemon_stopping")
+        gate.unlink()
+        wait_until(
+            lambda: unit.show("ActiveState")["ActiveState"] == "inactive",
+            30,
+            lambda: f"{UNIT} stops{unit.describe()}",
+            interval=0.2,
+        )
+        took = time.monotonic() - started
+        state = unit.show("ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
+        assert state == {
+            "ActiveState": "inactive",
+            "Result": "success",
+            "ExecMainStatus": "0",
+            "ExecMainCode": "1",  # CLD_EXITED: it exited, it was not killed
+        }, unit.describe()
+        stopping = unit.events(cursor, "daemon_stopping")
+        assert stopping and stopping[0]["running"] == 1, (stopping, unit.describe())
+        imported = unit.events(cursor, "package_imported")
+        assert [event["path"] for event in imported] == ["slow.tar.gz"], unit.describe()
+        assert unit.events(cursor, "daemon_stopped"), unit.describe()
+        assert (unit.srv / "done" / "slow.tar.gz").exists()
+        assert not any((unit.srv / "processing").iterdir())
+        rows = [row for row in unit.ledger() if row["package"] == "slow.tar.gz"]
+        assert [row["status"] for row in rows] == ["imported"]
+        print(f"systemctl stop during the import of slow.tar.gz took {took:.1f}s")
+    finally:
+        gate.unlink(missing_ok=True)
+        unit.run(f"rm -rf {DROPIN} && systemctl daemon-reload && systemctl restart {UNIT}")
