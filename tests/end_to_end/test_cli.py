@@ -27,6 +27,9 @@ from factory import (
 from forked import ForkedCommand
 from hostile import CASES, Hostile, params
 
+# A module-scoped fixture: the module's tests run in one worker (pyproject's --dist).
+pytestmark = pytest.mark.xdist_group("canary")
+
 SUCCESS = re.compile(
     r"pack success, model hash: [0-9a-f]{40}, best_stage_name: stage_2000, mAP: 0\.6"
 )

@@ -29,6 +29,10 @@ LAST_LINE = re.compile(
 )
 
 
+# A module-scoped fixture: the module's tests run in one worker (pyproject's --dist).
+pytestmark = pytest.mark.xdist_group("powercut")
+
+
 @dataclass(frozen=True)
 class SoakResult:
     cuts: int

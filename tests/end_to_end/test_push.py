@@ -871,6 +871,7 @@ class TestRefusedBeforeAnythingIsWritten:
         assert os.listdir(dropbox.inbox) == []
 
 
+@pytest.mark.xdist_group("packages-endpoint")  # one daemon for the class
 class TestPackagesEndpoint:
     """``GET /packages/<sha256>`` on the daemon's listener, asked directly with urllib."""
 

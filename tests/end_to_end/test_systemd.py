@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from daemon_harness import invalid_package, valid_package, wait_until
 
-pytestmark = pytest.mark.systemd
+pytestmark = [pytest.mark.systemd, pytest.mark.xdist_group("systemd")]
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT_ENV = "YMIR_DROPBOX_SYSTEMD_ROOT"

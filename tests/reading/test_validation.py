@@ -40,6 +40,9 @@ from ymir_dropbox.core.settings import Limits
 from ymir_dropbox.reading.info_schema import COUNTS, METRICS
 from ymir_dropbox.reading.validation import ValidationReport, validate_package
 
+# A module-scoped fixture: the module's tests run in one worker (pyproject's --dist).
+pytestmark = pytest.mark.xdist_group("cli-validate")
+
 LIMITS = Limits(**DEFAULTS["limits"])
 
 

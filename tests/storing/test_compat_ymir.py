@@ -23,7 +23,7 @@ from ymir_dropbox.storing.backends import make_backend
 from ymir_dropbox.storing.importer import Importer
 from ymir_dropbox.storing.ledger import Ledger
 
-pytestmark = pytest.mark.mir
+pytestmark = [pytest.mark.mir, pytest.mark.xdist_group("compat-ymir")]
 
 # Run with the mir venv's python; one line "RESULT {json}" per stored model (mir logs to stdout).
 CHECK_WITH_YMIR = r"""

@@ -25,6 +25,9 @@ from ymir_dropbox.storing.ledger import (
 )
 from ymir_dropbox.storing.lifecycle import Place, Status
 
+# A module-scoped fixture: the module's tests run in one worker (pyproject's --dist).
+pytestmark = pytest.mark.xdist_group("ledger-cli")
+
 
 def pragma(path: Path, name: str) -> Any:
     connection = sqlite3.connect(path)

@@ -17,7 +17,7 @@ from conftest import mir_executable
 from factory import run_dropbox, write_config
 from training_runs import GUIDE_FLAGS, mmdet_run, mxnet_folder, ultralytics_run, yolov5_run
 
-pytestmark = pytest.mark.mir
+pytestmark = [pytest.mark.mir, pytest.mark.xdist_group("pack-into-mir")]
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "tests",
