@@ -212,7 +212,9 @@ def _reason(row: JsonObject) -> str:
         return str(row["reason"])
     # A status from an older daemon: its failures carry their problems only.
     problems = tuple(
-        Problem(str(found.get("code")), str(found.get("field") or ""), str(found.get("message")))
+        Problem.recorded(
+            str(found.get("code")), str(found.get("field") or ""), str(found.get("message"))
+        )
         for found in row.get("errors") or ()
     )
     return failure_reason(problems)

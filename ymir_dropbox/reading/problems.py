@@ -1,11 +1,14 @@
 """What can be wrong with a package: one catalogue of stable codes, and the Problem record.
 
 A problem in a package is data, not an exception. The codes are part of the public
-interface (``validate --json``, the ledger, ``<name>.error.json``): never rename one.
+interface (``validate --json``, the ledger, ``<name>.error.json``): never rename one. A
+backend's own codes (``import.mir_failed``, ...) are in its module, which adds them to the
+catalogue with :func:`register_codes` when it is imported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from ymir_dropbox.core.jsonvalues import JsonObject
@@ -69,29 +72,17 @@ CODES: dict[str, str] = {
     # import
     "import.io_error": "reading the package or writing the store failed (retried later)",
     "import.crashed": "the import failed with an unexpected error several times",
-    "import.mir_failed": "the mir command failed",
-    "import.mir_hash_mismatch": "the model file mir reported is not in the model store",
     "import.backend_unavailable": "the backend (YMIR) cannot be reached or did not finish in time "
     "(retried later)",
-    "import.ymir_unrouted": "no YMIR project for the package's folder and no default project",
-    "import.ymir_not_allowed": "the package's owner is not in the group its routed folder takes",
-    "import.ymir_project": "the YMIR project does not exist",
-    "import.ymir_object_type": "the package's object type is not the YMIR project's",
-    "import.ymir_refused": "YMIR refused the import (a group name, a text too long, ...)",
-    "import.ymir_failed": "YMIR ended the import in an error (with YMIR's error code)",
-    # the executor image (task_context.executor) as YMIR has it: warnings; the first three are
-    # errors, before anything is sent to YMIR, with import.ymir_api.require_registered_executor
-    "ymir.executor_not_registered": "YMIR has no docker image of the name task_context.executor "
-    "gives",
-    "ymir.executor_not_ready": "the executor image is registered in YMIR but pending (being "
-    "pulled) or in error",
-    "ymir.executor_missing": "the package names no executor (task_context.executor), and "
-    "import.ymir_api.require_registered_executor asks for one",
-    "ymir.executor_partial": "the executor image serves only some of training, mining and "
-    "inference in YMIR (warning)",
-    "ymir.executor_unchecked": "YMIR could not be asked about the executor image (warning; "
-    "an error when import.ymir_api.require_registered_executor is true and YMIR refused)",
 }
+
+
+def register_codes(codes: Mapping[str, str]) -> None:
+    """Add a backend's codes (code -> meaning) to the catalogue; no code means two things."""
+    taken = sorted(code for code, meaning in codes.items() if CODES.get(code, meaning) != meaning)
+    if taken:
+        raise ValueError(f"problem codes already in the catalogue: {taken}")
+    CODES.update(codes)
 
 
 MAX_FIELD = 300  # characters of a field or member name in a problem
@@ -123,6 +114,17 @@ class Problem:
         # here, in the one place every problem is made.
         object.__setattr__(self, "field", shortened(self.field, MAX_FIELD))
         object.__setattr__(self, "message", shortened(self.message, MAX_MESSAGE))
+
+    @classmethod
+    def recorded(cls, code: str, field: str, message: str) -> Problem:
+        """A problem as a ledger row or a status document holds it, whatever release or
+        backend recorded it: its code is taken as it is, not checked against this catalogue
+        (a backend not imported here, a code of a newer release after a downgrade)."""
+        problem = object.__new__(cls)
+        object.__setattr__(problem, "code", code)
+        object.__setattr__(problem, "field", shortened(field, MAX_FIELD))
+        object.__setattr__(problem, "message", shortened(message, MAX_MESSAGE))
+        return problem
 
     def as_dict(self) -> JsonObject:
         return asdict(self)

@@ -25,7 +25,7 @@ import structlog
 from ymir_dropbox.core.errors import ConfigError, DropboxError
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.settings import BackendSettings, Config
-from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.problems import Problem, register_codes
 from ymir_dropbox.reading.rules import PATH
 from ymir_dropbox.storing.attempts import Attempt
 from ymir_dropbox.storing.backends import ImportFailed, ImportResult, PreparedPackage
@@ -34,6 +34,12 @@ from ymir_dropbox.storing.ledger import Ledger
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
+# This backend's problem codes (see reading.problems).
+PROBLEMS: dict[str, str] = {
+    "import.mir_failed": "the mir command failed",
+    "import.mir_hash_mismatch": "the model file mir reported is not in the model store",
+}
+register_codes(PROBLEMS)
 PACK_SUCCESS = re.compile(r"Pack success, model hash: ([0-9a-f]{40})")
 IMPORT_COMMIT = re.compile(r"^import model .* as ([0-9a-f]{40})$", re.MULTILINE)
 TAIL_LINES = 20

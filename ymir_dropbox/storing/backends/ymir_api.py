@@ -28,7 +28,7 @@ import structlog
 from ymir_dropbox.core.errors import ConfigError, DropboxError
 from ymir_dropbox.core.jsonvalues import JsonObject
 from ymir_dropbox.core.settings import BackendSettings, Config
-from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.problems import Problem, register_codes
 from ymir_dropbox.reading.rules import PATH, POSITIVE_NUMBER
 from ymir_dropbox.storing.attempts import Attempt, Facts
 from ymir_dropbox.storing.backends import (
@@ -58,6 +58,14 @@ from ymir_dropbox.storing.lifecycle import IN_FLIGHT, SETTLED, Status
 from ymir_dropbox.storing.store import StreamedStore, write_tar
 
 log = structlog.get_logger(__name__)
+# This backend's problem codes (see reading.problems); routes and images have theirs.
+PROBLEMS: dict[str, str] = {
+    "import.ymir_project": "the YMIR project does not exist",
+    "import.ymir_object_type": "the package's object type is not the YMIR project's",
+    "import.ymir_refused": "YMIR refused the import (a group name, a text too long, ...)",
+    "import.ymir_failed": "YMIR ended the import in an error (with YMIR's error code)",
+}
+register_codes(PROBLEMS)
 _NAMING = threading.Lock()  # one group name chosen at a time, by every worker
 POST_SETTLE_SECONDS = 5.0  # longer than YMIR takes to answer an import's POST
 STAGED_DIGITS = 16  # of the sha256, naming a staged package

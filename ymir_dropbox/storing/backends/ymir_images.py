@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import structlog
 
 from ymir_dropbox.core.jsonvalues import JsonObject
-from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.problems import Problem, register_codes
 from ymir_dropbox.storing.backends import ImportFailed
 from ymir_dropbox.storing.backends.ymir_client import (
     DockerImage,
@@ -26,6 +26,21 @@ from ymir_dropbox.storing.backends.ymir_client import (
 from ymir_dropbox.storing.checks import Finding
 
 log = structlog.get_logger(__name__)
+# The executor image as YMIR has it: warnings; the first three are errors, before anything
+# is sent to YMIR, with import.ymir_api.require_registered_executor (see reading.problems).
+PROBLEMS: dict[str, str] = {
+    "ymir.executor_not_registered": "YMIR has no docker image of the name task_context.executor "
+    "gives",
+    "ymir.executor_not_ready": "the executor image is registered in YMIR but pending (being "
+    "pulled) or in error",
+    "ymir.executor_missing": "the package names no executor (task_context.executor), and "
+    "import.ymir_api.require_registered_executor asks for one",
+    "ymir.executor_partial": "the executor image serves only some of training, mining and "
+    "inference in YMIR (warning)",
+    "ymir.executor_unchecked": "YMIR could not be asked about the executor image (warning; "
+    "an error when import.ymir_api.require_registered_executor is true and YMIR refused)",
+}
+register_codes(PROBLEMS)
 FIELD = "task_context.executor"
 REGISTER = "register it in YMIR's web app (Docker images page)"
 STATE_WORDS = {

@@ -15,9 +15,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ymir_dropbox.reading.problems import Problem
+from ymir_dropbox.reading.problems import Problem, register_codes
 from ymir_dropbox.storing.backends import ImportFailed, PreparedPackage
 from ymir_dropbox.storing.checks import Finding
+
+# The routes' problem codes (see reading.problems).
+PROBLEMS: dict[str, str] = {
+    "import.ymir_unrouted": "no YMIR project for the package's folder and no default project",
+    "import.ymir_not_allowed": "the package's owner is not in the group its routed folder takes",
+}
+register_codes(PROBLEMS)
 
 
 @dataclass(frozen=True, slots=True)
