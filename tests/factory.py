@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import tarfile
 from collections.abc import Iterable
@@ -111,12 +112,17 @@ def write_package(path: Path, entries: Iterable[Entry]) -> Path:
     return path
 
 
+@functools.cache
+def _seed_yaml() -> bytes:
+    """The seed's ymir-info.yaml, made once: the bursts build hundreds of packages from it."""
+    return info_yaml(seed_info())
+
+
 def seed_entries(info: dict[str, Any] | None = None, *, info_last: bool = True) -> list[Entry]:
     """The seed's example: every file at the root, ymir-info.yaml last (as `tar -czvf` made it)."""
-    info = seed_info() if info is None else info
     names = ["model-1000.params", "model-2000.params", "model-symbol.json"]
     entries = [Entry(name, file_bytes(name)) for name in names]
-    document = Entry("ymir-info.yaml", info_yaml(info))
+    document = Entry("ymir-info.yaml", _seed_yaml() if info is None else info_yaml(info))
     return [*entries, document] if info_last else [document, *entries]
 
 
