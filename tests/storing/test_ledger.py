@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,10 @@ from ymir_dropbox.storing.ledger import (
     _Transaction,
 )
 from ymir_dropbox.storing.lifecycle import Place, Status
+
+V1_ONE_IMPORT = (
+    "CREATE UNIQUE INDEX attempts_one_import ON attempts(sha256) WHERE status = 'imported'"
+)
 
 # A module-scoped fixture: the module's tests run in one worker (pyproject's --dist).
 pytestmark = pytest.mark.xdist_group("ledger-cli")
@@ -349,11 +356,25 @@ def test_a_ledger_of_the_first_release_is_migrated_and_its_rows_still_work(
     assert ledger.in_place(Place.FAILED)[0].status == Status.FAILED
 
 
+def schema_of(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]], int]:
+    """The attempts table's columns (in order, with types and key), its indexes (name and
+    SQL) and the schema version."""
+    connection = sqlite3.connect(path)
+    try:
+        columns = connection.execute("PRAGMA table_info(attempts)").fetchall()
+        indexes = connection.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+        ).fetchall()
+        return columns, indexes, connection.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        connection.close()
+
+
 def test_a_new_ledger_has_the_schema_a_first_release_ledger_is_migrated_to(
     tmp_path: Path,
 ) -> None:
-    """A new ledger is made by the migrations on the bare connection, an old one's through
-    sqlite-utils: the same tables, columns and indexes either way."""
+    """A new ledger is made at today's schema in one step, an old one migrated version by
+    version: the same columns in the same order, the same indexes, the same version."""
     from sqlite_utils import Database
 
     from ymir_dropbox.storing.ledger import MIGRATIONS
@@ -367,16 +388,65 @@ def test_a_new_ledger_has_the_schema_a_first_release_ledger_is_migrated_to(
     Ledger(old).close()
     Ledger(tmp_path / "new.sqlite").close()
 
-    def schema(path: Path) -> list[tuple[str, str, str]]:
-        connection = sqlite3.connect(path)
-        try:
-            return sorted(connection.execute("SELECT type, name, sql FROM sqlite_master"))
-        finally:
-            connection.close()
+    assert schema_of(tmp_path / "new.sqlite") == schema_of(old)
+    columns, indexes, version = schema_of(old)
+    names = [column[1] for column in columns]
+    assert names[-1] == "backend_facts" and "ymir_model_id" not in names
+    assert ("attempts_one_import", V1_ONE_IMPORT) in indexes
+    assert version == SCHEMA_VERSION
 
-    assert schema(tmp_path / "new.sqlite") == schema(old)
-    [table] = [sql for kind, _, sql in schema(old) if kind == "table"]
-    assert "backend_facts" in table and "ymir_model_id" not in table
+
+OLD_SQLITE = Path(__file__).resolve().parents[2] / ".old-sqlite"
+ON_OLD_SQLITE = """
+import json, sqlite3, sys
+from pathlib import Path
+from sqlite_utils import Database
+from ymir_dropbox.storing.ledger import MIGRATIONS, Ledger
+
+folder = Path(sys.argv[1])
+new = Ledger(folder / "new.sqlite")
+version_3 = Database(sqlite3.connect(folder / "v3.sqlite"))
+for migration in MIGRATIONS[:3]:
+    migration(version_3)
+version_3.execute("PRAGMA user_version = 3")
+version_3.execute(
+    "INSERT INTO attempts (package, status, place, sha256, backend, ymir_model_id) "
+    "VALUES ('m.tar.gz', 'imported', 'done', 'cafe', 'ymir-api', 41)"
+)
+version_3.conn.commit()
+version_3.close()
+migrated = Ledger(folder / "v3.sqlite")
+[row] = migrated.recent()
+print(json.dumps({
+    "sqlite": sqlite3.sqlite_version,
+    "versions": [new.schema_version, migrated.schema_version],
+    "facts": dict(row.facts),
+    "imported": migrated.imported_by_sha256("cafe") is not None,
+}))
+"""
+
+
+def test_on_the_oldest_sqlite_a_ledger_is_made_and_an_old_one_migrated(tmp_path: Path) -> None:
+    """SQLite 3.34 (Debian 11, RHEL 9) has no ALTER TABLE DROP COLUMN, which version 4 of
+    the schema needed to drop version 3's columns: no new ledger could be made there."""
+    if not (OLD_SQLITE / "libsqlite3.so.0").exists():
+        pytest.fail(f"no SQLite 3.34 in {OLD_SQLITE}: run `.ci/old-sqlite` (see README)")
+    done = subprocess.run(
+        [sys.executable, "-c", ON_OLD_SQLITE, str(tmp_path)],
+        env={**os.environ, "LD_LIBRARY_PATH": str(OLD_SQLITE)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == {
+        "sqlite": "3.34.1",
+        "versions": [SCHEMA_VERSION, SCHEMA_VERSION],
+        "facts": {"ymir_model_id": 41},
+        "imported": True,
+    }
+    assert schema_of(tmp_path / "new.sqlite") == schema_of(tmp_path / "v3.sqlite")
 
 
 def test_a_reader_of_a_ledger_still_being_created_sees_no_rows(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from ymir_dropbox.storing.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     V3_BACKEND_COLUMNS,
-    Executes,
+    create,
 )
 from ymir_dropbox.storing.lifecycle import (
     FINAL,
@@ -358,16 +358,17 @@ class Ledger(LedgerQueries):
             self._check_version(version)
             if version == SCHEMA_VERSION:
                 return
-            # sqlite-utils changes the schema of a ledger that has one; a new ledger is made
-            # by the same migrations straight on the connection, which spares the first start
-            # of every layout the time sqlite-utils takes to import (0.2 s of CPU).
-            schema: Executes = self.connection
-            if version > 0:
-                from sqlite_utils import Database
+            if version == 0:
+                create(self.connection)
+                self.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return
+            # sqlite-utils changes the schema of an older ledger; imported only then, it
+            # spares every other start the time it takes to import (0.2 s of CPU).
+            from sqlite_utils import Database
 
-                schema = Database(self.connection)
+            db = Database(self.connection)
             for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(schema)
+                migration(db)
                 self.connection.execute(f"PRAGMA user_version = {target}")
 
     @property

@@ -1,20 +1,20 @@
 """The ledger's schema: its columns and the migrations that built it, version by version.
 
-Each migration takes the database from version N to N + 1. Append; never edit one that
-shipped: people run ledgers of every release, and each start migrates theirs.
+Each migration takes the database from version N to N + 1. Append; never change what one
+that shipped does to a ledger: people run ledgers of every release, and each start migrates
+theirs. A new ledger is made with today's schema in one step (:func:`create`); a test checks
+that it is what the migrations build from the first release's.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
-
-class Executes(Protocol):
-    """What a migration is given: a sqlite3 connection, or sqlite-utils' Database on it."""
-
-    def execute(self, sql: str, parameters: list[Any] = ..., /) -> Any: ...
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 
 # Columns of the first release (schema version 1).
@@ -63,30 +63,46 @@ COLUMNS: dict[str, type] = {
     "backend_facts": str,  # JSON: what the backend keeps about the attempt (YMIR's ids, ...)
 }
 JSON_COLUMNS = frozenset({"class_names", "errors", "warnings", "notes", "backend_facts"})
+SQLITE_TYPES = {int: "INTEGER", str: "TEXT", float: "REAL", bytes: "BLOB"}
+V1_INDEXES = (
+    *(f"CREATE INDEX attempts_{column} ON attempts([{column}])"
+      for column in ("sha256", "status", "model_hash", "place")),
+    "CREATE UNIQUE INDEX attempts_one_import ON attempts(sha256) WHERE status = 'imported'",
+)  # fmt: skip
+V2_INDEX = "CREATE INDEX attempts_processing_path_raw ON attempts([processing_path_raw])"
 
 
-def _v1(db: Executes) -> None:
-    sqlite_types = {int: "INTEGER", str: "TEXT", float: "REAL"}
-    columns = ", ".join(
-        f"[{name}] {sqlite_types[kind]}" + (" PRIMARY KEY" if name == "id" else "")
-        for name, kind in V1_COLUMNS.items()
+def _table(columns: dict[str, type]) -> str:
+    return "CREATE TABLE attempts ({})".format(
+        ", ".join(
+            f"[{name}] {SQLITE_TYPES[kind]}" + (" PRIMARY KEY" if name == "id" else "")
+            for name, kind in columns.items()
+        )
     )
-    db.execute(f"CREATE TABLE attempts ({columns})")
-    for column in ("sha256", "status", "model_hash", "place"):
-        db.execute(f"CREATE INDEX attempts_{column} ON attempts([{column}])")
-    db.execute(
-        "CREATE UNIQUE INDEX attempts_one_import ON attempts(sha256) WHERE status = 'imported'"
-    )
 
 
-def _v2(db: Executes) -> None:
+def create(connection: sqlite3.Connection) -> None:
+    """A new ledger, at SCHEMA_VERSION: no migration's detour (version 3's columns made only
+    to be dropped), and no sqlite-utils to import on the first start of every layout."""
+    connection.execute(_table(COLUMNS))
+    for index in (*V1_INDEXES, V2_INDEX):
+        connection.execute(index)
+
+
+def _v1(db: Database) -> None:
+    db.execute(_table(V1_COLUMNS))
+    for index in V1_INDEXES:
+        db.execute(index)
+
+
+def _v2(db: Database) -> None:
     """Paths as their exact bytes, beside the text shown to people."""
     for column in RAW_PATH_COLUMNS:
         db.execute(f"ALTER TABLE attempts ADD COLUMN [{column}] BLOB")
-    db.execute("CREATE INDEX attempts_processing_path_raw ON attempts([processing_path_raw])")
+    db.execute(V2_INDEX)
 
 
-def _v3(db: Executes) -> None:
+def _v3(db: Database) -> None:
     """Who uploaded a package, and where the YMIR web backend put it."""
     db.execute("ALTER TABLE attempts ADD COLUMN [uploader] TEXT")
     for column, kind in V3_BACKEND_COLUMNS.items():
@@ -94,9 +110,14 @@ def _v3(db: Executes) -> None:
     db.execute("CREATE INDEX attempts_ymir_model_id ON attempts([ymir_model_id])")
 
 
-def _v4(db: Executes) -> None:
+def _v4(db: Database) -> None:
     """A backend's facts in one JSON column, under the names people and scripts read them
-    by (``ymir_model_id``, ...): every value of the version 3 columns is kept there."""
+    by (``ymir_model_id``, ...): every value of the version 3 columns is kept there.
+
+    The columns are dropped by rebuilding the table (sqlite-utils' transform, in this
+    migration's transaction), not by SQLite's DROP COLUMN, which needs SQLite 3.35: Debian 11
+    and RHEL 9 have 3.34. The indexes are dropped first and made again from their own SQL
+    (transform cannot carry a partial index, and older sqlite-utils lose every index)."""
     db.execute("ALTER TABLE attempts ADD COLUMN [backend_facts] TEXT")
     names = list(V3_BACKEND_COLUMNS)
     rows = db.execute(
@@ -113,9 +134,17 @@ def _v4(db: Executes) -> None:
             "UPDATE attempts SET backend_facts = ? WHERE id = ?", [json.dumps(facts), attempt_id]
         )
     db.execute("DROP INDEX attempts_ymir_model_id")
-    for name in names:
-        db.execute(f"ALTER TABLE attempts DROP COLUMN [{name}]")
+    indexes = db.execute(
+        "SELECT name, sql FROM sqlite_master "
+        "WHERE type = 'index' AND tbl_name = 'attempts' AND sql IS NOT NULL"
+    ).fetchall()
+    for name, _ in indexes:
+        db.execute(f"DROP INDEX [{name}]")
+    for statement in db.table("attempts").transform_sql(drop=set(names)):
+        db.execute(statement)
+    for _, sql in indexes:
+        db.execute(sql)
 
 
-MIGRATIONS: tuple[Callable[[Executes], None], ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
