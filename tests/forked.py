@@ -32,9 +32,12 @@ from ymir_dropbox.reading import validation
 import ymir_dropbox.storing.backends.embedded, ymir_dropbox.storing.importer
 import ymir_dropbox.storing.ledger
 
+# As the console script: no working folder on the import path (python -c puts it first).
+sys.path[:] = [entry for entry in sys.path if entry]
 # What every command builds first, built once here for all the children: the parser, the
 # configuration's and ymir-info.yaml's validators (cerberus checks a schema when it is built).
-cli.build_parser(True), cli.build_parser(False)
+# Not the backends' commands: they would import every backend, which a command does not.
+cli.build_parser(False)
 build_config({}, source=None, anchor=Path.cwd())
 validation._validator("v2"), validation._validator("legacy")
 

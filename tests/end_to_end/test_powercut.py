@@ -110,7 +110,7 @@ def write_carelessly(path: Path, data: bytes) -> None:
 
 
 class TestOnePackage:
-    """Each on its own layout (a unit of work of its own under --dist loadscope)."""
+    """Each on its own layout."""
 
     @pytest.mark.parametrize("folder", ["done", "failed"])
     def test_a_filed_package_keeps_its_bytes_across_a_cut(self, powered: Soak, folder: str) -> None:

@@ -2,8 +2,8 @@
 
 What is asserted is what a YMIR user would see (the models, groups and stages of a project, read
 through the API or the stand-in's database) and what the ledger says about it. Imports run the
-real ``mir models`` of ymir-cmd 2.3.0 (tests marked ``mir``). The tests are grouped in classes:
-under ``--dist loadscope`` each class is one unit of work, so the file spreads over the workers.
+real ``mir models`` of ymir-cmd 2.3.0 (tests marked ``mir``). The tests are grouped in classes,
+by what they show; the workers take them one by one.
 """
 
 from __future__ import annotations
