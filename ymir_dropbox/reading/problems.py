@@ -2,8 +2,8 @@
 
 A problem in a package is data, not an exception. The codes are part of the public
 interface (``validate --json``, the ledger, ``<name>.error.json``): never rename one. A
-backend's own codes (``import.mir_failed``, ...) are in its module, which adds them to the
-catalogue with :func:`register_codes` when it is imported.
+backend's own codes are in its module, which adds them to the catalogue with
+:func:`register_codes` when it is imported.
 """
 
 from __future__ import annotations
