@@ -36,6 +36,12 @@ def checks(tmp_path: Path, config: Path, password: str) -> tuple[int, list[dict[
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
 
 
+def the_finding(found: list[dict[str, object]], what: str) -> dict[str, object]:
+    """The one finding about ``what``."""
+    (finding,) = [item for item in found if item["what"] == what]
+    return finding
+
+
 def test_a_fresh_default_layout_checks_out(tmp_path: Path) -> None:
     done = run_dropbox("check", cwd=tmp_path)
 
@@ -105,7 +111,7 @@ def test_a_ymir_without_docker_images_fails_the_check_only_when_executors_are_re
 
     code, found = checks(tmp_path, config, standin.password)
 
-    (images,) = [item for item in found if item["what"] == "YMIR's docker images"]
+    images = the_finding(found, "YMIR's docker images")
     assert (code == 0, images["ok"]) == (ok, ok)
     assert str(images["detail"]).startswith("none registered")
 
@@ -157,7 +163,7 @@ def test_a_password_file_others_can_read_fails_the_check(
     done = run_dropbox("--config", config, "check", "--json", cwd=tmp_path)
     found = [json.loads(line) for line in done.stdout.splitlines()]
 
-    (finding,) = [item for item in found if item["what"] == "import.ymir_api.password_file"]
+    finding = the_finding(found, "import.ymir_api.password_file")
     assert finding["ok"] is ok, finding
     assert (done.returncode == 0) is ok
     if not ok:
@@ -174,7 +180,7 @@ def test_a_routed_folders_group_must_exist(
 
     code, found = checks(tmp_path, config, standin.password)
 
-    (finding,) = [item for item in found if item["what"] == "import.ymir_api.projects.team-a.group"]
+    finding = the_finding(found, "import.ymir_api.projects.team-a.group")
     assert finding["ok"] is ok and (code == 0) is ok, found
     expected = "members of 'daemon' (gid 1) only" if ok else "no group 'no-such-group'"
     assert expected in str(finding["detail"])

@@ -112,7 +112,13 @@ def test_a_failure_carries_its_problems(ledger: Ledger) -> None:
 def test_an_import_carries_its_warnings(ledger: Ledger) -> None:
     attempt = claimed(ledger, "a.tar.gz")
     # A backend's own code: what the ledger holds is answered whichever backend wrote it.
-    warning = Problem.recorded("ymir.executor_not_registered", "task_context.executor", "gone")
+    warning = Problem.recorded(
+        {
+            "code": "ymir.executor_not_registered",
+            "field": "task_context.executor",
+            "message": "gone",
+        }
+    )
     ledger.finish(
         attempt, Status.IMPORTED, model_hash="m" * 40, findings=Findings(warnings=(warning,))
     )

@@ -40,6 +40,7 @@ from ymir_dropbox.storing.lifecycle import Place, Status
 
 log = structlog.get_logger(__name__)
 CHECK_BEFORE_CLAIM_BYTES = 64 * 1024 * 1024
+SYMLINKED_FOLDER = (errno.ELOOP, errno.ENOTDIR)  # what an open through a symlinked folder gives
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +69,8 @@ def _still_ready(
     except PackageUnreadable:  # a symlink, a fifo
         return JobResult(JobEnd.IGNORED, relative)
     except OSError as error:
-        if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            log.warning(
-                "file_left_alone", path=str(relative), reason="a folder on its path is a symlink"
-            )
-            return JobResult(JobEnd.IGNORED, relative, reason=str(error))
+        if error.errno in SYMLINKED_FOLDER:
+            return _symlinked_folder(relative, error)
         return JobResult(JobEnd.TRANSIENT, relative, reason=f"{error.strerror or error}")
     try:
         info = os.fstat(opened.fileno())
@@ -180,10 +178,13 @@ def _not_claimed(
         log.warning("file_swapped_at_claim", path=str(relative), reason=error.strerror)
         return JobResult(JobEnd.CHANGED, relative, reason=str(error))
     ledger.finish(attempt_id, Status.INTERRUPTED, notes=[f"claim failed: {error}"])
-    if error.errno in (errno.ELOOP, errno.ENOTDIR):
-        log.warning(
-            "file_left_alone", path=str(relative), reason="a folder on its path is a symlink"
-        )
-        return JobResult(JobEnd.IGNORED, relative, reason=str(error))
+    if error.errno in SYMLINKED_FOLDER:
+        return _symlinked_folder(relative, error)
     end = JobEnd.GONE if isinstance(error, FileNotFoundError) else JobEnd.TRANSIENT
     return JobResult(end, relative, reason=str(error))
+
+
+def _symlinked_folder(relative: PurePosixPath, error: OSError) -> JobResult:
+    """A folder on the package's path is a symlink by now: the package stays where it is."""
+    log.warning("file_left_alone", path=str(relative), reason="a folder on its path is a symlink")
+    return JobResult(JobEnd.IGNORED, relative, reason=str(error))

@@ -211,12 +211,7 @@ def _reason(row: JsonObject) -> str:
     if row.get("reason"):
         return str(row["reason"])
     # A status from an older daemon: its failures carry their problems only.
-    problems = tuple(
-        Problem.recorded(
-            str(found.get("code")), str(found.get("field") or ""), str(found.get("message"))
-        )
-        for found in row.get("errors") or ()
-    )
+    problems = tuple(Problem.recorded(found) for found in row.get("errors") or ())
     return failure_reason(problems)
 
 

@@ -109,21 +109,26 @@ class Problem:
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown problem code {self.code!r}")
+        self._cap()
+
+    def _cap(self) -> None:
         # What a package holds is quoted in its problems: a 1 MB value would be 1 MB in the
         # error files, the log, the ledger, every notification and the status page. Capped
-        # here, in the one place every problem is made.
+        # here, where every problem is made.
         object.__setattr__(self, "field", shortened(self.field, MAX_FIELD))
         object.__setattr__(self, "message", shortened(self.message, MAX_MESSAGE))
 
     @classmethod
-    def recorded(cls, code: str, field: str, message: str) -> Problem:
-        """A problem as a ledger row or a status document holds it, whatever release or
-        backend recorded it: its code is taken as it is, not checked against this catalogue
-        (a backend not imported here, a code of a newer release after a downgrade)."""
+    def recorded(cls, document: Mapping[str, object]) -> Problem:
+        """A problem as a ledger row or a status document holds it (``code``, ``field``,
+        ``message``), whatever release or backend recorded it: its code is taken as it is,
+        not checked against this catalogue (a backend not imported here, a code of a newer
+        release after a downgrade)."""
         problem = object.__new__(cls)
-        object.__setattr__(problem, "code", code)
-        object.__setattr__(problem, "field", shortened(field, MAX_FIELD))
-        object.__setattr__(problem, "message", shortened(message, MAX_MESSAGE))
+        object.__setattr__(problem, "code", str(document.get("code")))
+        object.__setattr__(problem, "field", str(document.get("field") or ""))
+        object.__setattr__(problem, "message", str(document.get("message")))
+        problem._cap()
         return problem
 
     def as_dict(self) -> JsonObject:

@@ -639,10 +639,4 @@ def _tuple_or_none(value: Any) -> tuple[str, ...] | None:
 
 
 def _problems(value: Any) -> tuple[Problem, ...]:
-    return tuple(
-        Problem.recorded(
-            str(item.get("code")), str(item.get("field") or ""), str(item.get("message"))
-        )
-        for item in value or ()
-        if isinstance(item, dict)
-    )
+    return tuple(Problem.recorded(item) for item in value or () if isinstance(item, dict))
